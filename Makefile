@@ -1,0 +1,47 @@
+# mdn-experiments: every target runs from the repository root and sets itself up.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+TORCH_VERSION ?= 2.13.0
+ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install test test-all run sweep reproduce bench clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch first, pinned: this takes the local CPU wheel; an unpinned torch pulls GBs of CUDA
+	$(BIN)/python -m pip install --quiet torch==$(TORCH_VERSION)
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv with torch $(TORCH_VERSION) (CPU) and the project (editable, dev extras)
+
+test: install ## run the fast test suite (what CI runs)
+	$(BIN)/python -m pytest -m "not slow" -q
+
+test-all: install ## run every test, the slow ones included
+	$(BIN)/python -m pytest -q
+
+run: install ## one run: make run ARGS="K=5 seed=1"
+	$(BIN)/mdn-run $(ARGS)
+
+sweep: install ## sweep over K: make sweep ARGS="seed=0,1,2"
+	$(BIN)/mdn-run -m K=1,2,3,4,5 $(ARGS)
+
+reproduce: install ## the paper's experiments (inverse sine K=3 and K=5, each with its MSE baseline)
+	$(BIN)/mdn-run K=3 trainer.progress=true
+	$(BIN)/mdn-run K=5 trainer.progress=true
+
+bench: install ## speed benchmark (ratios side by side)
+	$(BIN)/python -m mdn_experiments.bench
+
+clean: ## remove the virtual environment and caches (keeps outputs/ and data/)
+	rm -rf $(VENV) build *.egg-info .pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

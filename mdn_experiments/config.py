@@ -1,0 +1,119 @@
+"""Typed config schema (registered in Hydra's ConfigStore) and the range checks run before
+anything is built.
+
+Types are enforced by Hydra at composition time (`K=three` fails before any code of ours runs);
+ranges are checked by `validate()`, which raises a ConfigError naming the key and what is allowed.
+Dataset-specific ranges are checked by each dataset's constructor, also before training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig
+
+from mdn_experiments.errors import ConfigError
+from mdn_experiments.mdn import SIGMA_TRANSFORMS
+from mdn_experiments.models import ACTIVATIONS
+from mdn_experiments.train import LR_SCHEDULES
+
+
+@dataclass
+class TrainerConfig:
+    optimizer: Any = MISSING  # {_target_: torch.optim.Adam, _partial_: true, ...}
+    lr: float = MISSING
+    epochs: int = MISSING
+    batch_size: Optional[int] = None  # None: full batch
+    grad_clip: Optional[float] = None  # max total gradient norm; None: no clipping
+    lr_schedule: str = "constant"
+    lr_min_factor: float = 0.0  # cosine schedule ends at lr * lr_min_factor
+    patience: Optional[int] = None  # stop after this many epochs without a better val loss
+    input_noise: float = 0.0  # std of Gaussian input jitter, in input standard deviations
+    device: str = "auto"
+    threads: Optional[int] = None  # torch intra-op threads; None: torch's default
+    progress: Optional[bool] = None  # None: a progress bar only on a terminal
+
+
+@dataclass
+class ModelConfig:
+    backbone: Any = MISSING  # {_target_: ..., architecture kwargs}; input shape filled by code
+    sigma_min: float = MISSING
+    sigma_transform: str = "softplus"
+    standardize: bool = True
+
+
+@dataclass
+class InverseSineConfig:
+    _target_: str = "mdn_experiments.datasets.inverse_sine.InverseSine"
+    name: str = "inverse_sine"
+    n_train: int = MISSING
+    n_val: int = MISSING
+    n_test: int = MISSING
+    noise: float = MISSING
+    amplitude: float = MISSING
+    direction: str = MISSING
+
+
+@dataclass
+class RunConfig:
+    K: int = MISSING
+    seed: int = 0
+    baseline: bool = True
+    dataset: Any = MISSING
+    model: Any = MISSING
+    trainer: Any = MISSING
+
+
+def register_configs() -> None:
+    """Store the schemas; each YAML option extends its schema with `/schema/<group>/...@_here_`."""
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=RunConfig)
+    cs.store(group="schema/trainer", name="trainer", node=TrainerConfig)
+    cs.store(group="schema/model", name="model", node=ModelConfig)
+    cs.store(group="schema/dataset", name="inverse_sine", node=InverseSineConfig)
+
+
+register_configs()
+
+
+def _check(ok: bool, key: str, value: object, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(key, value, allowed)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Range checks on the composed config; raises ConfigError on the first violation."""
+    _check(cfg.K >= 1, "K", cfg.K, "an integer >= 1 (the number of mixture components)")
+    _check(cfg.seed >= 0, "seed", cfg.seed, "an integer >= 0")
+    m = cfg.model
+    _check(m.sigma_min > 0, "model.sigma_min", m.sigma_min, "a float > 0 (the floor on sigma)")
+    _check(
+        m.sigma_transform in SIGMA_TRANSFORMS,
+        "model.sigma_transform", m.sigma_transform, f"one of {', '.join(SIGMA_TRANSFORMS)}",
+    )
+    backbone = m.backbone
+    if "activation" in backbone:
+        _check(backbone.activation in ACTIVATIONS, "model.backbone.activation", backbone.activation,
+               f"one of {', '.join(sorted(ACTIVATIONS))}")
+    if "hidden" in backbone:
+        _check(all(width >= 1 for width in backbone.hidden), "model.backbone.hidden", list(backbone.hidden),
+               "a list of layer widths >= 1")
+    t = cfg.trainer
+    _check(t.lr > 0, "trainer.lr", t.lr, "a float > 0")
+    _check(t.epochs >= 1, "trainer.epochs", t.epochs, "an integer >= 1")
+    _check(t.batch_size is None or t.batch_size >= 1, "trainer.batch_size", t.batch_size,
+           "an integer >= 1, or null for full batch")
+    _check(t.grad_clip is None or t.grad_clip > 0, "trainer.grad_clip", t.grad_clip,
+           "a float > 0, or null for no clipping")
+    _check(t.lr_schedule in LR_SCHEDULES, "trainer.lr_schedule", t.lr_schedule,
+           f"one of {', '.join(LR_SCHEDULES)}")
+    _check(0 <= t.lr_min_factor <= 1, "trainer.lr_min_factor", t.lr_min_factor, "a float in [0, 1]")
+    _check(t.patience is None or t.patience >= 1, "trainer.patience", t.patience,
+           "an integer >= 1, or null to train every epoch")
+    _check(t.input_noise >= 0, "trainer.input_noise", t.input_noise, "a float >= 0")
+    _check(t.threads is None or t.threads >= 1, "trainer.threads", t.threads,
+           "an integer >= 1, or null for torch's default")
+    _check(t.device == "auto" or t.device.split(":")[0] in ("cpu", "cuda", "mps"), "trainer.device",
+           t.device, "auto, cpu, cuda, cuda:N or mps")

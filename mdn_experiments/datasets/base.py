@@ -1,0 +1,58 @@
+"""The interface every experiment's dataset implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import Tensor
+
+from mdn_experiments.errors import ConfigError
+from mdn_experiments.models import Network
+
+
+@dataclass
+class Splits:
+    """(inputs, targets) pairs; inputs (N, *input_shape), targets (N, D), float32."""
+
+    train: tuple[Tensor, Tensor]
+    val: tuple[Tensor, Tensor]
+    test: tuple[Tensor, Tensor]
+
+    def to(self, device) -> Splits:
+        move = lambda pair: (pair[0].to(device), pair[1].to(device))  # noqa: E731
+        return Splits(move(self.train), move(self.val), move(self.test))
+
+
+class Dataset(ABC):
+    """An experiment: its data, its task-specific metrics and its figures.
+
+    Subclasses set `name`, `input_shape`, `output_dim`, and may set
+    `per_feature_standardization = False` (images).
+    """
+
+    name: str
+    input_shape: tuple[int, ...]
+    output_dim: int
+    per_feature_standardization: bool = True
+
+    @abstractmethod
+    def load(self, seed: int) -> Splits:
+        """Train/validation/test splits, reproducible from `seed`."""
+
+    def metrics(self, mdn_net: Network, baseline: Network | None, splits: Splits) -> dict[str, float]:
+        """Task-specific metrics beyond the common NLL and RMSE ones."""
+        return {}
+
+    def figures(
+        self, mdn_net: Network, baseline: Network | None, splits: Splits, fig_dir: Path
+    ) -> list[Path]:
+        """Write the task's figures into fig_dir; return their paths."""
+        return []
+
+
+def require(ok: bool, key: str, value: object, allowed: str) -> None:
+    """Range check for dataset constructor arguments (reported as dataset.<key>)."""
+    if not ok:
+        raise ConfigError(f"dataset.{key}", value, allowed)

@@ -1,0 +1,168 @@
+"""Bishop's (1994) toy inverse problem: t ~ U(0,1), x = t + a sin(2 pi t) + U(-w, w).
+
+`direction: inverse` predicts t from x (one, two or three valid answers per x);
+`direction: forward` predicts x from t (a single answer: the contrast case).
+
+The true conditional density is known, so the Bayes-optimal NLL and the ideal conditional
+mean are computed exactly up to a 1-D integral over t, done on a fine grid:
+    p(t | x) = 1[|x - f(t)| < w] / L(x),    L(x) = |{t in [0,1] : |x - f(t)| < w}|.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from mdn_experiments import mdn, plots
+from mdn_experiments.datasets.base import Dataset, Splits, require
+from mdn_experiments.models import Network
+
+DIRECTIONS = ("inverse", "forward")
+
+
+class InverseSine(Dataset):
+    input_shape = (1,)
+    output_dim = 1
+
+    def __init__(
+        self,
+        name: str = "inverse_sine",
+        n_train: int = 1000,
+        n_val: int = 1000,
+        n_test: int = 10000,
+        noise: float = 0.1,
+        amplitude: float = 0.3,
+        direction: str = "inverse",
+    ) -> None:
+        require(n_train >= 2, "n_train", n_train, "an integer >= 2")
+        require(n_val >= 1, "n_val", n_val, "an integer >= 1")
+        require(n_test >= 1, "n_test", n_test, "an integer >= 1")
+        require(noise > 0, "noise", noise, "a float > 0 (half-width of the uniform noise)")
+        require(direction in DIRECTIONS, "direction", direction, "inverse or forward")
+        self.name, self.direction = name, direction
+        self.n_train, self.n_val, self.n_test = n_train, n_val, n_test
+        self.noise, self.amplitude = noise, amplitude
+
+    # --- data -------------------------------------------------------------------------------
+
+    def curve(self, t):
+        """f(t) = t + a sin(2 pi t), for numpy arrays or tensors."""
+        sin = torch.sin if isinstance(t, Tensor) else np.sin
+        return t + self.amplitude * sin(2 * math.pi * t)
+
+    def sample(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """(inputs, targets), each (n, 1) float32, in the configured direction."""
+        t = torch.rand(n, 1, generator=generator, dtype=torch.float64)
+        eps = (2 * torch.rand(n, 1, generator=generator, dtype=torch.float64) - 1) * self.noise
+        x = self.curve(t) + eps
+        pair = (x, t) if self.direction == "inverse" else (t, x)
+        return pair[0].float(), pair[1].float()
+
+    def load(self, seed: int) -> Splits:
+        g = torch.Generator().manual_seed(seed)
+        return Splits(self.sample(self.n_train, g), self.sample(self.n_val, g), self.sample(self.n_test, g))
+
+    # --- the true conditional density ---------------------------------------------------------
+
+    @cached_property
+    def _sorted_curve(self) -> tuple[np.ndarray, np.ndarray]:
+        """f on a midpoint grid of [0,1] sorted by value, and the running sum of t in that order.
+
+        Then |{t : f(t) < y}| = searchsorted(f_sorted, y) / n and
+        int t 1[f(t) < y] dt = cumsum_t[searchsorted(f_sorted, y)] / n.
+        """
+        n = 500_000  # L(x) >= ~0.01 on the data, so the relative error stays < 1e-3
+        t = (np.arange(n) + 0.5) / n
+        f = self.curve(t)
+        order = np.argsort(f)
+        return f[order], np.concatenate([[0.0], np.cumsum(t[order])])
+
+    def _window(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """L(x) and int_{|x - f(t)| < w} t dt for inverse-direction inputs x."""
+        f_sorted, cum_t = self._sorted_curve
+        n = f_sorted.size
+        lo = np.searchsorted(f_sorted, x - self.noise)
+        hi = np.searchsorted(f_sorted, x + self.noise)
+        return (hi - lo) / n, (cum_t[hi] - cum_t[lo]) / n
+
+    def true_log_density(self, inputs: Tensor, targets: Tensor) -> np.ndarray:
+        """log p(target | input) under the generating process: (N,) float64."""
+        x = inputs[:, 0].double().cpu().numpy()
+        y = targets[:, 0].double().cpu().numpy()
+        if self.direction == "forward":
+            inside = np.abs(y - self.curve(x)) < self.noise
+            return np.where(inside, -math.log(2 * self.noise), -np.inf)
+        length, _ = self._window(x)
+        inside = np.abs(x - self.curve(y)) < self.noise
+        with np.errstate(divide="ignore"):
+            return np.where(inside & (length > 0), -np.log(length), -np.inf)
+
+    def conditional_mean(self, inputs: Tensor) -> np.ndarray:
+        """E[target | input] under the generating process: (N,) float64 (NaN where p(x) = 0)."""
+        x = inputs[:, 0].double().cpu().numpy()
+        if self.direction == "forward":
+            return self.curve(x)
+        length, moment = self._window(x)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(length > 0, moment / length, np.nan)
+
+    # --- metrics and figures --------------------------------------------------------------------
+
+    @torch.no_grad()
+    def metrics(self, mdn_net: Network, baseline: Network | None, splits: Splits) -> dict[str, float]:
+        x, y = splits.test
+        params = mdn_net(x)
+        true_logp = self.true_log_density(x, y)
+        ideal = self.conditional_mean(x)
+        y_np = y[:, 0].double().cpu().numpy()
+        rmse = lambda pred: float(np.sqrt(np.mean((pred - y_np) ** 2)))  # noqa: E731
+        out = {
+            "direction": self.direction,
+            "bayes_nll": float(-true_logp.mean()),
+            "ideal_mean_rmse": rmse(ideal),
+            "most_probable_rmse": rmse(mdn.most_probable_mean(params)[:, 0].double().cpu().numpy()),
+            "mixture_mean_rmse": rmse(mdn.mixture_mean(params)[:, 0].double().cpu().numpy()),
+            "mean_active_components": float((params.pi >= 0.05).sum(-1).float().mean()),
+        }
+        if baseline is not None:
+            pred = baseline(x)[:, 0].double().cpu().numpy()
+            # how far the MSE network is from the true conditional mean E[y|x]
+            out["baseline_vs_ideal_mean_rmse"] = float(np.sqrt(np.mean((pred - ideal) ** 2)))
+        return out
+
+    @torch.no_grad()
+    def figures(
+        self, mdn_net: Network, baseline: Network | None, splits: Splits, fig_dir: Path
+    ) -> list[Path]:
+        x_train, y_train = (a[:, 0].cpu().numpy() for a in splits.train)
+        labels = ("x", "t") if self.direction == "inverse" else ("t", "x")
+        grid_x = np.linspace(x_train.min(), x_train.max(), 400)
+        grid_y = np.linspace(y_train.min() - 0.1, y_train.max() + 0.1, 300)
+        device = next(mdn_net.parameters()).device
+        params = mdn_net(torch.tensor(grid_x, dtype=torch.float32, device=device)[:, None])
+        # density on the (x, y) grid: broadcast the 400 mixtures against the 300 target values
+        y_col = torch.tensor(grid_y, dtype=torch.float32, device=device)[:, None]
+        density = mdn.log_prob(params.unsqueeze(0), y_col[:, None, :]).exp().cpu().numpy()  # (300, 400)
+        pi = params.pi.cpu().numpy()
+        mu, sigma = params.mu[..., 0].cpu().numpy(), params.sigma[..., 0].cpu().numpy()
+        best = mdn.most_probable_mean(params)[:, 0].cpu().numpy()
+        grid_t = torch.tensor(grid_x, dtype=torch.float32)[:, None]
+        ideal = self.conditional_mean(grid_t)
+        mse_pred = baseline(grid_t.to(device))[:, 0].cpu().numpy() if baseline is not None else None
+        K = params.n_components
+        title = f"{self.name} ({self.direction}), K={K}"
+        return [
+            plots.density_contour(fig_dir / "contour.png", x_train, y_train, grid_x, grid_y, density,
+                                  labels, f"p({labels[1]}|{labels[0]}) of the MDN, {title}"),
+            plots.mixing_coefficients(fig_dir / "alphas.png", grid_x, pi, labels[0],
+                                      f"mixing coefficients $\\alpha_k({labels[0]})$, {title}"),
+            plots.component_means(fig_dir / "means.png", x_train, y_train, grid_x, mu, sigma, pi,
+                                  labels, f"component means $\\mu_k$ ± $\\sigma_k$ (opacity ∝ $\\alpha_k$), {title}"),
+            plots.comparison(fig_dir / "comparison.png", x_train, y_train, grid_x, best, mse_pred, ideal,
+                             labels, f"MSE network vs most probable MDN component, {title}"),
+        ]

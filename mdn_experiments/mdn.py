@@ -1,0 +1,187 @@
+"""Mixture density network maths: a self-contained module (torch only).
+
+An MDN maps features h to the parameters of a Gaussian mixture over a D-dimensional target,
+
+    p(y | x) = sum_k pi_k(x) N(y; mu_k(x), diag sigma_k(x)^2),
+
+with pi from a softmax (kept as log pi), mu unconstrained and sigma = sigma_min + softplus(raw)
+(or exp(raw)). Everything is computed in log space, so the negative log-likelihood stays finite
+for tiny sigmas, huge residuals and extreme logits.
+
+Nothing here knows about Hydra, datasets or plotting: copy this file into another project as is.
+Shapes: N is any batch shape, K the number of components, D the target dimension.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+LOG_2PI = math.log(2.0 * math.pi)
+SIGMA_TRANSFORMS = ("softplus", "exp")
+
+
+@dataclass
+class MixtureParams:
+    """Parameters of a batch of diagonal Gaussian mixtures.
+
+    log_pi: (*N, K) log mixing coefficients (log-softmax output).
+    mu:     (*N, K, D) component means.
+    sigma:  (*N, K, D) component standard deviations, > 0.
+    """
+
+    log_pi: Tensor
+    mu: Tensor
+    sigma: Tensor
+
+    @property
+    def pi(self) -> Tensor:
+        return self.log_pi.exp()
+
+    @property
+    def n_components(self) -> int:
+        return self.mu.shape[-2]
+
+    @property
+    def dim(self) -> int:
+        return self.mu.shape[-1]
+
+    def affine(self, shift: Tensor, scale: Tensor) -> MixtureParams:
+        """The mixture of y' = shift + scale * y; shift and scale are (D,), scale > 0."""
+        return MixtureParams(self.log_pi, shift + scale * self.mu, scale * self.sigma)
+
+    def unsqueeze(self, dim: int) -> MixtureParams:
+        """Insert a batch dimension (dim counts batch dimensions only, 0-based)."""
+        return MixtureParams(
+            self.log_pi.unsqueeze(dim), self.mu.unsqueeze(dim), self.sigma.unsqueeze(dim)
+        )
+
+    def detach(self) -> MixtureParams:
+        return MixtureParams(self.log_pi.detach(), self.mu.detach(), self.sigma.detach())
+
+
+def params_from_raw(
+    raw: Tensor,
+    n_components: int,
+    dim: int,
+    sigma_min: float = 1e-3,
+    sigma_transform: str = "softplus",
+) -> MixtureParams:
+    """Split raw network outputs (*N, K * (1 + 2D)) into mixture parameters.
+
+    The floor sigma_min is added outside the nonlinearity, so sigma >= sigma_min holds exactly
+    whatever the raw value, and the gradient never vanishes at the floor the way clamping would.
+    """
+    K, D = n_components, dim
+    logits, mu, raw_sigma = raw.split([K, K * D, K * D], dim=-1)
+    batch = raw.shape[:-1]
+    if sigma_transform == "softplus":
+        positive = F.softplus(raw_sigma)
+    elif sigma_transform == "exp":
+        # exp overflows float32 at ~88; 30 already means sigma ~ 1e13, far beyond any data scale.
+        positive = torch.exp(raw_sigma.clamp(max=30.0))
+    else:
+        raise ValueError(f"sigma_transform must be one of {SIGMA_TRANSFORMS}, got {sigma_transform!r}")
+    return MixtureParams(
+        log_pi=F.log_softmax(logits, dim=-1),
+        mu=mu.reshape(*batch, K, D),
+        sigma=(sigma_min + positive).reshape(*batch, K, D),
+    )
+
+
+def component_log_prob(params: MixtureParams, y: Tensor) -> Tensor:
+    """log N(y; mu_k, diag sigma_k^2) for every component: y (*N, D) -> (*N, K)."""
+    z = (y.unsqueeze(-2) - params.mu) / params.sigma
+    D = params.dim
+    return -0.5 * z.square().sum(-1) - params.sigma.log().sum(-1) - 0.5 * D * LOG_2PI
+
+
+def log_prob(params: MixtureParams, y: Tensor) -> Tensor:
+    """log p(y | x) of the mixture: y (*N, D) -> (*N,), via logsumexp over components."""
+    return torch.logsumexp(params.log_pi + component_log_prob(params, y), dim=-1)
+
+
+def nll(params: MixtureParams, y: Tensor) -> Tensor:
+    """Mean negative log-likelihood in nats per sample (full -D/2 log 2pi constant included)."""
+    return -log_prob(params, y).mean()
+
+
+def responsibilities(params: MixtureParams, y: Tensor) -> Tensor:
+    """Posterior component probabilities p(k | x, y): (*N, K), rows sum to one."""
+    joint = params.log_pi + component_log_prob(params, y)
+    return torch.softmax(joint, dim=-1)
+
+
+def most_probable_mean(params: MixtureParams) -> Tensor:
+    """Mean of the component with the largest pi (Bishop's 'best mixture'): (*N, D)."""
+    k = params.log_pi.argmax(dim=-1, keepdim=True)
+    return params.mu.gather(-2, k.unsqueeze(-1).expand(*k.shape, params.dim)).squeeze(-2)
+
+
+def mixture_mean(params: MixtureParams) -> Tensor:
+    """E[y | x] = sum_k pi_k mu_k: (*N, D). What an MSE-trained network estimates."""
+    return (params.pi.unsqueeze(-1) * params.mu).sum(-2)
+
+
+def mixture_variance(params: MixtureParams) -> Tensor:
+    """Per-dimension Var[y | x] = sum_k pi_k (sigma_k^2 + mu_k^2) - mean^2: (*N, D)."""
+    pi = params.pi.unsqueeze(-1)
+    second_moment = (pi * (params.sigma.square() + params.mu.square())).sum(-2)
+    return second_moment - mixture_mean(params).square()
+
+
+def sample(
+    params: MixtureParams, n_samples: int = 1, generator: torch.Generator | None = None
+) -> Tensor:
+    """Draw samples y ~ p(y | x): (n_samples, *N, D)."""
+    batch = params.log_pi.shape[:-1]
+    flat_pi = params.pi.reshape(-1, params.n_components)
+    k = torch.multinomial(flat_pi, n_samples, replacement=True, generator=generator)  # (B, S)
+    k = k.T.reshape(n_samples, *batch)  # (S, *N)
+    index = k.unsqueeze(-1).unsqueeze(-1).expand(n_samples, *batch, 1, params.dim)
+    mu = params.mu.unsqueeze(0).expand(n_samples, *params.mu.shape).gather(-2, index).squeeze(-2)
+    sigma = (
+        params.sigma.unsqueeze(0).expand(n_samples, *params.sigma.shape).gather(-2, index).squeeze(-2)
+    )
+    noise = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
+    return mu + sigma * noise
+
+
+def to_distribution(params: MixtureParams) -> torch.distributions.MixtureSameFamily:
+    """The same mixture as a torch.distributions object (for sampling, cdf-free tooling, tests)."""
+    D = torch.distributions
+    components = D.Independent(D.Normal(params.mu, params.sigma), 1)
+    return D.MixtureSameFamily(D.Categorical(logits=params.log_pi), components)
+
+
+class MDNHead(nn.Module):
+    """Linear layer from features (*N, F) to a K-component mixture over D-dimensional targets."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_dim: int,
+        n_components: int,
+        sigma_min: float = 1e-3,
+        sigma_transform: str = "softplus",
+    ) -> None:
+        super().__init__()
+        if n_components < 1:
+            raise ValueError(f"n_components must be >= 1, got {n_components}")
+        if not sigma_min > 0:
+            raise ValueError(f"sigma_min must be > 0, got {sigma_min}")
+        if sigma_transform not in SIGMA_TRANSFORMS:
+            raise ValueError(f"sigma_transform must be one of {SIGMA_TRANSFORMS}, got {sigma_transform!r}")
+        self.n_components, self.out_dim = n_components, out_dim
+        self.sigma_min, self.sigma_transform = sigma_min, sigma_transform
+        self.linear = nn.Linear(in_features, n_components * (1 + 2 * out_dim))
+
+    def forward(self, features: Tensor) -> MixtureParams:
+        raw = self.linear(features)
+        return params_from_raw(
+            raw, self.n_components, self.out_dim, self.sigma_min, self.sigma_transform
+        )

@@ -1,0 +1,129 @@
+"""Backbones, the MSE head, and the network that ties a backbone to a head.
+
+A network sees standardised inputs and predicts standardised targets internally; its forward
+pass always returns predictions in data units (a MixtureParams for the MDN head, a tensor for
+the MSE head), so metrics and figures never deal with the scaling.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from mdn_experiments import mdn
+from mdn_experiments.mdn import MixtureParams
+
+ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}
+
+
+class MLP(nn.Module):
+    """Fully connected backbone: (N, *input_shape) -> (N, hidden[-1])."""
+
+    def __init__(
+        self, input_shape: Sequence[int], hidden: Sequence[int] = (20,), activation: str = "tanh"
+    ) -> None:
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        in_features = int(torch.tensor(list(input_shape)).prod())
+        layers: list[nn.Module] = [nn.Flatten()]
+        for width in hidden:
+            layers += [nn.Linear(in_features, width), ACTIVATIONS[activation]()]
+            in_features = width
+        self.net = nn.Sequential(*layers)
+        self.out_features = in_features
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class MSEHead(nn.Module):
+    """Linear point prediction trained by mean squared error: (N, F) -> (N, D)."""
+
+    def __init__(self, in_features: int, out_dim: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(in_features, out_dim)
+
+    def forward(self, features: Tensor) -> Tensor:
+        return self.linear(features)
+
+
+class Network(nn.Module):
+    """Backbone + head, with input and target standardisation stored as buffers.
+
+    forward(x) returns predictions in data units. loss(x, y) is the training objective:
+    the NLL in nats per sample (MDN head) or the mean squared error of standardised
+    targets (MSE head, so that every target dimension weighs the same).
+    """
+
+    def __init__(self, backbone: nn.Module, head: nn.Module, input_shape: Sequence[int], out_dim: int):
+        super().__init__()
+        self.backbone, self.head = backbone, head
+        self.register_buffer("x_mean", torch.zeros(*input_shape))
+        self.register_buffer("x_std", torch.ones(*input_shape))
+        self.register_buffer("y_mean", torch.zeros(out_dim))
+        self.register_buffer("y_std", torch.ones(out_dim))
+
+    @property
+    def is_mdn(self) -> bool:
+        return isinstance(self.head, mdn.MDNHead)
+
+    @torch.no_grad()
+    def fit_standardization(self, x: Tensor, y: Tensor, per_feature: bool = True) -> None:
+        """Set the scaling from training data. per_feature=False uses one scalar for the input
+        (right for images, where per-pixel statistics are meaningless at the borders)."""
+        if per_feature:
+            self.x_mean.copy_(x.mean(0))
+            self.x_std.copy_(x.std(0).clamp_min(1e-8))
+        else:
+            self.x_mean.fill_(x.mean().item())
+            self.x_std.fill_(max(x.std().item(), 1e-8))
+        self.y_mean.copy_(y.mean(0))
+        self.y_std.copy_(y.std(0).clamp_min(1e-8))
+
+    def forward(self, x: Tensor) -> MixtureParams | Tensor:
+        out = self.head(self.backbone((x - self.x_mean) / self.x_std))
+        if isinstance(out, MixtureParams):
+            return out.affine(self.y_mean, self.y_std)
+        return self.y_mean + self.y_std * out
+
+    def loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, MixtureParams | Tensor]:
+        """Training objective and the prediction it was computed from."""
+        out = self(x)
+        if isinstance(out, MixtureParams):
+            return mdn.nll(out, y), out
+        return ((out - y) / self.y_std).square().sum(-1).mean(), out
+
+    def sigma_floor_share(self, out: MixtureParams | Tensor) -> float:
+        """Share of sigma values sitting at the floor (in standardised units); NaN for MSE."""
+        if not isinstance(out, MixtureParams):
+            return float("nan")
+        floor = self.head.sigma_min * self.y_std
+        return (out.sigma <= floor * (1 + 1e-3) + 1e-12).float().mean().item()
+
+
+def build_network(
+    backbone: nn.Module,
+    input_shape: Sequence[int],
+    out_dim: int,
+    head: str,
+    n_components: int = 1,
+    sigma_min: float = 1e-3,
+    sigma_transform: str = "softplus",
+) -> Network:
+    """Attach an 'mdn' or 'mse' head to a backbone exposing `out_features`."""
+    if head == "mdn":
+        head_module: nn.Module = mdn.MDNHead(
+            backbone.out_features, out_dim, n_components, sigma_min, sigma_transform
+        )
+    elif head == "mse":
+        head_module = MSEHead(backbone.out_features, out_dim)
+    else:
+        raise ValueError(f"head must be 'mdn' or 'mse', got {head!r}")
+    return Network(backbone, head_module, input_shape, out_dim)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)

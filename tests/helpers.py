@@ -1,0 +1,35 @@
+"""Shared helpers: compose configs like the CLI does, and run the CLI as a user would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+
+from mdn_experiments.cli import config_dir
+
+REPO = Path(__file__).resolve().parents[1]
+
+# tiny budgets: every end-to-end test finishes in a few seconds
+TINY = [
+    "dataset.n_train=200", "dataset.n_val=100", "dataset.n_test=500",
+    "trainer.epochs=3", "trainer.batch_size=64", "trainer.progress=false", "trainer.threads=1",
+]
+
+
+def compose_config(overrides: list[str] | None = None):
+    """The composed config for these overrides, exactly as `mdn-run` would see it."""
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        return compose("config", overrides=overrides or [], return_hydra_config=False)
+
+
+def run_cli(args: list[str], cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run `mdn-run ARGS` in a fresh interpreter (the console script calls cli.main)."""
+    return subprocess.run(
+        [sys.executable, "-m", "mdn_experiments.cli", *args],
+        cwd=cwd or REPO, capture_output=True, text=True, timeout=600,
+        env={**os.environ, **(env or {})},
+    )
