@@ -35,9 +35,10 @@ run: install ## one run: make run ARGS="K=5 seed=1"
 sweep: install ## sweep over K: make sweep ARGS="seed=0,1,2"
 	$(BIN)/mdn-run -m K=1,2,3,4,5 $(ARGS)
 
-reproduce: install ## the paper's experiments (inverse sine K=3 and K=5, each with its MSE baseline)
+reproduce: install ## the paper's experiments (inverse sine K=3 and K=5, robot arm K=3; each with its MSE baseline)
 	$(BIN)/mdn-run K=3 trainer.progress=true
 	$(BIN)/mdn-run K=5 trainer.progress=true
+	$(BIN)/mdn-run dataset=robot_arm K=3 trainer.progress=true
 
 bench: install ## speed benchmark (ratios side by side)
 	$(BIN)/python -m mdn_experiments.bench

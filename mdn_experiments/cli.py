@@ -25,6 +25,7 @@ from mdn_experiments.errors import UserError
 
 log = logging.getLogger("mdn_experiments")
 PROG = "mdn-run"
+HEADLINE_METRICS = ("test_nll", "nll_gap", "baseline_test_rmse", "positioning_rmse", "baseline_positioning_rmse")
 
 
 def config_dir() -> str:
@@ -111,7 +112,7 @@ def _run(cfg: DictConfig) -> float | None:
         print(f"{PROG}: error: {message}", file=sys.stderr)
         sys.exit(2)
     summary = ", ".join(
-        f"{key}={metrics[key]:.4g}" for key in ("test_nll", "nll_gap", "baseline_test_rmse") if key in metrics
+        f"{key}={metrics[key]:.4g}" for key in HEADLINE_METRICS if key in metrics
     )
     print(f"[{PROG}] done: {summary}; metrics, figures and model in {run_dir}", flush=True)
     return metrics["test_nll"]

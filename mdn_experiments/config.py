@@ -9,7 +9,7 @@ Dataset-specific ranges are checked by each dataset's constructor, also before t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
@@ -57,6 +57,20 @@ class InverseSineConfig:
 
 
 @dataclass
+class RobotArmConfig:
+    _target_: str = "mdn_experiments.datasets.robot_arm.RobotArm"
+    name: str = "robot_arm"
+    n_train: int = MISSING
+    n_val: int = MISSING
+    n_test: int = MISSING
+    l1: float = MISSING
+    l2: float = MISSING
+    theta1_range: List[float] = MISSING
+    theta2_range: List[float] = MISSING
+    noise: float = MISSING
+
+
+@dataclass
 class RunConfig:
     K: int = MISSING
     seed: int = 0
@@ -73,6 +87,7 @@ def register_configs() -> None:
     cs.store(group="schema/trainer", name="trainer", node=TrainerConfig)
     cs.store(group="schema/model", name="model", node=ModelConfig)
     cs.store(group="schema/dataset", name="inverse_sine", node=InverseSineConfig)
+    cs.store(group="schema/dataset", name="robot_arm", node=RobotArmConfig)
 
 
 register_configs()

@@ -1,0 +1,212 @@
+"""Bishop's (1994) two-link robot arm: predict the joint angles from the end-effector position.
+
+Forward kinematics (the second link folds back, as in the paper):
+    x1 = L1 cos(th1) - L2 cos(th1 + th2),    x2 = L1 sin(th1) - L2 sin(th1 + th2),
+with th1 ~ U(0.3, 1.2) and th2 ~ U(pi/2, 3pi/2). Every reachable position has two arm
+configurations (elbow branches th2 < pi and th2 > pi); in part of the workspace both lie inside
+the angle box, and the MSE network averages them into a configuration that misses the target.
+The closed-form inverse below gives both, so the metrics can check what the MDN found.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from mdn_experiments import mdn, plots
+from mdn_experiments.datasets.base import Dataset, Splits, require
+from mdn_experiments.mdn import MixtureParams
+from mdn_experiments.models import Network
+
+
+def forward_kinematics(theta: Tensor, l1: float = 0.8, l2: float = 0.2) -> Tensor:
+    """End-effector position (N, 2) of joint angles theta (N, 2)."""
+    th1, th12 = theta[..., 0], theta[..., 0] + theta[..., 1]
+    return torch.stack([l1 * torch.cos(th1) - l2 * torch.cos(th12), l1 * torch.sin(th1) - l2 * torch.sin(th12)], -1)
+
+
+def inverse_kinematics(position: Tensor, l1: float = 0.8, l2: float = 0.2) -> tuple[Tensor, Tensor]:
+    """Both closed-form solutions of forward_kinematics(theta) = position.
+
+    Returns (solutions (N, 2, 2), reachable (N,)): solutions[:, 0] is the elbow branch with
+    th2 in [0, pi], solutions[:, 1] the branch with th2 in [pi, 2pi]; th1 in (-pi, pi].
+    Writing -L2 e(a) = L2 e(a + pi) turns the arm into the textbook one with relative angle
+    s = th2 - pi, so cos s = (r^2 - L1^2 - L2^2) / (2 L1 L2).
+    """
+    x1, x2 = position[..., 0], position[..., 1]
+    cos_s = (x1.square() + x2.square() - l1 ** 2 - l2 ** 2) / (2 * l1 * l2)
+    reachable = cos_s.abs() <= 1 + 1e-6
+    s_abs = torch.acos(cos_s.clamp(-1, 1))
+    solutions = []
+    for s in (-s_abs, s_abs):  # th2 = s + pi: below pi, then above pi
+        th1 = torch.atan2(x2, x1) - torch.atan2(l2 * torch.sin(s), l1 + l2 * torch.cos(s))
+        th1 = torch.remainder(th1 + math.pi, 2 * math.pi) - math.pi
+        solutions.append(torch.stack([th1, s + math.pi], -1))
+    return torch.stack(solutions, -2), reachable
+
+
+class RobotArm(Dataset):
+    input_shape = (2,)
+    output_dim = 2
+
+    def __init__(
+        self,
+        name: str = "robot_arm",
+        n_train: int = 1000,
+        n_val: int = 1000,
+        n_test: int = 1000,
+        l1: float = 0.8,
+        l2: float = 0.2,
+        theta1_range: tuple[float, float] = (0.3, 1.2),
+        theta2_range: tuple[float, float] = (math.pi / 2, 3 * math.pi / 2),
+        noise: float = 0.0,
+    ) -> None:
+        require(n_train >= 2, "n_train", n_train, "an integer >= 2")
+        require(n_val >= 1, "n_val", n_val, "an integer >= 1")
+        require(n_test >= 1, "n_test", n_test, "an integer >= 1")
+        require(l1 > 0, "l1", l1, "a length > 0")
+        require(l2 > 0, "l2", l2, "a length > 0")
+        for key, (lo, hi) in (("theta1_range", theta1_range), ("theta2_range", theta2_range)):
+            require(lo < hi, key, [lo, hi], "[low, high] with low < high")
+        require(-math.pi <= theta1_range[0] and theta1_range[1] <= math.pi, "theta1_range", list(theta1_range),
+                "inside [-pi, pi]")
+        require(0 <= theta2_range[0] and theta2_range[1] <= 2 * math.pi, "theta2_range", list(theta2_range),
+                "inside [0, 2 pi]")
+        require(noise >= 0, "noise", noise, "a float >= 0 (std of Gaussian noise on the positions)")
+        self.name = name
+        self.n_train, self.n_val, self.n_test = n_train, n_val, n_test
+        self.l1, self.l2, self.noise = l1, l2, noise
+        self.theta1_range, self.theta2_range = tuple(theta1_range), tuple(theta2_range)
+
+    # --- data -------------------------------------------------------------------------------
+
+    def fk(self, theta: Tensor) -> Tensor:
+        return forward_kinematics(theta, self.l1, self.l2)
+
+    def sample(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """(positions, angles), each (n, 2) float32."""
+        u = torch.rand(n, 2, generator=generator, dtype=torch.float64)
+        lo = torch.tensor([self.theta1_range[0], self.theta2_range[0]], dtype=torch.float64)
+        hi = torch.tensor([self.theta1_range[1], self.theta2_range[1]], dtype=torch.float64)
+        theta = lo + (hi - lo) * u
+        position = self.fk(theta)
+        if self.noise > 0:
+            position = position + self.noise * torch.randn(n, 2, generator=generator, dtype=torch.float64)
+        return position.float(), theta.float()
+
+    def load(self, seed: int) -> Splits:
+        g = torch.Generator().manual_seed(seed)
+        return Splits(self.sample(self.n_train, g), self.sample(self.n_val, g), self.sample(self.n_test, g))
+
+    def valid_solutions(self, position: Tensor) -> tuple[Tensor, Tensor]:
+        """Both IK solutions (N, 2, 2) and which of them lie inside the angle box (N, 2)."""
+        solutions, reachable = inverse_kinematics(position.double(), self.l1, self.l2)
+        th1, th2 = solutions[..., 0], solutions[..., 1]
+        eps = 1e-9
+        inside = ((th1 >= self.theta1_range[0] - eps) & (th1 <= self.theta1_range[1] + eps)
+                  & (th2 >= self.theta2_range[0] - eps) & (th2 <= self.theta2_range[1] + eps))
+        return solutions, inside & reachable[..., None]
+
+    # --- metrics ----------------------------------------------------------------------------
+
+    def positioning_errors(self, position: Tensor, theta_pred: Tensor) -> Tensor:
+        """Euclidean distance (N,) from the desired position to where the predicted angles reach."""
+        return (self.fk(theta_pred.double()) - position.double()).norm(dim=-1)
+
+    @staticmethod
+    def peak_density_choice(params: MixtureParams) -> Tensor:
+        """Mean of the component with the largest pi_k / prod_d sigma_kd (its peak density): (N, 2)."""
+        score = params.log_pi - params.sigma.log().sum(-1)
+        k = score.argmax(-1)
+        return params.mu[torch.arange(k.shape[0]), k]
+
+    def branch_coverage(self, params: MixtureParams, position: Tensor, radius: float = 0.05,
+                        min_pi: float = 0.1) -> tuple[float, int]:
+        """Share of points with both IK solutions in the box where each solution lies within
+        `radius` rad (Euclidean in angle space) of the mean of a component with pi >= min_pi.
+        Returns (share, number of such points)."""
+        solutions, inside = self.valid_solutions(position)
+        doubled = inside.all(-1)
+        # distance from each solution (N, 2, 1, 2) to each component mean (N, 1, K, 2)
+        dist = (solutions[:, :, None, :] - params.mu.double()[:, None, :, :]).norm(dim=-1)  # (N, 2, K)
+        active = (params.pi >= min_pi)[:, None, :]
+        found = ((dist <= radius) & active).any(-1).all(-1)  # every solution has a nearby active mean
+        n = int(doubled.sum())
+        return (float(found[doubled].float().mean()) if n else float("nan")), n
+
+    @torch.no_grad()
+    def metrics(self, mdn_net: Network, baseline: Network | None, splits: Splits) -> dict[str, float]:
+        x, _ = splits.test
+        params = mdn_net(x)
+        errors = self.positioning_errors(x, mdn.most_probable_mean(params))
+        coverage, n_doubled = self.branch_coverage(params, x)
+        out = {
+            "positioning_rmse": float(errors.square().mean().sqrt()),
+            "positioning_mean_error": float(errors.mean()),
+            "positioning_max_error": float(errors.max()),
+            "positioning_rmse_alpha_over_sigma": float(
+                self.positioning_errors(x, self.peak_density_choice(params)).square().mean().sqrt()),
+            "positioning_rmse_mixture_mean": float(
+                self.positioning_errors(x, mdn.mixture_mean(params)).square().mean().sqrt()),
+            "branch_coverage": coverage,
+            "doubled_share": n_doubled / x.shape[0],
+            "mean_active_components": float((params.pi >= 0.05).sum(-1).float().mean()),
+        }
+        if baseline is not None:
+            baseline_errors = self.positioning_errors(x, baseline(x))
+            out["baseline_positioning_rmse"] = float(baseline_errors.square().mean().sqrt())
+            out["baseline_positioning_mean_error"] = float(baseline_errors.mean())
+        return out
+
+    # --- figures ----------------------------------------------------------------------------
+
+    def workspace_hull(self, n: int = 400) -> np.ndarray:
+        """Convex hull (closed polygon, (M, 2)) of the reachable positions.
+
+        A linear function of the position is extreme on the image of the angle box either on the
+        image of the box's edges or where the Jacobian is singular (th2 = 0, pi, 2pi: the arm folded
+        straight), so the hull of those curves is the hull of the whole workspace."""
+        (a1, b1), (a2, b2) = self.theta1_range, self.theta2_range
+        t = torch.linspace(0, 1, n, dtype=torch.float64)
+        th1, th2 = a1 + (b1 - a1) * t, a2 + (b2 - a2) * t
+        curves = [torch.stack([th1, torch.full_like(t, a2)], -1), torch.stack([th1, torch.full_like(t, b2)], -1),
+                  torch.stack([torch.full_like(t, a1), th2], -1), torch.stack([torch.full_like(t, b1), th2], -1)]
+        curves += [torch.stack([th1, torch.full_like(t, s)], -1) for s in (0.0, math.pi, 2 * math.pi) if a2 < s < b2]
+        return plots.convex_hull(self.fk(torch.cat(curves)).numpy())
+
+    @torch.no_grad()
+    def figures(self, mdn_net: Network, baseline: Network | None, splits: Splits, fig_dir: Path) -> list[Path]:
+        x_train, theta_train = (a.cpu() for a in splits.train)
+        x_test = splits.test[0]
+        params = mdn_net(x_test)
+        hull = self.workspace_hull()
+        x_np = x_test.cpu().numpy()
+        K = params.n_components
+        paths = [
+            plots.arm_workspace(fig_dir / "workspace.png", x_train.numpy(), theta_train[:, 1].numpy() > math.pi,
+                                self.valid_solutions(x_train)[1].all(-1).numpy(), hull),
+            plots.scalar_map(fig_dir / "best_alpha.png", x_np, params.pi.max(-1).values.cpu().numpy(), hull,
+                             "largest mixing coefficient max$_k\\,\\alpha_k(x)$", f"{self.name}, K={K}: "
+                             "where the MDN is sure (1) or split between branches"),
+            plots.alpha_maps(fig_dir / "alphas.png", x_np, params.pi.cpu().numpy(), hull, f"{self.name}, K={K}"),
+        ]
+        reached_mdn = self.fk(mdn.most_probable_mean(params).double()).cpu().numpy()
+        panels = [("MDN (mean of most probable component)", reached_mdn)]
+        if baseline is not None:
+            panels.insert(0, ("MSE network", self.fk(baseline(x_test).double()).cpu().numpy()))
+        paths.append(plots.error_lines(fig_dir / "positioning_errors.png", x_np, panels, hull))
+        # p(theta | x) at four test positions: two where both branches are valid, two where one is
+        solutions, inside = self.valid_solutions(x_test)
+        doubled = inside.all(-1).cpu()
+        picks = torch.cat([torch.nonzero(doubled)[:2, 0], torch.nonzero(~doubled)[:2, 0]])
+        mixtures = [(params.pi[i].cpu().numpy(), params.mu[i].cpu().numpy(), params.sigma[i].cpu().numpy())
+                    for i in picks.tolist()]
+        paths.append(plots.angle_components(
+            fig_dir / "contour.png", mixtures, x_np[picks.numpy()],
+            [solutions[i][inside[i]].cpu().numpy() for i in picks.tolist()],
+            (self.theta1_range, self.theta2_range), f"p($\\theta$|x) of the MDN, {self.name}, K={K}"))
+        return paths
