@@ -6,6 +6,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH_VERSION ?= 2.13.0
 ARGS ?=
+# MNIST's four files: MNIST_ROOT=FOLDER, else ../shared/data/mnist/raw when it holds them, else
+# data/mnist (downloaded there when the network allows)
+SHARED_MNIST := $(abspath ../shared/data/mnist/raw)
+ifneq ($(MNIST_ROOT),)
+export MDN_MNIST_ROOT := $(abspath $(MNIST_ROOT))
+else ifneq ($(wildcard $(SHARED_MNIST)/train-images-idx3-ubyte.gz),)
+export MDN_MNIST_ROOT ?= $(SHARED_MNIST)
+endif
 
 .DEFAULT_GOAL := help
 .PHONY: help install test test-all run sweep reproduce bench clean
@@ -35,10 +43,11 @@ run: install ## one run: make run ARGS="K=5 seed=1"
 sweep: install ## sweep over K: make sweep ARGS="seed=0,1,2"
 	$(BIN)/mdn-run -m K=1,2,3,4,5 $(ARGS)
 
-reproduce: install ## the paper's experiments (inverse sine K=3 and K=5, robot arm K=3; each with its MSE baseline)
+reproduce: install ## the paper's experiments: inverse sine K=3 and K=5, robot arm K=3, MNIST; each with its MSE baseline
 	$(BIN)/mdn-run K=3 trainer.progress=true
 	$(BIN)/mdn-run K=5 trainer.progress=true
 	$(BIN)/mdn-run dataset=robot_arm K=3 trainer.progress=true
+	$(BIN)/mdn-run dataset=mnist trainer.progress=true
 
 bench: install ## speed benchmark (ratios side by side)
 	$(BIN)/python -m mdn_experiments.bench

@@ -42,6 +42,7 @@ class ModelConfig:
     sigma_min: float = MISSING
     sigma_transform: str = "softplus"
     standardize: bool = True
+    mu_init: Optional[str] = None  # "quantiles": spread the component means over the targets
 
 
 @dataclass
@@ -71,6 +72,18 @@ class RobotArmConfig:
 
 
 @dataclass
+class MnistConfig:
+    _target_: str = "mdn_experiments.datasets.mnist.Mnist"
+    name: str = "mnist"
+    root: str = MISSING
+    n_train: int = MISSING
+    n_val: int = MISSING
+    n_test: int = MISSING
+    download: bool = True
+    mirrors: Optional[List[str]] = None
+
+
+@dataclass
 class RunConfig:
     K: int = MISSING
     seed: int = 0
@@ -88,6 +101,7 @@ def register_configs() -> None:
     cs.store(group="schema/model", name="model", node=ModelConfig)
     cs.store(group="schema/dataset", name="inverse_sine", node=InverseSineConfig)
     cs.store(group="schema/dataset", name="robot_arm", node=RobotArmConfig)
+    cs.store(group="schema/dataset", name="mnist", node=MnistConfig)
 
 
 register_configs()
@@ -108,6 +122,7 @@ def validate(cfg: DictConfig) -> None:
         m.sigma_transform in SIGMA_TRANSFORMS,
         "model.sigma_transform", m.sigma_transform, f"one of {', '.join(SIGMA_TRANSFORMS)}",
     )
+    _check(m.mu_init in (None, "quantiles"), "model.mu_init", m.mu_init, "null or quantiles")
     backbone = m.backbone
     if "activation" in backbone:
         _check(backbone.activation in ACTIVATIONS, "model.backbone.activation", backbone.activation,

@@ -22,7 +22,7 @@ from mdn_experiments.config import validate
 from mdn_experiments.datasets.base import Dataset, Splits
 from mdn_experiments.errors import RunFolderError, UserError
 from mdn_experiments.models import Network, build_network, count_parameters
-from mdn_experiments.train import FitResult, evaluate_loss, fit, resolve_device
+from mdn_experiments.train import FitResult, evaluate_loss, fit, predict, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,8 @@ def train_network(
     t = cfg.trainer
     if cfg.model.standardize:
         network.fit_standardization(*splits.train, per_feature=dataset.per_feature_standardization)
+    if network.is_mdn and cfg.model.mu_init == "quantiles":
+        network.init_means_from_targets(splits.train[1])
     return fit(
         network, splits.train, splits.val,
         optimizer_factory=instantiate(t.optimizer),
@@ -128,10 +130,11 @@ def run_experiment(cfg: DictConfig, run_dir: Path, progress: bool = False) -> di
         "n_train": int(splits.train[0].shape[0]),
         "n_params": count_parameters(mdn_net),
         "train_seconds": result.seconds,
+        dataset.throughput_key: len(result.history) * splits.train[0].shape[0] / result.seconds,
     }
     if baseline is not None:
         with torch.no_grad():
-            metrics["baseline_test_rmse"] = rmse(baseline(splits.test[0]), splits.test[1])
+            metrics["baseline_test_rmse"] = rmse(predict(baseline, splits.test[0]), splits.test[1])
         metrics["baseline_n_params"] = count_parameters(baseline)
         metrics["baseline_train_seconds"] = baseline_result.seconds
     metrics.update(dataset.metrics(mdn_net, baseline, splits))

@@ -63,6 +63,11 @@ class MixtureParams:
     def detach(self) -> MixtureParams:
         return MixtureParams(self.log_pi.detach(), self.mu.detach(), self.sigma.detach())
 
+    @staticmethod
+    def cat(parts: list[MixtureParams]) -> MixtureParams:
+        """Concatenate along the first batch dimension."""
+        return MixtureParams(*(torch.cat([getattr(p, f) for p in parts]) for f in ("log_pi", "mu", "sigma")))
+
 
 def params_from_raw(
     raw: Tensor,
@@ -179,6 +184,16 @@ class MDNHead(nn.Module):
         self.n_components, self.out_dim = n_components, out_dim
         self.sigma_min, self.sigma_transform = sigma_min, sigma_transform
         self.linear = nn.Linear(in_features, n_components * (1 + 2 * out_dim))
+
+    @torch.no_grad()
+    def init_means(self, means: Tensor, weight_scale: float = 0.1) -> None:
+        """Start component k near means[k] ((K, D), in this head's output units): the mean
+        biases are set, the mean weights shrunk, so the components begin spread over the targets
+        instead of on top of each other."""
+        K, D = self.n_components, self.out_dim
+        rows = slice(K, K + K * D)  # raw layout: K logits, K*D means, K*D sigmas
+        self.linear.bias[rows] = means.reshape(K * D).to(self.linear.bias)
+        self.linear.weight[rows] *= weight_scale
 
     def forward(self, features: Tensor) -> MixtureParams:
         raw = self.linear(features)

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from mdn_experiments import mdn
+from mdn_experiments.errors import UserError
 from mdn_experiments.mdn import MixtureParams
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}
@@ -34,6 +35,56 @@ class MLP(nn.Module):
             in_features = width
         self.net = nn.Sequential(*layers)
         self.out_features = in_features
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class CNN(nn.Module):
+    """Convolutional backbone for images: (N, C, H, W) -> (N, hidden[-1]).
+
+    One block per entry of `channels`: `convs_per_block` convolutions (kernel_size, padding,
+    batch norm, activation), then a 2x2 max-pool. Then an MLP of widths `hidden`, with dropout
+    before each linear layer.
+    """
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        channels: Sequence[int] = (32, 64),
+        hidden: Sequence[int] = (128,),
+        kernel_size: int = 5,
+        padding: int = 0,
+        convs_per_block: int = 1,
+        activation: str = "relu",
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        if len(input_shape) != 3:
+            raise UserError(f"model.backbone: a CNN needs image inputs (channels, height, width), but this "
+                            f"dataset's inputs have shape {tuple(input_shape)}; use model=mlp")
+        in_channels, height, width = input_shape
+        layers: list[nn.Module] = []
+        for out_channels in channels:
+            for _ in range(convs_per_block):
+                layers += [nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, bias=False),
+                           nn.BatchNorm2d(out_channels), ACTIVATIONS[activation]()]
+                in_channels = out_channels
+                height, width = height + 2 * padding - kernel_size + 1, width + 2 * padding - kernel_size + 1
+            layers.append(nn.MaxPool2d(2))
+            height, width = height // 2, width // 2
+            if height < 1 or width < 1:
+                raise UserError(f"model.backbone: the image shrinks to nothing after {len(channels)} blocks; "
+                                f"use fewer channels entries, a smaller kernel_size or more padding")
+        layers.append(nn.Flatten())
+        features = in_channels * height * width
+        for size in hidden:
+            layers += [nn.Dropout(dropout), nn.Linear(features, size), ACTIVATIONS[activation]()]
+            features = size
+        self.net = nn.Sequential(*layers)
+        self.out_features = features
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -82,6 +133,15 @@ class Network(nn.Module):
             self.x_std.fill_(max(x.std().item(), 1e-8))
         self.y_mean.copy_(y.mean(0))
         self.y_std.copy_(y.std(0).clamp_min(1e-8))
+
+    @torch.no_grad()
+    def init_means_from_targets(self, y: Tensor) -> None:
+        """Spread the MDN components over the targets: component k starts at the (k + 1/2)/K
+        quantile of the (standardised) training targets, per dimension."""
+        K = self.head.n_components
+        levels = (torch.arange(K, dtype=torch.float64) + 0.5) / K
+        z = ((y - self.y_mean) / self.y_std).double().cpu()
+        self.head.init_means(torch.quantile(z, levels, dim=0))  # (K, D)
 
     def forward(self, x: Tensor) -> MixtureParams | Tensor:
         out = self.head(self.backbone((x - self.x_mean) / self.x_std))

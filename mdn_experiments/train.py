@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from mdn_experiments.errors import TrainingDiverged
+from mdn_experiments.mdn import MixtureParams
 from mdn_experiments.models import Network
 
 LR_SCHEDULES = ("constant", "cosine")
@@ -48,7 +49,15 @@ def _batches(n: int, batch_size: int | None, generator: torch.Generator) -> Iter
 
 
 @torch.no_grad()
-def evaluate_loss(network: Network, x: Tensor, y: Tensor, batch_size: int = 4096) -> tuple[float, float]:
+def predict(network: Network, x: Tensor, batch_size: int = 1024) -> MixtureParams | Tensor:
+    """network(x) in batches (images need it), in eval mode."""
+    network.eval()
+    parts = [network(x[start : start + batch_size]) for start in range(0, x.shape[0], batch_size)]
+    return MixtureParams.cat(parts) if isinstance(parts[0], MixtureParams) else torch.cat(parts)
+
+
+@torch.no_grad()
+def evaluate_loss(network: Network, x: Tensor, y: Tensor, batch_size: int = 1024) -> tuple[float, float]:
     """Mean training objective over a dataset, and the share of sigmas at the floor."""
     network.eval()
     total, floor, n = 0.0, 0.0, x.shape[0]

@@ -8,7 +8,7 @@ from hydra.utils import instantiate
 
 from mdn_experiments.cli import config_dir, one_line
 from mdn_experiments.config import validate
-from mdn_experiments.errors import ConfigError
+from mdn_experiments.errors import ConfigError, UserError
 from mdn_experiments.experiment import build
 
 from helpers import compose_config, run_cli
@@ -38,6 +38,10 @@ def test_every_option_composes_and_instantiates(dataset, model, trainer):
     cfg = compose_config([f"dataset={dataset}", f"model={model}", f"trainer={trainer}"])
     validate(cfg)
     ds = instantiate(cfg.dataset)
+    if cfg.model.backbone._target_.endswith("CNN") and len(ds.input_shape) != 3:
+        with pytest.raises(UserError, match="a CNN needs image inputs"):
+            build(cfg, ds, "mdn")
+        return
     for head in ("mdn", "mse"):
         net = build(cfg, ds, head)
         x = torch.zeros(4, *ds.input_shape)

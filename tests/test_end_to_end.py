@@ -18,7 +18,7 @@ from mdn_experiments.errors import RunFolderError
 from mdn_experiments.experiment import load_run, run_experiment
 
 FIGURES = ["contour.png", "alphas.png", "means.png", "comparison.png", "loss.png"]
-TIMING_KEYS = {"train_seconds", "baseline_train_seconds", "wall_seconds"}
+TIMING_KEYS = {"train_seconds", "baseline_train_seconds", "wall_seconds", "samples_per_second"}
 
 
 def is_png(path: Path) -> bool:

@@ -29,13 +29,14 @@ class Dataset(ABC):
     """An experiment: its data, its task-specific metrics and its figures.
 
     Subclasses set `name`, `input_shape`, `output_dim`, and may set
-    `per_feature_standardization = False` (images).
+    `per_feature_standardization = False` and `throughput_key = "images_per_second"` (images).
     """
 
     name: str
     input_shape: tuple[int, ...]
     output_dim: int
     per_feature_standardization: bool = True
+    throughput_key: str = "samples_per_second"  # metrics.json key of the training throughput
 
     @abstractmethod
     def load(self, seed: int) -> Splits:

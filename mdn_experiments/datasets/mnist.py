@@ -1,0 +1,127 @@
+"""MNIST digit value regressed as a scalar: a CNN with an MDN head offers candidate digits.
+
+Each training image has one label, yet an ambiguous digit (a 4 that could be a 9) gets several
+components, where an MSE network would answer a meaningless average (6.5).
+
+Splits (deterministic, independent of the seed): validation = the last `n_val` images of the
+training file, training = the first `n_train` of the others, test = the first `n_test` images of
+the test file. Inputs (N, 1, 28, 28) in [0, 1]; targets (N, 1) the digit as a float.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mdn_experiments import mdn, plots
+from mdn_experiments.datasets.base import Dataset, Splits, require
+from mdn_experiments.datasets.idx import MNIST_MIRRORS, DataError, ensure_mnist_files, read_idx
+from mdn_experiments.models import Network
+from mdn_experiments.train import predict
+
+N_TRAIN_FILE, N_TEST_FILE = 60000, 10000
+
+
+class Mnist(Dataset):
+    input_shape = (1, 28, 28)
+    output_dim = 1
+    per_feature_standardization = False  # one scale for all pixels
+    throughput_key = "images_per_second"
+
+    def __init__(
+        self,
+        name: str = "mnist",
+        root: str = "data/mnist",
+        n_train: int = 55000,
+        n_val: int = 5000,
+        n_test: int = 10000,
+        download: bool = True,
+        mirrors: list[str] | None = None,
+    ) -> None:
+        require(n_val >= 1, "n_val", n_val, "an integer >= 1")
+        require(1 <= n_train <= N_TRAIN_FILE - n_val, "n_train", n_train,
+                f"an integer in [1, {N_TRAIN_FILE} - dataset.n_val]")
+        require(1 <= n_test <= N_TEST_FILE, "n_test", n_test, f"an integer in [1, {N_TEST_FILE}]")
+        self.name, self.root = name, Path(root).expanduser()
+        self.n_train, self.n_val, self.n_test = n_train, n_val, n_test
+        self.download, self.mirrors = download, tuple(mirrors) if mirrors else MNIST_MIRRORS
+
+    def load(self, seed: int) -> Splits:
+        files = ensure_mnist_files(self.root, self.download, self.mirrors)
+        train_x = read_idx(files["train-images-idx3-ubyte.gz"])
+        train_y = read_idx(files["train-labels-idx1-ubyte.gz"])
+        test_x = read_idx(files["t10k-images-idx3-ubyte.gz"])
+        test_y = read_idx(files["t10k-labels-idx1-ubyte.gz"])
+        if train_x.shape != (N_TRAIN_FILE, 28, 28) or train_y.shape != (N_TRAIN_FILE,) \
+                or test_x.shape != (N_TEST_FILE, 28, 28) or test_y.shape != (N_TEST_FILE,):
+            raise DataError(f"{self.root}: unexpected MNIST shapes {train_x.shape}, {train_y.shape}, "
+                            f"{test_x.shape}, {test_y.shape}")
+
+        def pair(images: np.ndarray, labels: np.ndarray):
+            x = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
+            return x, torch.from_numpy(labels.astype(np.float32)).unsqueeze(1)
+
+        val_start = N_TRAIN_FILE - self.n_val
+        return Splits(
+            train=pair(train_x[: self.n_train], train_y[: self.n_train]),
+            val=pair(train_x[val_start:], train_y[val_start:]),
+            test=pair(test_x[: self.n_test], test_y[: self.n_test]),
+        )
+
+    # --- metrics ----------------------------------------------------------------------------
+
+    @staticmethod
+    def digit(values: torch.Tensor) -> torch.Tensor:
+        """The digit a real-valued prediction stands for: rounded and clipped to 0..9."""
+        return values.round().clamp(0, 9).long()
+
+    @torch.no_grad()
+    def metrics(self, mdn_net: Network, baseline: Network | None, splits: Splits) -> dict[str, float]:
+        x, y = splits.test
+        label = y[:, 0].long()
+        params = predict(mdn_net, x)
+        top1 = self.digit(mdn.most_probable_mean(params)[:, 0])
+        active = params.pi >= 0.05
+        hit = (self.digit(params.mu[..., 0]) == label[:, None]) & active
+        out = {
+            "accuracy_top1": float((top1 == label).float().mean()),
+            "accuracy_any": float(hit.any(-1).float().mean()),
+            "mean_active_components": float(active.sum(-1).float().mean()),
+            "accuracy_mixture_mean": float((self.digit(mdn.mixture_mean(params)[:, 0]) == label).float().mean()),
+        }
+        if baseline is not None:
+            out["baseline_accuracy"] = float((self.digit(predict(baseline, x)[:, 0]) == label).float().mean())
+        return out
+
+    # --- figures ----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def figures(self, mdn_net: Network, baseline: Network | None, splits: Splits, fig_dir: Path) -> list[Path]:
+        x, y = splits.test
+        label = y[:, 0].long()
+        params = predict(mdn_net, x)
+        pi = params.pi
+        entropy = -(pi * params.log_pi).sum(-1)
+        # 8 test digits in file order, then the 16 with the most spread-out mixing coefficients
+        ambiguous = torch.argsort(entropy, descending=True)[:16]
+        picks = torch.cat([torch.arange(min(8, x.shape[0])), ambiguous]).tolist()
+        grid = torch.linspace(-1.0, 10.0, 1101)
+        chosen = mdn.MixtureParams(params.log_pi[picks], params.mu[picks], params.sigma[picks])
+        density = mdn.log_prob(chosen.unsqueeze(0), grid[:, None, None]).exp().T  # (picks, grid)
+        top1 = self.digit(mdn.most_probable_mean(params)[:, 0])
+        paths = [plots.digit_mixtures(
+            fig_dir / "samples.png", x[picks, 0].cpu().numpy(), label[picks].cpu().numpy(),
+            top1[picks].cpu().numpy(), pi[picks].cpu().numpy(), params.mu[picks, :, 0].cpu().numpy(),
+            grid.numpy(), density.cpu().numpy(), n_typical=min(8, x.shape[0]))]
+        matrices = [("MDN (most probable component)", _confusion(label, top1))]
+        if baseline is not None:
+            matrices.append(("MSE network (rounded)", _confusion(label, self.digit(predict(baseline, x)[:, 0]))))
+        paths.append(plots.confusion_matrices(fig_dir / "confusions.png", matrices))
+        return paths
+
+
+def _confusion(label: torch.Tensor, predicted: torch.Tensor) -> np.ndarray:
+    """(10, 10) counts: row = true digit, column = predicted digit."""
+    return torch.bincount(label * 10 + predicted, minlength=100).reshape(10, 10).cpu().numpy()
