@@ -43,11 +43,8 @@ run: install ## one run: make run ARGS="K=5 seed=1"
 sweep: install ## sweep over K: make sweep ARGS="seed=0,1,2"
 	$(BIN)/mdn-run -m K=1,2,3,4,5 $(ARGS)
 
-reproduce: install ## the paper's experiments: inverse sine K=3 and K=5, robot arm K=3, MNIST; each with its MSE baseline
-	$(BIN)/mdn-run K=3 trainer.progress=true
-	$(BIN)/mdn-run K=5 trainer.progress=true
-	$(BIN)/mdn-run dataset=robot_arm K=3 trainer.progress=true
-	$(BIN)/mdn-run dataset=mnist trainer.progress=true
+reproduce: install ## every experiment of the paper with 3 seeds, then outputs/reproduce/REPORT.md (MNIST_ROOT=FOLDER)
+	$(BIN)/python -m mdn_experiments.reproduce
 
 bench: install ## speed benchmark (ratios side by side)
 	$(BIN)/python -m mdn_experiments.bench

@@ -10,18 +10,22 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import re
 import sys
+import traceback
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
 import mdn_experiments.config  # noqa: F401  (registers the schemas in the ConfigStore)
 from mdn_experiments.errors import UserError
+from mdn_experiments.report import FAILED_JOBS
 
 log = logging.getLogger("mdn_experiments")
 PROG = "mdn-run"
@@ -38,18 +42,24 @@ def config_dir() -> str:
 
 
 class _StderrGate(io.TextIOBase):
-    """Buffers stderr while closed, passes it through once opened."""
+    """Stands in for sys.stderr while Hydra composes the config, buffering what is written.
+
+    release() puts the real stderr back and writes the buffer out. It runs as soon as Hydra has
+    composed the config (the ReleaseStderr callback); launchers and jobs never see the gate.
+    """
 
     def __init__(self, target) -> None:
-        self.target, self.closed_buffer, self.is_open = target, io.StringIO(), False
+        self.target, self.buffer, self.released = target, io.StringIO(), False
 
-    def open(self) -> None:
-        if not self.is_open:
-            self.is_open = True
-            self.target.write(self.closed_buffer.getvalue())
+    def release(self) -> None:
+        if sys.stderr is self:
+            sys.stderr = self.target
+        if not self.released:
+            self.released = True
+            self.target.write(self.buffer.getvalue())
 
     def write(self, text: str) -> int:
-        return (self.target if self.is_open else self.closed_buffer).write(text)
+        return (self.target if self.released else self.buffer).write(text)
 
     def flush(self) -> None:
         self.target.flush()
@@ -57,15 +67,27 @@ class _StderrGate(io.TextIOBase):
     def isatty(self) -> bool:
         return self.target.isatty()
 
-    def fileno(self) -> int:
-        return self.target.fileno()
-
     @property
     def encoding(self):  # type: ignore[override]
         return getattr(self.target, "encoding", "utf-8")
 
 
 _gate: _StderrGate | None = None
+
+
+def _release_stderr() -> None:
+    if _gate is not None:
+        _gate.release()
+
+
+class ReleaseStderr(Callback):
+    """Hydra callback: the config is composed, so stderr goes back to normal."""
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        _release_stderr()
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        _release_stderr()
 
 
 def one_line(message: str) -> str:
@@ -96,26 +118,55 @@ def one_line(message: str) -> str:
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
 def _run(cfg: DictConfig) -> float | None:
-    if _gate is not None:
-        _gate.open()
+    _release_stderr()
     from mdn_experiments.experiment import run_experiment  # torch & co. only once a job runs
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     progress = cfg.trainer.progress if cfg.trainer.progress is not None else sys.stderr.isatty()
-    try:
-        metrics = run_experiment(cfg, run_dir, progress=progress)
-    except (UserError, InstantiationException) as err:
-        if hydra_cfg.mode == RunMode.MULTIRUN:
-            raise  # the sweep marks this job failed and goes on
-        message = " ".join(str(err).split())  # Hydra's instantiate errors span several lines
-        print(f"{PROG}: error: {message}", file=sys.stderr)
-        sys.exit(2)
+    threads = cfg.trainer.threads or threads_per_job(hydra_cfg)
+    if threads is not None:
+        torch_set_threads(threads)
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        # a failing job is recorded in its folder and the sweep goes on; the summary marks it
+        try:
+            metrics = run_experiment(cfg, run_dir, progress=progress)
+        except Exception as err:  # noqa: BLE001 - every failure, ours or not, is the job's own
+            detail = "" if isinstance(err, (UserError, InstantiationException)) else "\n" + traceback.format_exc()
+            (run_dir / "error.txt").write_text(f"{type(err).__name__}: {' '.join(str(err).split())}{detail}\n")
+            log.error("job failed: %s (details in %s)", " ".join(str(err).split()), run_dir / "error.txt")
+            return None
+    else:
+        try:
+            metrics = run_experiment(cfg, run_dir, progress=progress)
+        except (UserError, InstantiationException) as err:
+            message = " ".join(str(err).split())  # Hydra's instantiate errors span several lines
+            print(f"{PROG}: error: {message}", file=sys.stderr)
+            sys.exit(2)
     summary = ", ".join(
         f"{key}={metrics[key]:.4g}" for key in HEADLINE_METRICS if key in metrics
     )
     print(f"[{PROG}] done: {summary}; metrics, figures and model in {run_dir}", flush=True)
     return metrics["test_nll"]
+
+
+def threads_per_job(hydra_cfg) -> int | None:
+    """Torch threads for one job so that parallel jobs share the cores instead of fighting:
+    cores / n_jobs under the joblib launcher, the job's cpus_per_task under submitit."""
+    launcher = hydra_cfg.launcher
+    cores = os.cpu_count() or 1
+    if "n_jobs" in launcher:
+        n_jobs = launcher.n_jobs if launcher.n_jobs and launcher.n_jobs > 0 else cores
+        return max(1, cores // n_jobs)
+    if launcher.get("cpus_per_task"):
+        return int(launcher.cpus_per_task)
+    return None
+
+
+def torch_set_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 def main() -> None:
@@ -126,17 +177,26 @@ def main() -> None:
     sys.stderr = _gate
     try:
         _run()
+        if FAILED_JOBS:
+            print(f"{PROG}: error: {len(FAILED_JOBS)} sweep job(s) did not finish; the others' results are kept",
+                  file=real_stderr)
+            sys.exit(1)
     except SystemExit as exit_:
-        if exit_.code not in (0, None) and not _gate.is_open:
-            message = one_line(_gate.closed_buffer.getvalue())
-            _gate.closed_buffer = io.StringIO()  # replaced by the one-line version
+        if exit_.code not in (0, None) and not _gate.released:
+            # Hydra failed before composing a config: a bad override; say it in one line
+            message = one_line(_gate.buffer.getvalue())
+            _gate.buffer = io.StringIO()
             print(f"{PROG}: error: {message}", file=real_stderr)
             sys.exit(2)
         raise
     finally:
+        _gate.release()  # anything still buffered (warnings) is shown, never swallowed
         sys.stderr = real_stderr
-        _gate.open()  # anything still buffered (warnings) is shown, never swallowed
 
 
 if __name__ == "__main__":
-    main()
+    # run the importable module's main, not this __main__ copy: the Hydra callbacks and the
+    # launchers' pickled task function refer to mdn_experiments.cli
+    from mdn_experiments.cli import main as cli_main
+
+    cli_main()

@@ -92,8 +92,6 @@ def run_experiment(cfg: DictConfig, run_dir: Path, progress: bool = False) -> di
     if (run_dir / "metrics.json").exists():
         raise RunFolderError(f"{run_dir} already holds a finished run (metrics.json); choose another folder")
     dataset: Dataset = instantiate_checked(cfg.dataset)  # dataset-specific range checks happen here
-    if cfg.trainer.threads is not None:
-        torch.set_num_threads(cfg.trainer.threads)
     device = resolve_device(cfg.trainer.device)
     splits = dataset.load(cfg.seed).to(device)
     log.info("run folder: %s", run_dir)
@@ -120,6 +118,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path, progress: bool = False) -> di
     train_nll, _ = evaluate_loss(mdn_net, *splits.train)
     metrics: dict[str, Any] = {
         "dataset": dataset.name,
+        "main_metric": dataset.main_metric,
         "K": cfg.K,
         "seed": cfg.seed,
         "test_nll": test_nll,

@@ -297,3 +297,32 @@ def confusion_matrices(path, matrices) -> Path:
         ax.title.set_fontsize(9)
         fig.colorbar(image, ax=ax, shrink=0.8, label="errors")
     return _save(fig, Path(path))
+
+
+# --- sweeps -----------------------------------------------------------------------------------
+
+
+def k_sweep(path, table) -> Path:
+    """NLL, the task's main metric and BIC against K (mean ± std over seeds), one row per dataset."""
+    fig, axes = plt.subplots(len(table), 3, figsize=(13, 3.6 * len(table)), squeeze=False)
+    for row, (dataset, entries) in zip(axes, table.items()):
+        K = [e["K"] for e in entries]
+        get = lambda key: ([e[key] for e in entries], [e[f"{key}_std"] for e in entries])  # noqa: E731
+        for key, label in (("test_nll", "test"), ("val_nll", "validation")):
+            mean, std = get(key)
+            row[0].errorbar(K, mean, yerr=std, marker="o", capsize=3, label=label)
+        row[0].set(xlabel="K", ylabel="NLL (nats/sample)", title=f"{dataset}: NLL")
+        row[0].legend(fontsize=8)
+        mean, std = get("main_value")
+        row[1].errorbar(K, mean, yerr=std, marker="o", capsize=3, color="tab:green")
+        row[1].set(xlabel="K", ylabel=entries[0]["main_metric"], title=f"{dataset}: {entries[0]['main_metric']}")
+        mean, std = get("bic")
+        row[2].errorbar(K, mean, yerr=std, marker="o", capsize=3, color="tab:purple")
+        row[2].set(xlabel="K", ylabel="BIC on the training set", title=f"{dataset}: BIC (lower is better)")
+        seeds = sorted({e["n_seeds"] for e in entries})
+        for ax in row:
+            ax.set_xticks(K)
+            ax.title.set_fontsize(10)
+        row[0].annotate(f"mean ± std over {'/'.join(map(str, seeds))} seed(s)", (0.02, 0.02),
+                        xycoords="axes fraction", fontsize=7, color="0.4")
+    return _save(fig, Path(path))

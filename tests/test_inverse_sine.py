@@ -93,3 +93,16 @@ def test_bad_arguments_name_the_config_key(kwargs, key):
     with pytest.raises(ConfigError) as err:
         InverseSine(**kwargs)
     assert err.value.key == key
+
+
+@pytest.mark.parametrize("x", [0.05, 0.2, 0.36, 0.5, 0.62, 0.8, 0.95])
+def test_branch_count_is_the_number_of_solutions_of_the_noise_free_curve(x):
+    g = lambda t: F(t) - x  # noqa: E731
+    grid = np.linspace(0, 1, 997)  # a different grid from the one in the code
+    roots = [optimize.brentq(g, a, b) for a, b in zip(grid[:-1], grid[1:]) if g(a) * g(b) < 0]
+    assert InverseSine().branch_count(torch.tensor([[x]]))[0] == len(roots)
+
+
+def test_the_middle_has_three_branches_and_the_ends_one():
+    counts = InverseSine().branch_count(torch.tensor([[0.1], [0.5], [0.9]]))
+    assert counts.tolist() == [1, 3, 1]

@@ -37,6 +37,7 @@ class Dataset(ABC):
     output_dim: int
     per_feature_standardization: bool = True
     throughput_key: str = "samples_per_second"  # metrics.json key of the training throughput
+    main_metric: str = "test_nll"  # the metric sweep summaries report for this task
 
     @abstractmethod
     def load(self, seed: int) -> Splits:

@@ -26,6 +26,7 @@ DIRECTIONS = ("inverse", "forward")
 
 
 class InverseSine(Dataset):
+    main_metric = "nll_gap"
     input_shape = (1,)
     output_dim = 1
 
@@ -102,6 +103,19 @@ class InverseSine(Dataset):
         with np.errstate(divide="ignore"):
             return np.where(inside & (length > 0), -np.log(length), -np.inf)
 
+    def branch_count(self, inputs: Tensor, resolution: int = 4001) -> np.ndarray:
+        """Number of branches of the noise-free inverse at each input x: the solutions of
+        f(t) = x in [0, 1] (1 at the ends, 3 in the middle); (N,) int. Forward direction: 1."""
+        x = inputs[:, 0].double().cpu().numpy()
+        if self.direction == "forward":
+            return np.ones(x.shape[0], dtype=int)
+        curve = self.curve(np.linspace(0, 1, resolution))
+        counts = np.empty(x.shape[0], dtype=int)
+        for start in range(0, x.shape[0], 2000):  # 2000 x 4001 at a time
+            above = curve[None, :] > x[start : start + 2000, None]
+            counts[start : start + 2000] = (above[:, 1:] != above[:, :-1]).sum(1)  # sign changes
+        return counts
+
     def conditional_mean(self, inputs: Tensor) -> np.ndarray:
         """E[target | input] under the generating process: (N,) float64 (NaN where p(x) = 0)."""
         x = inputs[:, 0].double().cpu().numpy()
@@ -129,6 +143,11 @@ class InverseSine(Dataset):
             "mixture_mean_rmse": rmse(mdn.mixture_mean(params)[:, 0].double().cpu().numpy()),
             "mean_active_components": float((params.pi >= 0.05).sum(-1).float().mean()),
         }
+        active = (params.pi >= 0.05).sum(-1).cpu().numpy()
+        branches = self.branch_count(x)
+        for n, name in ((1, "one_branch"), (3, "three_branches")):
+            if (branches == n).any():  # how many components the MDN uses where p(t|x) has n modes
+                out[f"active_components_{name}"] = float(active[branches == n].mean())
         if baseline is not None:
             pred = baseline(x)[:, 0].double().cpu().numpy()
             # how far the MSE network is from the true conditional mean E[y|x]

@@ -25,6 +25,7 @@ N_TRAIN_FILE, N_TEST_FILE = 60000, 10000
 
 
 class Mnist(Dataset):
+    main_metric = "accuracy_top1"
     input_shape = (1, 28, 28)
     output_dim = 1
     per_feature_standardization = False  # one scale for all pixels

@@ -50,6 +50,7 @@ def inverse_kinematics(position: Tensor, l1: float = 0.8, l2: float = 0.2) -> tu
 
 
 class RobotArm(Dataset):
+    main_metric = "positioning_rmse"
     input_shape = (2,)
     output_dim = 2
 
