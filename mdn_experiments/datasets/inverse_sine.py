@@ -143,11 +143,15 @@ class InverseSine(Dataset):
             "mixture_mean_rmse": rmse(mdn.mixture_mean(params)[:, 0].double().cpu().numpy()),
             "mean_active_components": float((params.pi >= 0.05).sum(-1).float().mean()),
         }
+        # how many components the MDN uses where the answer has one branch and where it has three;
+        # "one branch" asks the whole noise window [x - w, x + w] to sit on a single branch
         active = (params.pi >= 0.05).sum(-1).cpu().numpy()
         branches = self.branch_count(x)
-        for n, name in ((1, "one_branch"), (3, "three_branches")):
-            if (branches == n).any():  # how many components the MDN uses where p(t|x) has n modes
-                out[f"active_components_{name}"] = float(active[branches == n].mean())
+        one_branch = ((branches == 1) & (self.branch_count(x - self.noise) == 1)
+                      & (self.branch_count(x + self.noise) == 1))
+        for mask, name in ((one_branch, "one_branch"), (branches == 3, "three_branches")):
+            if mask.any():
+                out[f"active_components_{name}"] = float(active[mask].mean())
         if baseline is not None:
             pred = baseline(x)[:, 0].double().cpu().numpy()
             # how far the MSE network is from the true conditional mean E[y|x]
