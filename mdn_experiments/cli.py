@@ -29,7 +29,8 @@ from mdn_experiments.report import FAILED_JOBS
 
 log = logging.getLogger("mdn_experiments")
 PROG = "mdn-run"
-HEADLINE_METRICS = ("test_nll", "nll_gap", "baseline_test_rmse", "positioning_rmse", "baseline_positioning_rmse")
+HEADLINE_METRICS = ("test_nll", "nll_gap", "baseline_test_rmse", "positioning_rmse", "baseline_positioning_rmse",
+                    "accuracy_top1", "accuracy_any", "baseline_accuracy")
 
 
 def config_dir() -> str:

@@ -60,9 +60,6 @@ class MixtureParams:
             self.log_pi.unsqueeze(dim), self.mu.unsqueeze(dim), self.sigma.unsqueeze(dim)
         )
 
-    def detach(self) -> MixtureParams:
-        return MixtureParams(self.log_pi.detach(), self.mu.detach(), self.sigma.detach())
-
     @staticmethod
     def cat(parts: list[MixtureParams]) -> MixtureParams:
         """Concatenate along the first batch dimension."""

@@ -121,8 +121,9 @@ def build_report(root: Path, timings: dict[str, float], mnist_note: str | None, 
         "",
         "**The number of useful components follows the number of modes.** With K=5 the MDN keeps "
         f"{fmt(stats(toy, 'active_components_one_branch', K=5), 3)} components with π ≥ 0.05 where "
-        f"f(t) = x has one solution and {fmt(stats(toy, 'active_components_three_branches', K=5), 3)} where it "
-        "has three (K=3: "
+        "the whole noise window around x lies on one branch of the inverse, and "
+        f"{fmt(stats(toy, 'active_components_three_branches', K=5), 3)} where f(t) = x has three "
+        "solutions (K=3: "
         f"{fmt(stats(toy, 'active_components_one_branch', K=3), 3)} and "
         f"{fmt(stats(toy, 'active_components_three_branches', K=3), 3)}).",
     ]
@@ -131,7 +132,8 @@ def build_report(root: Path, timings: dict[str, float], mnist_note: str | None, 
         lines += ["Validation NLL against K: " + ", ".join(
             f"K={e['K']}: {e['val_nll']:.3f}" for e in entries) + ". "
             f"K chosen by validation NLL: {toy_summary['chosen_k']['inverse_sine']['by_val_nll']}; "
-            f"by BIC: {toy_summary['chosen_k']['inverse_sine']['by_bic']}."]
+            f"by BIC: {toy_summary['chosen_k']['inverse_sine']['by_bic']} (BIC counts every network weight, "
+            "so its penalty dwarfs the likelihood differences and it always picks the smallest K)."]
     lines += ["", "**An ambiguous digit gets several candidate values.** " + (
         f"On MNIST the mean number of components with π ≥ 0.05 is "
         f"{fmt(stats(mnist, 'mean_active_components'), 3)}; some component rounds to the label for "
