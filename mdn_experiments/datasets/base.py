@@ -58,3 +58,10 @@ def require(ok: bool, key: str, value: object, allowed: str) -> None:
     """Range check for dataset constructor arguments (reported as dataset.<key>)."""
     if not ok:
         raise ConfigError(f"dataset.{key}", value, allowed)
+
+
+def require_split_sizes(n_train: int, n_val: int, n_test: int) -> None:
+    """The usual checks on generated splits: at least two training points, one of the others."""
+    require(n_train >= 2, "n_train", n_train, "an integer >= 2")
+    require(n_val >= 1, "n_val", n_val, "an integer >= 1")
+    require(n_test >= 1, "n_test", n_test, "an integer >= 1")

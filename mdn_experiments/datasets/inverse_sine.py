@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from mdn_experiments import mdn, plots
-from mdn_experiments.datasets.base import Dataset, Splits, require
+from mdn_experiments.datasets.base import Dataset, Splits, require, require_split_sizes
 from mdn_experiments.models import Network
 
 DIRECTIONS = ("inverse", "forward")
@@ -40,9 +40,7 @@ class InverseSine(Dataset):
         amplitude: float = 0.3,
         direction: str = "inverse",
     ) -> None:
-        require(n_train >= 2, "n_train", n_train, "an integer >= 2")
-        require(n_val >= 1, "n_val", n_val, "an integer >= 1")
-        require(n_test >= 1, "n_test", n_test, "an integer >= 1")
+        require_split_sizes(n_train, n_val, n_test)
         require(noise > 0, "noise", noise, "a float > 0 (half-width of the uniform noise)")
         require(direction in DIRECTIONS, "direction", direction, "inverse or forward")
         self.name, self.direction = name, direction

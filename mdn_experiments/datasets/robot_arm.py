@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from mdn_experiments import mdn, plots
-from mdn_experiments.datasets.base import Dataset, Splits, require
+from mdn_experiments.datasets.base import Dataset, Splits, require, require_split_sizes
 from mdn_experiments.mdn import MixtureParams
 from mdn_experiments.models import Network
 
@@ -66,9 +66,7 @@ class RobotArm(Dataset):
         theta2_range: tuple[float, float] = (math.pi / 2, 3 * math.pi / 2),
         noise: float = 0.0,
     ) -> None:
-        require(n_train >= 2, "n_train", n_train, "an integer >= 2")
-        require(n_val >= 1, "n_val", n_val, "an integer >= 1")
-        require(n_test >= 1, "n_test", n_test, "an integer >= 1")
+        require_split_sizes(n_train, n_val, n_test)
         require(l1 > 0, "l1", l1, "a length > 0")
         require(l2 > 0, "l2", l2, "a length > 0")
         for key, (lo, hi) in (("theta1_range", theta1_range), ("theta2_range", theta2_range)):
