@@ -125,8 +125,8 @@ def _run(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     progress = cfg.trainer.progress if cfg.trainer.progress is not None else sys.stderr.isatty()
-    threads = cfg.trainer.threads or threads_per_job(hydra_cfg)
-    if threads is not None:
+    threads = cfg.trainer.threads if cfg.trainer.threads is not None else threads_per_job(hydra_cfg)
+    if threads is not None and threads >= 1:  # a bad value is reported by validate() in one line
         torch_set_threads(threads)
     if hydra_cfg.mode == RunMode.MULTIRUN:
         # a failing job is recorded in its folder and the sweep goes on; the summary marks it

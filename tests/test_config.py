@@ -82,6 +82,7 @@ BAD_INPUTS = [
     ("trainr.lr=0.1", ["trainr", "unknown config key"]),
     ("dataset.direction=sideways", ["dataset.direction", "inverse or forward"]),
     ("dataset.n_train=lots", ["dataset.n_train", "integer"]),
+    ("trainer.threads=-1", ["trainer.threads", ">= 1"]),
 ]
 
 
