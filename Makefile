@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-install: $(STAMP) ## create .venv with torch $(TORCH_VERSION) (CPU) and the project (editable, dev extras)
+install: $(STAMP) ## create .venv with the pinned CPU torch and the project (editable, dev extras)
 
 test: install ## run the fast test suite (what CI runs)
 	$(BIN)/python -m pytest -m "not slow" -q
