@@ -19,6 +19,13 @@ from mdn_experiments.mdn import MixtureParams
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}
 
 
+def activation_layer(name: str) -> nn.Module:
+    """A fresh activation module by name (one of ACTIVATIONS)."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {name!r}")
+    return ACTIVATIONS[name]()
+
+
 class MLP(nn.Module):
     """Fully connected backbone: (N, *input_shape) -> (N, hidden[-1])."""
 
@@ -26,12 +33,10 @@ class MLP(nn.Module):
         self, input_shape: Sequence[int], hidden: Sequence[int] = (20,), activation: str = "tanh"
     ) -> None:
         super().__init__()
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
         in_features = int(torch.tensor(list(input_shape)).prod())
         layers: list[nn.Module] = [nn.Flatten()]
         for width in hidden:
-            layers += [nn.Linear(in_features, width), ACTIVATIONS[activation]()]
+            layers += [nn.Linear(in_features, width), activation_layer(activation)]
             in_features = width
         self.net = nn.Sequential(*layers)
         self.out_features = in_features
@@ -60,8 +65,6 @@ class CNN(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
         if len(input_shape) != 3:
             raise UserError(f"model.backbone: a CNN needs image inputs (channels, height, width), but this "
                             f"dataset's inputs have shape {tuple(input_shape)}; use model=mlp")
@@ -70,7 +73,7 @@ class CNN(nn.Module):
         for out_channels in channels:
             for _ in range(convs_per_block):
                 layers += [nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, bias=False),
-                           nn.BatchNorm2d(out_channels), ACTIVATIONS[activation]()]
+                           nn.BatchNorm2d(out_channels), activation_layer(activation)]
                 in_channels = out_channels
                 height, width = height + 2 * padding - kernel_size + 1, width + 2 * padding - kernel_size + 1
             layers.append(nn.MaxPool2d(2))
@@ -81,7 +84,7 @@ class CNN(nn.Module):
         layers.append(nn.Flatten())
         features = in_channels * height * width
         for size in hidden:
-            layers += [nn.Dropout(dropout), nn.Linear(features, size), ACTIVATIONS[activation]()]
+            layers += [nn.Dropout(dropout), nn.Linear(features, size), activation_layer(activation)]
             features = size
         self.net = nn.Sequential(*layers)
         self.out_features = features

@@ -49,6 +49,11 @@ def inverse_kinematics(position: Tensor, l1: float = 0.8, l2: float = 0.2) -> tu
     return torch.stack(solutions, -2), reachable
 
 
+def _rms(errors: Tensor) -> float:
+    """Root mean square of per-point distances (N,)."""
+    return float(errors.square().mean().sqrt())
+
+
 class RobotArm(Dataset):
     main_metric = "positioning_rmse"
     input_shape = (2,)
@@ -144,20 +149,18 @@ class RobotArm(Dataset):
         errors = self.positioning_errors(x, mdn.most_probable_mean(params))
         coverage, n_doubled = self.branch_coverage(params, x)
         out = {
-            "positioning_rmse": float(errors.square().mean().sqrt()),
+            "positioning_rmse": _rms(errors),
             "positioning_mean_error": float(errors.mean()),
             "positioning_max_error": float(errors.max()),
-            "positioning_rmse_alpha_over_sigma": float(
-                self.positioning_errors(x, self.peak_density_choice(params)).square().mean().sqrt()),
-            "positioning_rmse_mixture_mean": float(
-                self.positioning_errors(x, mdn.mixture_mean(params)).square().mean().sqrt()),
+            "positioning_rmse_alpha_over_sigma": _rms(self.positioning_errors(x, self.peak_density_choice(params))),
+            "positioning_rmse_mixture_mean": _rms(self.positioning_errors(x, mdn.mixture_mean(params))),
             "branch_coverage": coverage,
             "doubled_share": n_doubled / x.shape[0],
             "mean_active_components": float((params.pi >= 0.05).sum(-1).float().mean()),
         }
         if baseline is not None:
             baseline_errors = self.positioning_errors(x, baseline(x))
-            out["baseline_positioning_rmse"] = float(baseline_errors.square().mean().sqrt())
+            out["baseline_positioning_rmse"] = _rms(baseline_errors)
             out["baseline_positioning_mean_error"] = float(baseline_errors.mean())
         return out
 
