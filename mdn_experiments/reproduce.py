@@ -48,6 +48,12 @@ def stats(jobs: dict[str, dict], key: str, **match) -> tuple[float, float, int]:
     return mean, std, len(values)
 
 
+def n_weights(jobs: dict[str, dict], **match) -> str:
+    """The MDN's parameter count in these jobs (the same for every seed), or '?' when none ran."""
+    mean, _, n = stats(jobs, "n_params", **match)
+    return f"{mean:.0f}" if n else "?"
+
+
 def fmt(triple: tuple[float, float, int], digits: int = 4, percent: bool = False) -> str:
     mean, std, n = triple
     if n == 0:
@@ -75,7 +81,7 @@ def machine() -> str:
 
 def build_report(root: Path, timings: dict[str, float], mnist_note: str | None, prefix: str = "") -> str:
     """REPORT.md's text; figure links are prefixed with `prefix` (the run folder, seen from the file)."""
-    toy, arm, mnist = (load_jobs(root / name) for name in ("toy_k_sweep", "robot_arm", "mnist"))
+    toy, bishop, arm, mnist = (load_jobs(root / name) for name in ("toy_k_sweep", "toy_bishop", "robot_arm", "mnist"))
     toy_summary = write_summary(root / "toy_k_sweep") if toy else None
     fig = lambda rel: f"{prefix}{rel}"  # noqa: E731
     lines = [
@@ -98,6 +104,8 @@ def build_report(root: Path, timings: dict[str, float], mnist_note: str | None, 
         f"{fmt(stats(arm, 'positioning_rmse'))} | 0.0053 (Bishop 1994) |",
         f"| robot arm, MDN, largest π/σ rule | {fmt(stats(arm, 'positioning_rmse_alpha_over_sigma'))} | — |",
         f"| inverse sine, K=3, test NLL (nats) | {fmt(stats(toy, 'test_nll', K=3))} | Bayes-optimal −1.28 |",
+        f"| inverse sine, K=3, Bishop's setup (20 tanh units, full-batch L-BFGS), test NLL | "
+        f"{fmt(stats(bishop, 'test_nll'))} | Bayes-optimal −1.28 |",
         f"| inverse sine, Bayes-optimal NLL on our test points | {fmt(stats(toy, 'bayes_nll', K=3))} | −1.28 |",
         f"| MNIST, MDN top-1 accuracy | {fmt(stats(mnist, 'accuracy_top1'), percent=True)} | none published |",
         f"| MNIST, some component with π ≥ 0.05 right | {fmt(stats(mnist, 'accuracy_any'), percent=True)} "
@@ -152,6 +160,9 @@ def build_report(root: Path, timings: dict[str, float], mnist_note: str | None, 
          "the components share the middle."),
         ("toy_k_sweep/K=5,seed=0/figures/alphas.png", "Figure 3 (K=5): the extra components stay small or "
          "split a branch."),
+        ("toy_bishop/seed=0/figures/contour.png", "p(t|x) from Bishop's own setup (20 tanh units, "
+         f"L-BFGS): the same three-valued middle, from {n_weights(bishop)} weights instead of "
+         f"{n_weights(toy, K=3)}."),
         ("toy_k_sweep/k_sweep.png", "NLL, NLL gap and BIC against K (mean ± std over seeds)."),
         ("robot_arm/seed=0/figures/workspace.png", "Figure 4a: end-effector samples by elbow branch, and the "
          "doubled region where both arm configurations reach."),
@@ -194,6 +205,9 @@ def main(argv: list[str] | None = None) -> None:
     timings = {
         "inverse sine, K = 1..5 x 3 seeds": mdn_run(["sweep=k_grid", *quick, f"hydra.sweep.dir={root / 'toy_k_sweep'}",
                                                      "hydra.sweep.subdir='K=${K},seed=${seed}'"]),
+        "inverse sine, Bishop's setup x 3 seeds": mdn_run(
+            ["-m", "model=mlp", "trainer=lbfgs", "K=3", f"seed={SEEDS}", "baseline=false", *quick,
+             f"hydra.sweep.dir={root / 'toy_bishop'}", "hydra.sweep.subdir='seed=${seed}'"]),
         "robot arm, K=3 x 3 seeds": mdn_run(["-m", "dataset=robot_arm", "K=3", f"seed={SEEDS}", *quick,
                                              f"hydra.sweep.dir={root / 'robot_arm'}", "hydra.sweep.subdir='seed=${seed}'"]),
     }

@@ -69,6 +69,40 @@ def evaluate_loss(network: Network, x: Tensor, y: Tensor, batch_size: int = 1024
     return total / n, floor / n
 
 
+class _NonFinite(Exception):
+    def __init__(self, loss: float, norm: float) -> None:
+        super().__init__(f"loss={loss}, gradient norm={norm}")
+        self.loss, self.norm = loss, norm
+
+
+def _optimizer_step(
+    optimizer: torch.optim.Optimizer, network: Network, x: Tensor, y: Tensor, max_norm: float
+) -> tuple[float, float]:
+    """One optimizer step through a closure; returns the loss and the gradient norm (before
+    clipping) at the weights the step started from.
+
+    First-order optimizers call the closure once. L-BFGS calls it again at every trial point of
+    its line search; only the first call is logged and checked. A non-finite loss or gradient at
+    the starting weights raises _NonFinite before the optimizer has changed anything.
+    """
+    first: list[float] = []
+
+    def closure() -> Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        loss, _ = network.loss(x, y)
+        loss.backward()
+        # clip_grad_norm_ returns the norm before clipping: that is what we log
+        norm = nn.utils.clip_grad_norm_(network.parameters(), max_norm)
+        if not first:
+            first.extend((loss.item(), norm.item()))
+            if not (math.isfinite(first[0]) and math.isfinite(first[1])):
+                raise _NonFinite(*first)
+        return loss
+
+    optimizer.step(closure)
+    return first[0], first[1]
+
+
 def fit(
     network: Network,
     train: tuple[Tensor, Tensor],
@@ -92,7 +126,9 @@ def fit(
     Each epoch is one pass over `train` in minibatches of `batch_size` (None: full batch).
     `input_noise` > 0 adds Gaussian jitter to the training inputs, its std in units of the
     input's standard deviation: a smoothness regulariser (Bishop 1995, training with noise).
-    Every history row holds: epoch, train_loss (mean over the epoch's minibatches), val_loss,
+    Any torch.optim optimizer works, L-BFGS included (its line search re-evaluates the loss
+    through a closure; pair it with grad_clip=None, since clipping distorts the curvature it
+    builds). Every history row holds: epoch, train_loss (mean over the epoch's minibatches), val_loss,
     grad_norm (mean total gradient norm *before* clipping), grad_norm_max, sigma_floor_share
     (validation set) and lr. Raises TrainingDiverged on a non-finite loss or gradient.
     """
@@ -127,23 +163,19 @@ def fit(
             if input_noise > 0:
                 noise = torch.randn(xb.shape, generator=generator).to(xb.device)
                 xb = xb + input_noise * network.x_std * noise
-            loss, _ = network.loss(xb, yb)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            # clip_grad_norm_ returns the norm before clipping: that is what we log
-            norm = nn.utils.clip_grad_norm_(network.parameters(), max_norm)
-            if not (torch.isfinite(loss) and torch.isfinite(norm)):
+            try:
+                loss, norm = _optimizer_step(optimizer, network, xb, yb, max_norm)
+            except _NonFinite as bad:
                 raise TrainingDiverged(
-                    f"training diverged at epoch {epoch} ({desc}): loss={loss.item():.4g}, "
-                    f"gradient norm={norm.item():.4g}; lower trainer.lr, set trainer.grad_clip "
+                    f"training diverged at epoch {epoch} ({desc}): loss={bad.loss:.4g}, "
+                    f"gradient norm={bad.norm:.4g}; lower trainer.lr, set trainer.grad_clip "
                     f"or raise model.sigma_min"
-                )
-            optimizer.step()
+                ) from None
             if scheduler is not None:
                 scheduler.step()
             result.steps += 1
-            losses.append(loss.item())
-            norms.append(norm.item())
+            losses.append(loss)
+            norms.append(norm)
 
         val_loss, floor_share = evaluate_loss(network, *val)
         if not math.isfinite(val_loss):

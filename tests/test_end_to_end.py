@@ -88,6 +88,18 @@ def test_forward_direction_runs(tmp_path, tiny_overrides):
     assert metrics["bayes_nll"] == pytest.approx(-1.6094, abs=1e-3)  # log(1/0.2)
 
 
+def test_bishops_setup_runs_with_lbfgs(tmp_path, tiny_overrides):
+    # 20 tanh units trained full batch by L-BFGS: the MDN and the MSE baseline both learn
+    overrides = tiny_overrides + ["model=mlp", "trainer=lbfgs", "trainer.epochs=5", "trainer.batch_size=null"]
+    cfg = compose_config(overrides)
+    assert cfg.trainer.batch_size is None and cfg.model.backbone.hidden == [20]
+    metrics = run_experiment(cfg, tmp_path)
+    rows = list(csv.DictReader((tmp_path / "history.csv").open()))
+    assert len(rows) == 5
+    assert metrics["val_nll"] < float(rows[0]["train_nll"])
+    assert metrics["baseline_test_rmse"] < 0.3  # a constant predictor scores about 0.29
+
+
 def test_a_finished_run_folder_is_never_overwritten(tmp_path, tiny_overrides):
     run_experiment(compose_config(tiny_overrides), tmp_path)
     before = (tmp_path / "metrics.json").read_text()

@@ -27,6 +27,8 @@ def test_reproduce_quick_writes_a_report_with_numbers_and_figures(tmp_path):
     assert "| robot arm, MSE network, RMS positioning error |" in report and "0.0578" in report and "0.0053" in report
     assert "−1.28" in report and "Machine:" in report and "torch" in report and "Wall time:" in report
     assert "K chosen by validation NLL" in report
+    bishop_row = next(line for line in report.splitlines() if line.startswith("| inverse sine, K=3, Bishop's"))
+    assert "(n=3)" in bishop_row  # the three L-BFGS runs finished and were read back
     # every embedded figure exists, from both places the report is written to
     for text, base in ((report, run), (latest, out)):
         links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)

@@ -116,3 +116,33 @@ def test_same_seed_same_training():
     runs = [fit(make_net(), (x, y), (x, y), optimizer_factory=torch.optim.Adam, lr=1e-2, epochs=5,
                 batch_size=32, seed=7, input_noise=0.1).history for _ in range(2)]
     assert runs[0] == runs[1]
+
+
+def lbfgs_factory():
+    return functools.partial(torch.optim.LBFGS, max_iter=5, history_size=20, line_search_fn="strong_wolfe")
+
+
+def test_lbfgs_runs_through_the_closure_and_logs_the_loss_at_the_start_of_each_step():
+    x, y = toy_data()
+    net = make_net()
+    start_loss = net.loss(x, y)[0].item()
+    result = fit(net, (x, y), (x, y), optimizer_factory=lbfgs_factory(), lr=1.0, epochs=8, batch_size=None)
+    rows = result.history
+    assert result.steps == 8
+    assert rows[0]["train_loss"] == pytest.approx(start_loss, rel=1e-6)
+    # full batch, validation on the training data: each step starts where the previous one ended,
+    # so the loss logged at step e+1 is the validation loss measured after step e
+    for before, after in zip(rows, rows[1:]):
+        assert after["train_loss"] == pytest.approx(before["val_loss"], rel=1e-5, abs=1e-6)
+    # 8 steps of at most 5 quasi-Newton iterations each: the NLL falls well below the start
+    assert result.best_val_loss < start_loss - 0.5
+
+
+def test_lbfgs_stops_on_a_non_finite_loss_before_changing_the_weights():
+    x, y = toy_data()
+    x[3] = float("nan")
+    net = make_net()
+    before = [p.detach().clone() for p in net.parameters()]
+    with pytest.raises(TrainingDiverged, match=r"diverged at epoch 1 "):
+        fit(net, (x, y), toy_data(seed=1), optimizer_factory=lbfgs_factory(), lr=1.0, epochs=3)
+    assert all(torch.equal(a, b.detach()) for a, b in zip(before, net.parameters()))
