@@ -34,9 +34,12 @@ def density_contour(path, x_train, y_train, grid_x, grid_y, density, labels, tit
     """Filled contours of p(y|x) (density: (len(grid_y), len(grid_x))) over the training data."""
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
     # cap the colour scale at a high quantile: a few very sharp peaks would wash out the rest
-    vmax = float(np.quantile(density, 0.995))
-    levels = np.linspace(0, vmax, 13)
-    cs = ax.contourf(grid_x, grid_y, np.minimum(density, vmax), levels=levels, cmap="viridis")
+    vmax = max(float(np.quantile(density, 0.995)), 1e-12)  # > 0, so the levels increase
+    # levels and colours on a square-root scale: a narrow one-branch window peaks several times
+    # higher than each of three overlapping branches, and a linear scale leaves those flat
+    levels = vmax * np.linspace(0, 1, 13) ** 2
+    norm = matplotlib.colors.PowerNorm(gamma=0.5, vmin=0, vmax=vmax)
+    cs = ax.contourf(grid_x, grid_y, np.minimum(density, vmax), levels=levels, cmap="viridis", norm=norm)
     ax.contour(grid_x, grid_y, density, levels=levels[1::2], colors="white", linewidths=0.4, alpha=0.6)
     ax.scatter(x_train, y_train, s=3, c="white", alpha=0.35, linewidths=0, label="training data")
     fig.colorbar(cs, ax=ax, label=f"p({labels[1]}|{labels[0]})")

@@ -106,3 +106,12 @@ def test_branch_count_is_the_number_of_solutions_of_the_noise_free_curve(x):
 def test_the_middle_has_three_branches_and_the_ends_one():
     counts = InverseSine().branch_count(torch.tensor([[0.1], [0.5], [0.9]]))
     assert counts.tolist() == [1, 3, 1]
+
+
+def test_density_contour_draws_a_flat_density_too(tmp_path):
+    from mdn_experiments import plots
+
+    gx, gy = np.linspace(0, 1, 20), np.linspace(0, 1, 15)
+    for name, density in (("zeros.png", np.zeros((15, 20))), ("peaked.png", np.outer(np.exp(-gy * 50), np.ones(20)))):
+        path = plots.density_contour(tmp_path / name, gx, gx, gx, gy, density, ("x", "t"), name)
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
