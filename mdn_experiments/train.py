@@ -69,21 +69,15 @@ def evaluate_loss(network: Network, x: Tensor, y: Tensor, batch_size: int = 1024
     return total / n, floor / n
 
 
-class _NonFinite(Exception):
-    def __init__(self, loss: float, norm: float) -> None:
-        super().__init__(f"loss={loss}, gradient norm={norm}")
-        self.loss, self.norm = loss, norm
-
-
 def _optimizer_step(
-    optimizer: torch.optim.Optimizer, network: Network, x: Tensor, y: Tensor, max_norm: float
+    optimizer: torch.optim.Optimizer, network: Network, x: Tensor, y: Tensor, max_norm: float, where: str
 ) -> tuple[float, float]:
     """One optimizer step through a closure; returns the loss and the gradient norm (before
     clipping) at the weights the step started from.
 
     First-order optimizers call the closure once. L-BFGS calls it again at every trial point of
     its line search; only the first call is logged and checked. A non-finite loss or gradient at
-    the starting weights raises _NonFinite before the optimizer has changed anything.
+    the starting weights raises TrainingDiverged (naming `where`) before any weight has changed.
     """
     first: list[float] = []
 
@@ -96,7 +90,10 @@ def _optimizer_step(
         if not first:
             first.extend((loss.item(), norm.item()))
             if not (math.isfinite(first[0]) and math.isfinite(first[1])):
-                raise _NonFinite(*first)
+                raise TrainingDiverged(
+                    f"training diverged at {where}: loss={first[0]:.4g}, gradient norm={first[1]:.4g}; "
+                    f"lower trainer.lr, set trainer.grad_clip or raise model.sigma_min"
+                )
         return loss
 
     optimizer.step(closure)
@@ -163,14 +160,8 @@ def fit(
             if input_noise > 0:
                 noise = torch.randn(xb.shape, generator=generator).to(xb.device)
                 xb = xb + input_noise * network.x_std * noise
-            try:
-                loss, norm = _optimizer_step(optimizer, network, xb, yb, max_norm)
-            except _NonFinite as bad:
-                raise TrainingDiverged(
-                    f"training diverged at epoch {epoch} ({desc}): loss={bad.loss:.4g}, "
-                    f"gradient norm={bad.norm:.4g}; lower trainer.lr, set trainer.grad_clip "
-                    f"or raise model.sigma_min"
-                ) from None
+            where = f"epoch {epoch} ({desc})"
+            loss, norm = _optimizer_step(optimizer, network, xb, yb, max_norm, where)
             if scheduler is not None:
                 scheduler.step()
             result.steps += 1
