@@ -31,11 +31,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv with the pinned CPU torch and the project (editable, dev extras)
 
-test: install ## run the fast test suite (what CI runs)
-	$(BIN)/python -m pytest -m "not slow" -q
+test: install ## run the fast test suite (what CI runs), on every core
+	$(BIN)/python -m pytest -m "not slow" -q -n auto
 
 test-all: install ## run every test, the slow ones included
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto
 
 run: install ## one run: make run ARGS="K=5 seed=1"
 	$(BIN)/mdn-run $(ARGS)
@@ -43,8 +43,8 @@ run: install ## one run: make run ARGS="K=5 seed=1"
 sweep: install ## sweep over K: make sweep ARGS="seed=0,1,2"
 	$(BIN)/mdn-run -m K=1,2,3,4,5 $(ARGS)
 
-reproduce: install ## every experiment of the paper with 3 seeds, then outputs/reproduce/REPORT.md (MNIST_ROOT=FOLDER)
-	$(BIN)/python -m mdn_experiments.reproduce
+reproduce: install ## every experiment with 3 seeds, then outputs/reproduce/REPORT.md; resumes a stopped one (FRESH=1: start anew)
+	$(BIN)/python -m mdn_experiments.reproduce $(if $(FRESH),--fresh)
 
 bench: install ## speed benchmark (ratios side by side)
 	$(BIN)/python -m mdn_experiments.bench

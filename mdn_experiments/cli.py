@@ -12,6 +12,8 @@ import io
 import logging
 import os
 import re
+import shlex
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -24,11 +26,13 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 import mdn_experiments.config  # noqa: F401  (registers the schemas in the ConfigStore)
+from mdn_experiments.checkpoint import Interrupted
 from mdn_experiments.errors import UserError
 from mdn_experiments.report import FAILED_JOBS
 
 log = logging.getLogger("mdn_experiments")
 PROG = "mdn-run"
+RESUME_ENV = "MDN_RESUME"  # set by mdn-resume: a saved run's own config wins over the composed one
 HEADLINE_METRICS = ("test_nll", "nll_gap", "baseline_test_rmse", "positioning_rmse", "baseline_positioning_rmse",
                     "accuracy_top1", "accuracy_any", "baseline_accuracy")
 
@@ -81,14 +85,32 @@ def _release_stderr() -> None:
         _gate.release()
 
 
+# what `mdn-resume` continues if this process is stopped: the run folder, or the sweep folder
+_resume_target: list[str] = []
+
+
+def _check_output_folder(path: str, key: str) -> None:
+    """Create the run or sweep folder now, so that one that cannot be made is a one-line error."""
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        print(f"{PROG}: error: {key}={path!r} cannot be created ({err.strerror or err}): {key} must be a "
+              f"folder path you can write to", file=sys.stderr)
+        raise SystemExit(2) from None
+    _resume_target[:] = [str(Path(path).resolve())]
+
+
 class ReleaseStderr(Callback):
-    """Hydra callback: the config is composed, so stderr goes back to normal."""
+    """Hydra callback: the config is composed, so stderr goes back to normal; the output folder
+    is checked before Hydra tries to write into it."""
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         _release_stderr()
+        _check_output_folder(config.hydra.run.dir, "hydra.run.dir")
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         _release_stderr()
+        _check_output_folder(config.hydra.sweep.dir, "hydra.sweep.dir")
 
 
 def one_line(message: str) -> str:
@@ -128,10 +150,14 @@ def _run(cfg: DictConfig) -> float | None:
     threads = cfg.trainer.threads if cfg.trainer.threads is not None else threads_per_job(hydra_cfg)
     if threads is not None and threads >= 1:  # a bad value is reported by validate() in one line
         torch_set_threads(threads)
+    trust_saved = os.environ.get(RESUME_ENV) == "1"
     if hydra_cfg.mode == RunMode.MULTIRUN:
+        if (run_dir / "metrics.json").exists():  # a resumed sweep: this job finished earlier
+            log.info("%s already finished: skipped", run_dir)
+            return None
         # a failing job is recorded in its folder and the sweep goes on; the summary marks it
         try:
-            metrics = run_experiment(cfg, run_dir, progress=progress)
+            metrics = run_experiment(cfg, run_dir, progress=progress, trust_saved_config=trust_saved)
         except Exception as err:  # noqa: BLE001 - every failure, ours or not, is the job's own
             detail = "" if isinstance(err, (UserError, InstantiationException)) else "\n" + traceback.format_exc()
             (run_dir / "error.txt").write_text(f"{type(err).__name__}: {' '.join(str(err).split())}{detail}\n")
@@ -139,7 +165,7 @@ def _run(cfg: DictConfig) -> float | None:
             return None
     else:
         try:
-            metrics = run_experiment(cfg, run_dir, progress=progress)
+            metrics = run_experiment(cfg, run_dir, progress=progress, trust_saved_config=trust_saved)
         except (UserError, InstantiationException) as err:
             message = " ".join(str(err).split())  # Hydra's instantiate errors span several lines
             print(f"{PROG}: error: {message}", file=sys.stderr)
@@ -148,6 +174,11 @@ def _run(cfg: DictConfig) -> float | None:
         f"{key}={metrics[key]:.4g}" for key in HEADLINE_METRICS if key in metrics
     )
     print(f"[{PROG}] done: {summary}; metrics, figures and model in {run_dir}", flush=True)
+    if metrics["status"] != "ok":
+        print(f"[{PROG}] warning: this run is {metrics['status']}: {metrics['status_reason']}", file=sys.stderr,
+              flush=True)
+        if hydra_cfg.mode != RunMode.MULTIRUN:
+            sys.exit(1)  # all files are written; the status says what they are worth
     return metrics["test_nll"]
 
 
@@ -179,9 +210,16 @@ def main() -> None:
     try:
         _run()
         if FAILED_JOBS:
-            print(f"{PROG}: error: {len(FAILED_JOBS)} sweep job(s) did not finish; the others' results are kept",
-                  file=real_stderr)
+            print(f"{PROG}: error: {len(FAILED_JOBS)} sweep job(s) failed or are not ok (see the summary); "
+                  f"the others' results are kept", file=real_stderr)
             sys.exit(1)
+    except (Interrupted, KeyboardInterrupt) as stop:
+        _gate.release()
+        signum = getattr(stop, "signum", signal.SIGINT)
+        target = _resume_target[0] if _resume_target else "<the run folder>"
+        print(f"{PROG}: stopped by {signal.Signals(signum).name}; the training state is saved. "
+              f"Resume with: mdn-resume {shlex.quote(target)}", file=real_stderr, flush=True)
+        sys.exit(128 + signum)
     except SystemExit as exit_:
         if exit_.code not in (0, None) and not _gate.released:
             # Hydra failed before composing a config: a bad override; say it in one line

@@ -8,16 +8,16 @@ Dataset-specific ranges are checked by each dataset's constructor, also before t
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from mdn_experiments.errors import ConfigError
 from mdn_experiments.mdn import SIGMA_TRANSFORMS
-from mdn_experiments.models import ACTIVATIONS
-from mdn_experiments.train import LR_SCHEDULES
+from mdn_experiments.train import LR_SCHEDULES, NONFINITE_POLICIES
 
 
 @dataclass
@@ -34,6 +34,10 @@ class TrainerConfig:
     device: str = "auto"
     threads: Optional[int] = None  # torch intra-op threads; None: torch's default
     progress: Optional[bool] = None  # None: a progress bar only on a terminal
+    checkpoint_seconds: float = 60.0  # save the training state this often (and on SIGTERM/SIGINT)
+    on_nonfinite: str = "rollback"  # or "stop": what a non-finite loss or gradient does
+    rollback_lr_factor: float = 0.5  # each rollback multiplies the learning rate by this
+    max_consecutive_rollbacks: int = 5  # one more failure in a row stops training (status diverged)
 
 
 @dataclass
@@ -112,8 +116,24 @@ def _check(ok: bool, key: str, value: object, allowed: str) -> None:
         raise ConfigError(key, value, allowed)
 
 
+def _non_finite(node: Any, prefix: str = "") -> tuple[str, float] | None:
+    """The first key (dotted) whose value is a non-finite float (nan, inf), or None."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, value in items:
+        name = f"{prefix}.{key}" if prefix and isinstance(key, str) else f"{prefix}[{key}]" if prefix else str(key)
+        if isinstance(value, float) and not math.isfinite(value):
+            return name, value
+        found = _non_finite(value, name)
+        if found:
+            return found
+    return None
+
+
 def validate(cfg: DictConfig) -> None:
     """Range checks on the composed config; raises ConfigError on the first violation."""
+    found = _non_finite(OmegaConf.to_container(cfg, resolve=True))
+    if found:
+        raise ConfigError(found[0], found[1], "a finite number (nan and inf are not allowed)")
     _check(cfg.K >= 1, "K", cfg.K, "an integer >= 1 (the number of mixture components)")
     _check(cfg.seed >= 0, "seed", cfg.seed, "an integer >= 0")
     m = cfg.model
@@ -123,13 +143,7 @@ def validate(cfg: DictConfig) -> None:
         "model.sigma_transform", m.sigma_transform, f"one of {', '.join(SIGMA_TRANSFORMS)}",
     )
     _check(m.mu_init in (None, "quantiles"), "model.mu_init", m.mu_init, "null or quantiles")
-    backbone = m.backbone
-    if "activation" in backbone:
-        _check(backbone.activation in ACTIVATIONS, "model.backbone.activation", backbone.activation,
-               f"one of {', '.join(sorted(ACTIVATIONS))}")
-    if "hidden" in backbone:
-        _check(all(width >= 1 for width in backbone.hidden), "model.backbone.hidden", list(backbone.hidden),
-               "a list of layer widths >= 1")
+    # the backbone's own arguments are checked by its constructor (models.py), before training
     t = cfg.trainer
     _check(t.lr > 0, "trainer.lr", t.lr, "a float > 0")
     _check(t.epochs >= 1, "trainer.epochs", t.epochs, "an integer >= 1")
@@ -145,5 +159,12 @@ def validate(cfg: DictConfig) -> None:
     _check(t.input_noise >= 0, "trainer.input_noise", t.input_noise, "a float >= 0")
     _check(t.threads is None or t.threads >= 1, "trainer.threads", t.threads,
            "an integer >= 1, or null for torch's default")
+    _check(t.checkpoint_seconds >= 0, "trainer.checkpoint_seconds", t.checkpoint_seconds,
+           "a number of seconds >= 0 (0: after every optimizer step)")
+    _check(t.on_nonfinite in NONFINITE_POLICIES, "trainer.on_nonfinite", t.on_nonfinite,
+           f"one of {', '.join(NONFINITE_POLICIES)}")
+    _check(0 < t.rollback_lr_factor <= 1, "trainer.rollback_lr_factor", t.rollback_lr_factor, "a float in (0, 1]")
+    _check(t.max_consecutive_rollbacks >= 0, "trainer.max_consecutive_rollbacks", t.max_consecutive_rollbacks,
+           "an integer >= 0")
     _check(t.device == "auto" or t.device.split(":")[0] in ("cpu", "cuda", "mps"), "trainer.device",
            t.device, "auto, cpu, cuda, cuda:N or mps")

@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from omegaconf import OmegaConf
 from torch import Tensor, nn
 
 from mdn_experiments import mdn
-from mdn_experiments.errors import UserError
+from mdn_experiments.errors import ConfigError, UserError
 from mdn_experiments.mdn import MixtureParams
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}
@@ -26,12 +27,35 @@ def activation_layer(name: str) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_arg(ok: bool, name: str, value: object, allowed: str) -> None:
+    """Range/type check of a backbone argument, reported as model.backbone.<name>."""
+    if not ok:
+        if OmegaConf.is_config(value):
+            value = OmegaConf.to_container(value)
+        raise ConfigError(f"model.backbone.{name}", value, allowed)
+
+
+def check_widths(name: str, widths: object) -> None:
+    check_arg(isinstance(widths, Sequence) and not isinstance(widths, str)
+              and all(_is_int(w) and w >= 1 for w in widths), name, widths, "a list of integers >= 1, e.g. [64, 64]")
+
+
+def check_activation(activation: object) -> None:
+    check_arg(activation in ACTIVATIONS, "activation", activation, f"one of {', '.join(sorted(ACTIVATIONS))}")
+
+
 class MLP(nn.Module):
     """Fully connected backbone: (N, *input_shape) -> (N, hidden[-1])."""
 
     def __init__(
         self, input_shape: Sequence[int], hidden: Sequence[int] = (20,), activation: str = "tanh"
     ) -> None:
+        check_widths("hidden", hidden)
+        check_activation(activation)
         super().__init__()
         in_features = int(torch.tensor(list(input_shape)).prod())
         layers: list[nn.Module] = [nn.Flatten()]
@@ -64,6 +88,15 @@ class CNN(nn.Module):
         activation: str = "relu",
         dropout: float = 0.0,
     ) -> None:
+        check_widths("channels", channels)
+        check_widths("hidden", hidden)
+        check_activation(activation)
+        check_arg(_is_int(kernel_size) and kernel_size >= 1, "kernel_size", kernel_size, "an integer >= 1")
+        check_arg(_is_int(padding) and padding >= 0, "padding", padding, "an integer >= 0")
+        check_arg(_is_int(convs_per_block) and convs_per_block >= 1, "convs_per_block", convs_per_block,
+                  "an integer >= 1")
+        check_arg(isinstance(dropout, (int, float)) and not isinstance(dropout, bool) and 0 <= dropout < 1,
+                  "dropout", dropout, "a number in [0, 1)")
         super().__init__()
         if len(input_shape) != 3:
             raise UserError(f"model.backbone: a CNN needs image inputs (channels, height, width), but this "

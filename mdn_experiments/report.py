@@ -17,7 +17,11 @@ import yaml
 from hydra.experimental.callback import Callback
 
 SUMMARY_COLUMNS = ["job", "dataset", "K", "seed", "status", "test_nll", "val_nll", "train_nll", "main_metric",
-                   "main_value", "n_params", "n_train", "bic", "error"]
+                   "main_value", "n_params", "n_train", "bic", "reason"]
+# a job's status: ok, diverged, degenerate (from its metrics.json), failed (error.txt: an exception),
+# incomplete (neither: interrupted, still running, or killed). Only `ok` jobs enter the means.
+STATUSES = ("ok", "diverged", "degenerate", "failed", "incomplete")
+SWEEP_DONE_FILE = "sweep_done.json"  # written when a multirun ends; mdn-resume reads it
 FAILED_JOBS: list[str] = []  # filled by the callback; the CLI exits non-zero when it is not empty
 
 
@@ -36,14 +40,16 @@ def _job_row(job_dir: Path, sweep_dir: Path) -> dict[str, Any]:
     if metrics_path.exists():
         metrics = json.loads(metrics_path.read_text())
         main = metrics.get("main_metric", "test_nll")
-        row.update(status="ok", test_nll=metrics["test_nll"], val_nll=metrics["val_nll"],
+        row.update(status=metrics.get("status", "ok"), reason=metrics.get("status_reason", ""),
+                   test_nll=metrics["test_nll"], val_nll=metrics["val_nll"],
                    train_nll=metrics["train_nll"], main_metric=main, main_value=metrics.get(main, ""),
                    n_params=metrics["n_params"], n_train=metrics["n_train"],
                    bic=bic(metrics["train_nll"], metrics["n_train"], metrics["n_params"]))
     elif error_path.exists():
-        row.update(status="failed", error=error_path.read_text().strip().splitlines()[0][:200])
+        row.update(status="failed", reason=error_path.read_text().strip().splitlines()[0][:200])
     else:
-        row.update(status="incomplete", error="no metrics.json: interrupted, still running, or killed")
+        row.update(status="incomplete", reason="no metrics.json: interrupted (mdn-resume continues it), "
+                                               "still running, or killed")
     return row
 
 
@@ -60,14 +66,19 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def aggregate(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """Per dataset, per K: mean and std over the finished jobs (seeds)."""
+    """Per dataset, per K: mean and std over the jobs (seeds) whose status is ok; `n_not_ok`
+    counts the others of that K (never averaged in)."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
+    not_ok: dict[tuple, int] = defaultdict(int)
     for row in rows:
         if row["status"] == "ok":
             groups[(row["dataset"], row["K"])].append(row)
+        else:
+            not_ok[(row["dataset"], row["K"])] += 1
     table: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for (dataset, K), members in sorted(groups.items()):
-        entry: dict[str, Any] = {"K": K, "n_seeds": len(members), "main_metric": members[0]["main_metric"]}
+        entry: dict[str, Any] = {"K": K, "n_seeds": len(members), "n_not_ok": not_ok[(dataset, K)],
+                                 "main_metric": members[0]["main_metric"]}
         for key in ("test_nll", "val_nll", "main_value", "bic"):
             entry[key], entry[f"{key}_std"] = _mean_std([float(m[key]) for m in members])
         table[dataset].append(entry)
@@ -95,15 +106,16 @@ def write_summary(sweep_dir: Path | str) -> dict[str, Any]:
     choices = {dataset: chosen_k(entries) for dataset, entries in table.items()}
 
     lines = [f"# Sweep summary: {sweep_dir}", "",
-             f"{len(rows)} jobs: {sum(r['status'] == 'ok' for r in rows)} ok, "
-             f"{sum(r['status'] == 'failed' for r in rows)} failed, "
-             f"{sum(r['status'] == 'incomplete' for r in rows)} incomplete.", ""]
+             f"{len(rows)} jobs: " + ", ".join(f"{sum(r['status'] == s for r in rows)} {s}" for s in STATUSES)
+             + ". Means are over the ok jobs only; the others are listed under Jobs with the reason.", ""]
     for dataset, entries in table.items():
         main = entries[0]["main_metric"]
-        lines += [f"## {dataset}: mean ± std over seeds", "",
-                  f"| K | seeds | test NLL | val NLL | {main} | BIC (train) |", "|---|---|---|---|---|---|"]
+        lines += [f"## {dataset}: mean ± std over seeds (ok jobs)", "",
+                  f"| K | seeds ok | not ok | test NLL | val NLL | {main} | BIC (train) |",
+                  "|---|---|---|---|---|---|---|"]
         for e in entries:
-            lines.append(f"| {e['K']} | {e['n_seeds']} | {e['test_nll']:.4f} ± {e['test_nll_std']:.4f} | "
+            lines.append(f"| {e['K']} | {e['n_seeds']} | {e['n_not_ok']} | "
+                         f"{e['test_nll']:.4f} ± {e['test_nll_std']:.4f} | "
                          f"{e['val_nll']:.4f} ± {e['val_nll_std']:.4f} | {e['main_value']:.4g} ± "
                          f"{e['main_value_std']:.2g} | {e['bic']:.1f} ± {e['bic_std']:.1f} |")
         c = choices[dataset]
@@ -124,13 +136,15 @@ class SweepSummary(Callback):
     def on_multirun_end(self, config, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         result = write_summary(sweep_dir)
+        (sweep_dir / SWEEP_DONE_FILE).write_text(json.dumps(
+            {"jobs": len(result["rows"]), **{s: sum(r["status"] == s for r in result["rows"]) for s in STATUSES}}) + "\n")
         failed = [row["job"] for row in result["rows"] if row["status"] != "ok"]
         FAILED_JOBS[:] = failed
         for dataset, choice in result["chosen_k"].items():
             print(f"[mdn-run] {dataset}: K chosen by validation NLL = {choice['by_val_nll']}, "
                   f"by BIC = {choice['by_bic']}")
         print(f"[mdn-run] sweep summary: {sweep_dir / 'summary.md'}"
-              + (f" ({len(failed)} of {len(result['rows'])} jobs did not finish: {', '.join(failed)})"
+              + (f" ({len(failed)} of {len(result['rows'])} jobs are not ok: {', '.join(failed)})"
                  if failed else ""), flush=True)
 
 

@@ -1,7 +1,11 @@
 """`make reproduce`: every experiment of the paper, then REPORT.md beside the reference numbers.
 
-Each call writes a new folder outputs/reproduce/<date>_<time>/ (earlier ones are kept) holding
-the sweeps and REPORT.md; outputs/reproduce/REPORT.md is a copy of the newest report.
+Each reproduction lives in its own folder outputs/reproduce/<date>_<time>/ (earlier ones are
+kept) holding the sweeps, reproduce.json (its steps and their state) and REPORT.md;
+outputs/reproduce/REPORT.md is a copy of the newest report. A reproduction that was stopped is
+resumed by the next `make reproduce` (or `mdn-resume FOLDER`): finished steps are kept, the
+interrupted sweep continues where it stopped. `--fresh` (make reproduce FRESH=1) starts anew.
+Exits non-zero, after writing the report, when any job failed or is not ok.
 """
 
 from __future__ import annotations
@@ -12,13 +16,17 @@ import json
 import math
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from mdn_experiments.datasets.idx import DataError, ensure_mnist_files
-from mdn_experiments.report import write_summary
+from mdn_experiments.cli import RESUME_ENV
+from mdn_experiments.report import collect, write_summary
+
+REPRODUCE_FILE = "reproduce.json"  # the reproduction's steps and their state (mdn-resume reads it)
 
 SEEDS = "0,1,2"
 # shrink every run to seconds (for tests of this pipeline, not for results)
@@ -26,12 +34,27 @@ QUICK = ["dataset.n_train=200", "dataset.n_val=100", "dataset.n_test=300", "trai
 QUICK_MNIST = ["dataset.n_train=300", "dataset.n_val=200", "dataset.n_test=300", "trainer.epochs=1"]
 
 
-def mdn_run(args: list[str]) -> float:
-    """Run `mdn-run ARGS` with its output on the console; return its wall time."""
+def mdn_run(args: list[str]) -> tuple[float, int]:
+    """Run `mdn-run ARGS` with its output on the console; return its wall time and exit status.
+
+    A SIGTERM or SIGINT to this process is passed on to mdn-run, which saves its training state
+    and stops; this process then waits for it instead of killing it.
+    """
     print(f"\n[reproduce] mdn-run {' '.join(args)}", flush=True)
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "mdn_experiments.cli", *args], check=False)
-    return time.perf_counter() - start
+    child = subprocess.Popen([sys.executable, "-m", "mdn_experiments.cli", *args],
+                             env={**os.environ, RESUME_ENV: "1"})
+
+    def forward(signum, frame):
+        child.send_signal(signum)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        code = child.wait()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    return time.perf_counter() - start, code
 
 
 def load_jobs(sweep_dir: Path) -> dict[str, dict]:
@@ -39,27 +62,32 @@ def load_jobs(sweep_dir: Path) -> dict[str, dict]:
     return {p.parent.name: json.loads(p.read_text()) for p in sorted(sweep_dir.glob("*/metrics.json"))}
 
 
-def stats(jobs: dict[str, dict], key: str, **match) -> tuple[float, float, int]:
-    values = [m[key] for m in jobs.values() if key in m and all(m.get(k) == v for k, v in match.items())]
+def stats(jobs: dict[str, dict], key: str, **match) -> tuple[float, float, int, int]:
+    """Mean, std and count of `key` over the matching jobs whose status is ok, and how many
+    matching jobs are not ok (left out of the mean)."""
+    matching = [m for m in jobs.values() if key in m and all(m.get(k) == v for k, v in match.items())]
+    values = [m[key] for m in matching if m.get("status", "ok") == "ok"]
+    n_bad = len(matching) - len(values)
     if not values:
-        return math.nan, math.nan, 0
+        return math.nan, math.nan, 0, n_bad
     mean = sum(values) / len(values)
     std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
-    return mean, std, len(values)
+    return mean, std, len(values), n_bad
 
 
 def n_weights(jobs: dict[str, dict], **match) -> str:
     """The MDN's parameter count in these jobs (the same for every seed), or '?' when none ran."""
-    mean, _, n = stats(jobs, "n_params", **match)
+    mean, _, n, _ = stats(jobs, "n_params", **match)
     return f"{mean:.0f}" if n else "?"
 
 
-def fmt(triple: tuple[float, float, int], digits: int = 4, percent: bool = False) -> str:
-    mean, std, n = triple
+def fmt(summary: tuple[float, float, int, int], digits: int = 4, percent: bool = False) -> str:
+    mean, std, n, n_bad = summary
+    bad = f"; {n_bad} not ok, left out" if n_bad else ""
     if n == 0:
-        return "not run"
+        return f"no ok run (n=0{bad})" if n_bad else "not run"
     scale, unit = (100, " %") if percent else (1, "")
-    return f"{mean * scale:.{digits}g} ± {std * scale:.2g}{unit} (n={n})"
+    return f"{mean * scale:.{digits}g} ± {std * scale:.2g}{unit} (n={n}{bad})"
 
 
 def versions() -> str:
@@ -92,8 +120,11 @@ def build_report(root: Path, timings: dict[str, float], mnist_note: str | None, 
         "Wall time: " + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in timings.items())
         + f"; total {sum(timings.values()) / 60:.1f} min.",
         "",
-        "Every number is the mean ± standard deviation over the seeds that ran (n).",
+        "Every number is the mean ± standard deviation over the seeds whose run is ok (n); a run that "
+        "diverged, is degenerate (no better than one Gaussian fitted to the targets) or failed is left "
+        "out and counted beside the number.",
         "",
+        *job_status_lines(root),
         "## Our numbers beside the references",
         "",
         "| quantity | ours | reference |",
@@ -180,6 +211,21 @@ def build_report(root: Path, timings: dict[str, float], mnist_note: str | None, 
     return "\n".join(lines) + "\n"
 
 
+def job_status_lines(root: Path) -> list[str]:
+    """One line with every sweep's job counts by status, then one line per job that is not ok."""
+    counts, bad = [], []
+    for sweep in ("toy_k_sweep", "toy_bishop", "robot_arm", "mnist"):
+        if not (root / sweep).is_dir():
+            continue
+        rows = collect(root / sweep)
+        ok = sum(row["status"] == "ok" for row in rows)
+        counts.append(f"{sweep} {ok}/{len(rows)} ok")
+        bad += [f"- `{sweep}/{row['job']}`: **{row['status']}**: {row['reason']}" for row in rows
+                if row["status"] != "ok"]
+    return ["Job status: " + ", ".join(counts) + "." if counts else "Job status: no jobs ran.", "", *bad,
+            *([""] if bad else [])]
+
+
 def new_run_folder(out: Path) -> Path:
     """A fresh out/<date>_<time>[_N] folder: earlier reproductions are never overwritten."""
     stamp = dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
@@ -193,25 +239,31 @@ def new_run_folder(out: Path) -> Path:
     raise RuntimeError(f"no free folder name under {out}")
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="mdn-reproduce", description=__doc__)
-    parser.add_argument("--out", type=Path, default=Path("outputs/reproduce"))
-    parser.add_argument("--quick", action="store_true", help="tiny budgets: checks the pipeline in seconds")
-    args = parser.parse_args(argv)
-    root = new_run_folder(args.out)
-    quick, quick_mnist = (QUICK, QUICK_MNIST) if args.quick else ([], [])
-    print(f"[reproduce] writing into {root}", flush=True)
+def newest_unfinished(out: Path) -> Path | None:
+    """The newest reproduction folder under out whose report was never written."""
+    candidates = [p.parent for p in out.glob(f"*/{REPRODUCE_FILE}")
+                  if not json.loads(p.read_text()).get("finished")]
+    return max(candidates, key=lambda p: p.name) if candidates else None
 
-    timings = {
-        "inverse sine, K = 1..5 x 3 seeds": mdn_run(["sweep=k_grid", *quick, f"hydra.sweep.dir={root / 'toy_k_sweep'}",
-                                                     "hydra.sweep.subdir='K=${K},seed=${seed}'"]),
-        "inverse sine, Bishop's setup x 3 seeds": mdn_run(
-            ["-m", "model=mlp", "trainer=lbfgs", "K=3", f"seed={SEEDS}", "baseline=false", *quick,
-             f"hydra.sweep.dir={root / 'toy_bishop'}", "hydra.sweep.subdir='seed=${seed}'"]),
-        "robot arm, K=3 x 3 seeds": mdn_run(["-m", "dataset=robot_arm", "K=3", f"seed={SEEDS}", *quick,
-                                             f"hydra.sweep.dir={root / 'robot_arm'}", "hydra.sweep.subdir='seed=${seed}'"]),
-    }
-    mnist_note = None
+
+def steps(root: Path, quick: bool) -> list[tuple[str, list[str]]]:
+    """The reproduction's steps: (name, mdn-run arguments), each a sweep into its own folder."""
+    q = QUICK if quick else []
+    return [
+        ("inverse sine, K = 1..5 x 3 seeds", ["sweep=k_grid", *q, f"hydra.sweep.dir={root / 'toy_k_sweep'}",
+                                              "hydra.sweep.subdir='K=${K},seed=${seed}'"]),
+        ("inverse sine, Bishop's setup x 3 seeds",
+         ["-m", "model=mlp", "trainer=lbfgs", "K=3", f"seed={SEEDS}", "baseline=false", *q,
+          f"hydra.sweep.dir={root / 'toy_bishop'}", "hydra.sweep.subdir='seed=${seed}'"]),
+        ("robot arm, K=3 x 3 seeds", ["-m", "dataset=robot_arm", "K=3", f"seed={SEEDS}", *q,
+                                      f"hydra.sweep.dir={root / 'robot_arm'}", "hydra.sweep.subdir='seed=${seed}'"]),
+        ("MNIST x 3 seeds", ["-m", "dataset=mnist", f"seed={SEEDS}", *(QUICK_MNIST if quick else []),
+                             f"hydra.sweep.dir={root / 'mnist'}", "hydra.sweep.subdir='seed=${seed}'"]),
+    ]
+
+
+def mnist_missing() -> str | None:
+    """Why MNIST cannot run (its files are not found and cannot be fetched), or None."""
     try:  # find (or download) the files once, before launching three jobs that need them
         from hydra import compose, initialize_config_dir
 
@@ -221,18 +273,65 @@ def main(argv: list[str] | None = None) -> None:
             mnist_root = compose("config", overrides=["dataset=mnist"]).dataset.root
         ensure_mnist_files(Path(mnist_root))
     except DataError as err:
-        mnist_note = f"{err}. Add it with `make reproduce MNIST_ROOT=FOLDER` (a folder holding the four .gz files)."
-        print(f"[reproduce] {mnist_note}", flush=True)
-    if mnist_note is None:
-        timings["MNIST x 3 seeds"] = mdn_run(["-m", "dataset=mnist", f"seed={SEEDS}", *quick_mnist,
-                                              f"hydra.sweep.dir={root / 'mnist'}", "hydra.sweep.subdir='seed=${seed}'"])
+        return f"{err}. Add it with `make reproduce MNIST_ROOT=FOLDER` (a folder holding the four .gz files)."
+    return None
 
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="mdn-reproduce", description=__doc__)
+    parser.add_argument("--out", type=Path, default=Path("outputs/reproduce"))
+    parser.add_argument("--quick", action="store_true", help="tiny budgets: checks the pipeline in seconds")
+    parser.add_argument("--fresh", action="store_true", help="start a new reproduction even if one is unfinished")
+    parser.add_argument("--resume", type=Path, metavar="FOLDER", help="continue this reproduction folder")
+    args = parser.parse_args(argv)
+
+    root = args.resume or (None if args.fresh else newest_unfinished(args.out))
+    if root is not None:
+        progress = json.loads((root / REPRODUCE_FILE).read_text())
+        print(f"[reproduce] resuming the unfinished reproduction in {root} (finished steps are kept; "
+              f"`make reproduce FRESH=1` starts a new one)", flush=True)
+    else:
+        root = new_run_folder(args.out)
+        progress = {"quick": args.quick, "finished": False, "steps": {}}
+        print(f"[reproduce] writing into {root}", flush=True)
+    out = root.parent
+    save = lambda: (root / REPRODUCE_FILE).write_text(json.dumps(progress, indent=2) + "\n")  # noqa: E731
+    save()
+
+    mnist_note = mnist_missing()
+    if mnist_note:
+        print(f"[reproduce] {mnist_note}", flush=True)
+    for name, mdn_args in steps(root, progress["quick"]):
+        if name.startswith("MNIST") and mnist_note:
+            continue
+        step = progress["steps"].setdefault(name, {"seconds": 0.0, "done": False})
+        if step["done"]:
+            print(f"[reproduce] {name}: finished earlier, kept", flush=True)
+            continue
+        seconds, code = mdn_run(mdn_args)
+        step["seconds"] += seconds
+        if code < 0 or code >= 128:  # stopped or killed by a signal: its state is saved; so is ours
+            save()
+            print(f"[reproduce] stopped; resume with `make reproduce` or `mdn-resume {root}`", flush=True)
+            sys.exit(code if code > 0 else 128 - code)
+        step["done"] = True
+        save()
+
+    timings = {name: step["seconds"] for name, step in progress["steps"].items()}
     (root / "REPORT.md").write_text(build_report(root, timings, mnist_note))
-    latest = args.out / "REPORT.md"
+    latest = out / "REPORT.md"
     latest.write_text(f"<!-- the newest report; its run folder is {root.name}/ -->\n"
                       + build_report(root, timings, mnist_note, prefix=f"{root.name}/"))
+    progress["finished"] = True
+    save()
+    rows = [row for sweep in ("toy_k_sweep", "toy_bishop", "robot_arm", "mnist") if (root / sweep).is_dir()
+            for row in collect(root / sweep)]
+    bad = [f"{sweep_row['job']} ({sweep_row['status']})" for sweep_row in rows if sweep_row["status"] != "ok"]
     print(f"\n[reproduce] done in {sum(timings.values()) / 60:.1f} min: {root / 'REPORT.md'} "
           f"(copy: {latest})", flush=True)
+    if bad:
+        print(f"[reproduce] error: {len(bad)} job(s) failed or are not ok: {', '.join(bad)}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

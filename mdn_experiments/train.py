@@ -1,5 +1,12 @@
 """One readable training loop: minibatches or full batch, gradient clipping, a learning-rate
-schedule, validation every epoch, best-validation weights kept, a non-finite guard."""
+schedule, validation every epoch, best-validation weights kept, a non-finite guard that rolls
+back, and a training state that resumes bit for bit.
+
+`Trainer` holds everything a phase of training needs (network, optimizer, scheduler, the
+minibatch RNG, progress, history, best weights); `state_dict()` captures it as plain data and
+`load_state_dict()` puts it back, so a run killed between two optimizer steps continues exactly
+as if it had never stopped (on the CPU). `fit()` is the one-call form.
+"""
 
 from __future__ import annotations
 
@@ -8,28 +15,55 @@ import math
 import sys
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from mdn_experiments.errors import TrainingDiverged
+from mdn_experiments.checkpoint import rng_state, set_rng_state
 from mdn_experiments.mdn import MixtureParams
 from mdn_experiments.models import Network
 
 LR_SCHEDULES = ("constant", "cosine")
+NONFINITE_POLICIES = ("rollback", "stop")
 
 
 @dataclass
 class FitResult:
-    """What fit() returns: per-epoch history rows, the epoch whose weights were kept, timing."""
+    """What fit() returns: per-epoch history rows, the epoch whose weights were kept, timing,
+    and what the non-finite guard did: `rollbacks` lists each one ({epoch, step, reason, lr}),
+    `diverged` is the reason training was stopped by the guard ("" if it was not)."""
 
     history: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = 0
     best_val_loss: float = math.inf
     seconds: float = 0.0
     steps: int = 0
+    rollbacks: list[dict[str, Any]] = field(default_factory=list)
+    diverged: str = ""
+
+
+@dataclass
+class Progress(FitResult):
+    """FitResult plus where the loop stands: epochs completed, minibatches done in the current
+    epoch (its order and the losses so far), consecutive failures, finished or not."""
+
+    epoch: int = 0
+    batch: int = 0
+    order: Tensor | None = None
+    losses: list[float] = field(default_factory=list)
+    norms: list[float] = field(default_factory=list)
+    failures: int = 0
+    finished: bool = False
+
+    def result(self) -> FitResult:
+        return FitResult(**{name: getattr(self, name) for name in FitResult.__dataclass_fields__})
+
+
+class NonFinite(Exception):
+    """A non-finite training loss, gradient norm or validation loss (handled by the guard)."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -39,13 +73,17 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _batches(n: int, batch_size: int | None, generator: torch.Generator) -> Iterable[Tensor | slice]:
+def _batch_order(n: int, batch_size: int | None, generator: torch.Generator) -> Tensor | None:
+    """The epoch's shuffled order, or None for full batch (no shuffling needed, no copy made)."""
     if batch_size is None or batch_size >= n:
-        yield slice(None)  # full batch: no shuffling needed, no copy made
-        return
-    order = torch.randperm(n, generator=generator)
-    for start in range(0, n, batch_size):
-        yield order[start : start + batch_size]
+        return None
+    return torch.randperm(n, generator=generator)
+
+
+def _batches(n: int, batch_size: int | None, order: Tensor | None) -> list[Tensor | slice]:
+    if order is None:
+        return [slice(None)]
+    return [order[start : start + batch_size] for start in range(0, n, batch_size)]
 
 
 @torch.no_grad()
@@ -70,14 +108,14 @@ def evaluate_loss(network: Network, x: Tensor, y: Tensor, batch_size: int = 1024
 
 
 def _optimizer_step(
-    optimizer: torch.optim.Optimizer, network: Network, x: Tensor, y: Tensor, max_norm: float, where: str
+    optimizer: torch.optim.Optimizer, network: Network, x: Tensor, y: Tensor, max_norm: float
 ) -> tuple[float, float]:
     """One optimizer step through a closure; returns the loss and the gradient norm (before
     clipping) at the weights the step started from.
 
     First-order optimizers call the closure once. L-BFGS calls it again at every trial point of
     its line search; only the first call is logged and checked. A non-finite loss or gradient at
-    the starting weights raises TrainingDiverged (naming `where`) before any weight has changed.
+    the starting weights raises NonFinite before any weight or optimizer state has changed.
     """
     first: list[float] = []
 
@@ -90,109 +128,223 @@ def _optimizer_step(
         if not first:
             first.extend((loss.item(), norm.item()))
             if not (math.isfinite(first[0]) and math.isfinite(first[1])):
-                raise TrainingDiverged(
-                    f"training diverged at {where}: loss={first[0]:.4g}, gradient norm={first[1]:.4g}; "
-                    f"lower trainer.lr, set trainer.grad_clip or raise model.sigma_min"
-                )
+                raise NonFinite(f"loss={first[0]:.4g}, gradient norm={first[1]:.4g}")
         return loss
 
     optimizer.step(closure)
     return first[0], first[1]
 
 
-def fit(
-    network: Network,
-    train: tuple[Tensor, Tensor],
-    val: tuple[Tensor, Tensor],
-    *,
-    optimizer_factory: Callable[..., torch.optim.Optimizer],
-    lr: float,
-    epochs: int,
-    batch_size: int | None = None,
-    grad_clip: float | None = None,
-    lr_schedule: str = "constant",
-    lr_min_factor: float = 0.0,
-    patience: int | None = None,
-    input_noise: float = 0.0,
-    seed: int = 0,
-    progress: bool = False,
-    desc: str = "train",
-) -> FitResult:
-    """Train `network` in place and leave it holding the best-validation weights.
+class Trainer:
+    """Trains `network` in place on `train`, validating on `val` after every epoch.
 
     Each epoch is one pass over `train` in minibatches of `batch_size` (None: full batch).
     `input_noise` > 0 adds Gaussian jitter to the training inputs, its std in units of the
     input's standard deviation: a smoothness regulariser (Bishop 1995, training with noise).
     Any torch.optim optimizer works, L-BFGS included (its line search re-evaluates the loss
     through a closure; pair it with grad_clip=None, since clipping distorts the curvature it
-    builds). Every history row holds: epoch, train_loss (mean over the epoch's minibatches), val_loss,
-    grad_norm (mean total gradient norm *before* clipping), grad_norm_max, sigma_floor_share
-    (validation set) and lr. Raises TrainingDiverged on a non-finite loss or gradient.
+    builds). Every history row holds: epoch, train_loss (mean over the epoch's minibatches),
+    val_loss, grad_norm (mean total gradient norm *before* clipping), grad_norm_max,
+    sigma_floor_share (validation set), lr and rollbacks (how many happened in that epoch).
+
+    Non-finite guard: a step whose loss or gradient is not finite is not applied, and neither is
+    an epoch whose validation loss is not finite. With on_nonfinite="rollback" the trainer goes
+    back to the start of the epoch (weights, optimizer, schedule, RNGs), multiplies the learning
+    rate by `rollback_lr_factor` and tries again; after `max_consecutive_rollbacks` failures in a
+    row, or at the first one with on_nonfinite="stop", training stops and `diverged` says why.
+    Either way the network ends holding its best-validation weights.
+
+    `on_event(trainer, event)` is called after every applied step ("step") and every epoch
+    ("epoch"): the place to checkpoint or to stop (it may raise to leave the loop).
     """
-    if lr_schedule not in LR_SCHEDULES:
-        raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
-    x_train, y_train = train
-    generator = torch.Generator().manual_seed(seed)
-    optimizer = optimizer_factory(network.parameters(), lr=lr)
-    n_train = x_train.shape[0]
-    steps_per_epoch = 1 if batch_size is None else math.ceil(n_train / min(batch_size, n_train))
-    total_steps = epochs * steps_per_epoch
-    if lr_schedule == "cosine":
-        # decay to lr * lr_min_factor over the whole run; per optimizer step, not per epoch
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer,
-            lambda step: lr_min_factor
-            + (1 - lr_min_factor) * 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps)),
-        )
-    else:
-        scheduler = None
-    max_norm = grad_clip if grad_clip is not None else math.inf
 
-    result = FitResult()
-    best_state = copy.deepcopy(network.state_dict())
-    start = time.perf_counter()
-    bar = tqdm(range(1, epochs + 1), desc=desc, disable=not progress, file=sys.stderr, leave=False)
-    for epoch in bar:
-        network.train()
-        losses, norms = [], []
-        for index in _batches(n_train, batch_size, generator):
-            xb, yb = x_train[index], y_train[index]
-            if input_noise > 0:
-                noise = torch.randn(xb.shape, generator=generator).to(xb.device)
-                xb = xb + input_noise * network.x_std * noise
-            where = f"epoch {epoch} ({desc})"
-            loss, norm = _optimizer_step(optimizer, network, xb, yb, max_norm, where)
-            if scheduler is not None:
-                scheduler.step()
-            result.steps += 1
-            losses.append(loss)
-            norms.append(norm)
+    def __init__(
+        self,
+        network: Network,
+        train: tuple[Tensor, Tensor],
+        val: tuple[Tensor, Tensor],
+        *,
+        optimizer_factory: Callable[..., torch.optim.Optimizer],
+        lr: float,
+        epochs: int,
+        batch_size: int | None = None,
+        grad_clip: float | None = None,
+        lr_schedule: str = "constant",
+        lr_min_factor: float = 0.0,
+        patience: int | None = None,
+        input_noise: float = 0.0,
+        seed: int = 0,
+        on_nonfinite: str = "rollback",
+        rollback_lr_factor: float = 0.5,
+        max_consecutive_rollbacks: int = 5,
+        progress: bool = False,
+        desc: str = "train",
+        on_event: Callable[[Trainer, str], None] | None = None,
+    ) -> None:
+        if lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
+        if on_nonfinite not in NONFINITE_POLICIES:
+            raise ValueError(f"on_nonfinite must be one of {NONFINITE_POLICIES}, got {on_nonfinite!r}")
+        self.network, self.train_data, self.val_data = network, train, val
+        self.epochs, self.batch_size, self.patience = epochs, batch_size, patience
+        self.max_norm = grad_clip if grad_clip is not None else math.inf
+        self.input_noise, self.on_nonfinite = input_noise, on_nonfinite
+        self.rollback_lr_factor, self.max_consecutive_rollbacks = rollback_lr_factor, max_consecutive_rollbacks
+        self.show_progress, self.desc, self.on_event = progress, desc, on_event
 
-        val_loss, floor_share = evaluate_loss(network, *val)
-        if not math.isfinite(val_loss):
-            raise TrainingDiverged(
-                f"validation loss is {val_loss} at epoch {epoch} ({desc}); lower trainer.lr "
-                f"or raise model.sigma_min"
-            )
-        result.history.append(
-            {
-                "epoch": epoch,
-                "train_loss": sum(losses) / len(losses),
+        self.generator = torch.Generator().manual_seed(seed)
+        self.optimizer = optimizer_factory(network.parameters(), lr=lr)
+        n_train = train[0].shape[0]
+        steps_per_epoch = 1 if batch_size is None else math.ceil(n_train / min(batch_size, n_train))
+        total_steps = epochs * steps_per_epoch
+        if lr_schedule == "cosine":
+            # decay to lr * lr_min_factor over the whole run; per optimizer step, not per epoch
+            factor = lambda step: lr_min_factor + (1 - lr_min_factor) * 0.5 * (  # noqa: E731
+                1 + math.cos(math.pi * min(step, total_steps) / total_steps))
+        else:
+            factor = lambda step: 1.0  # noqa: E731
+        # the learning rate is always base_lr * factor(step): a rollback scales base_lr
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
+        self.progress = Progress()
+        self.best_state = copy.deepcopy(network.state_dict())
+        self._good: dict[str, Any] | None = None  # in-memory state at the start of the epoch
+        self._segment_start = time.perf_counter()
+
+    # --- state ---------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly from here, as plain data (weights_only-loadable)."""
+        progress = asdict(self.progress)
+        progress["seconds"] = self.progress.seconds + time.perf_counter() - self._segment_start
+        return {
+            "network": copy.deepcopy(self.network.state_dict()),
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+            "scheduler": copy.deepcopy(self.scheduler.state_dict()),
+            "generator": self.generator.get_state(),
+            "rng": rng_state(),
+            "best_state": copy.deepcopy(self.best_state),
+            "progress": progress,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.network.load_state_dict(state["network"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.generator.set_state(state["generator"])
+        set_rng_state(state["rng"])
+        self.best_state = copy.deepcopy(state["best_state"])
+        self.progress = Progress(**copy.deepcopy(state["progress"]))
+        self._segment_start = time.perf_counter()
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    def run(self) -> FitResult:
+        """Train until the last epoch, patience or the guard stops it; keep the best weights."""
+        p = self.progress
+        x_train, y_train = self.train_data
+        n_train = x_train.shape[0]
+        bar = tqdm(total=self.epochs, initial=p.epoch, desc=self.desc, disable=not self.show_progress,
+                   file=sys.stderr, leave=False)
+        while not p.finished and p.epoch < self.epochs:
+            p = self.progress  # a rollback replaces it
+            if p.batch == 0:  # a new epoch: remember it (what a rollback returns to), then shuffle
+                self._good = self.state_dict()
+                p.order = _batch_order(n_train, self.batch_size, self.generator)
+                p.losses, p.norms = [], []
+            elif self._good is None:  # resumed in the middle of an epoch: start from here
+                self._good = self.state_dict()
+            try:
+                self._run_epoch(x_train, y_train, n_train)
+                val_loss, floor_share = evaluate_loss(self.network, *self.val_data)
+                if not math.isfinite(val_loss):
+                    raise NonFinite(f"validation loss={val_loss}")
+            except NonFinite as err:
+                if not self._roll_back(str(err)):
+                    break
+                p = self.progress
+                continue
+            p.epoch, p.batch, p.order, p.failures = p.epoch + 1, 0, None, 0
+            p.history.append({
+                "epoch": p.epoch,
+                "train_loss": sum(p.losses) / len(p.losses),
                 "val_loss": val_loss,
-                "grad_norm": sum(norms) / len(norms),
-                "grad_norm_max": max(norms),
+                "grad_norm": sum(p.norms) / len(p.norms),
+                "grad_norm_max": max(p.norms),
                 "sigma_floor_share": floor_share,
-                "lr": optimizer.param_groups[0]["lr"],
-            }
-        )
-        if val_loss < result.best_val_loss:
-            result.best_val_loss, result.best_epoch = val_loss, epoch
-            best_state = copy.deepcopy(network.state_dict())
-        bar.set_postfix(train=f"{losses[-1]:.3f}", val=f"{val_loss:.3f}", best=f"{result.best_val_loss:.3f}")
-        if patience is not None and epoch - result.best_epoch >= patience:
-            break
+                "lr": self.lr,
+                "rollbacks": sum(r["epoch"] == p.epoch for r in p.rollbacks),
+            })
+            if val_loss < p.best_val_loss:
+                p.best_val_loss, p.best_epoch = val_loss, p.epoch
+                self.best_state = copy.deepcopy(self.network.state_dict())
+            bar.update(1)
+            bar.set_postfix(train=f"{p.losses[-1]:.3f}", val=f"{val_loss:.3f}", best=f"{p.best_val_loss:.3f}")
+            if self.patience is not None and p.epoch - p.best_epoch >= self.patience:
+                break
+            if self.on_event is not None:
+                self.on_event(self, "epoch")
+        bar.close()
+        p.finished = True
+        self.network.load_state_dict(self.best_state)
+        self.network.eval()
+        p.seconds += time.perf_counter() - self._segment_start
+        self._segment_start = time.perf_counter()
+        return p.result()
 
-    network.load_state_dict(best_state)
-    network.eval()
-    result.seconds = time.perf_counter() - start
-    return result
+    def _run_epoch(self, x_train: Tensor, y_train: Tensor, n_train: int) -> None:
+        """The remaining minibatches of the current epoch."""
+        p = self.progress
+        self.network.train()
+        batches = _batches(n_train, self.batch_size, p.order)
+        while p.batch < len(batches):
+            index = batches[p.batch]
+            xb, yb = x_train[index], y_train[index]
+            if self.input_noise > 0:
+                noise = torch.randn(xb.shape, generator=self.generator).to(xb.device)
+                xb = xb + self.input_noise * self.network.x_std * noise
+            loss, norm = _optimizer_step(self.optimizer, self.network, xb, yb, self.max_norm)
+            self.scheduler.step()
+            p.steps, p.batch = p.steps + 1, p.batch + 1
+            p.losses.append(loss)
+            p.norms.append(norm)
+            if self.on_event is not None:
+                self.on_event(self, "step")
+                self.network.train()  # the hook may have evaluated
+
+    def _roll_back(self, reason: str) -> bool:
+        """Record a failure at the current point; go back to the epoch's start with a smaller
+        learning rate. False when training must stop instead."""
+        p = self.progress
+        # a failed step is the next one; a failed validation comes after the epoch's last step
+        step = p.batch if reason.startswith("validation") else p.batch + 1
+        where = {"epoch": p.epoch + 1, "step": step, "reason": reason, "lr": self.lr}
+        p.failures += 1
+        stop = self.on_nonfinite == "stop" or p.failures > self.max_consecutive_rollbacks
+        if stop:
+            p.diverged = (f"non-finite {reason} at epoch {where['epoch']} step {where['step']} ({self.desc})"
+                          + (f" after {p.failures - 1} rollbacks in a row" if self.on_nonfinite == "rollback" else ""))
+            return False
+        elapsed = p.seconds + time.perf_counter() - self._segment_start  # wall time runs on
+        rollbacks, failures = p.rollbacks + [where], p.failures
+        self.load_state_dict(self._good)
+        self.progress.rollbacks, self.progress.failures, self.progress.seconds = rollbacks, failures, elapsed
+        self.scheduler.base_lrs = [base * self.rollback_lr_factor for base in self.scheduler.base_lrs]
+        for group in self.optimizer.param_groups:
+            group["lr"] *= self.rollback_lr_factor
+        self._good = self.state_dict()
+        return True
+
+
+def fit(
+    network: Network,
+    train: tuple[Tensor, Tensor],
+    val: tuple[Tensor, Tensor],
+    **kwargs: Any,
+) -> FitResult:
+    """Train `network` in place and leave it holding the best-validation weights: Trainer(...).run().
+    Keyword arguments as for Trainer."""
+    return Trainer(network, train, val, **kwargs).run()

@@ -83,6 +83,34 @@ BAD_INPUTS = [
     ("dataset.direction=sideways", ["dataset.direction", "inverse or forward"]),
     ("dataset.n_train=lots", ["dataset.n_train", "integer"]),
     ("trainer.threads=-1", ["trainer.threads", ">= 1"]),
+    # non-finite numbers, in any float key
+    ("trainer.lr=nan", ["trainer.lr=nan", "finite number"]),
+    ("model.sigma_min=inf", ["model.sigma_min=inf", "finite number"]),
+    ("dataset.noise=-inf", ["dataset.noise=-inf", "finite number"]),
+    ("trainer.grad_clip=nan", ["trainer.grad_clip=nan", "finite number"]),
+    # an optimizer or backbone that is not a {_target_: ...} node, or names no such class
+    ("trainer.optimizer=adam", ["trainer.optimizer='adam'", "trainer.optimizer._target_=torch.optim.Adam"]),
+    ("trainer.optimizer=null", ["trainer.optimizer=None", "torch.optim"]),
+    ("trainer.optimizer._target_=torch.optim.Adamm", ["trainer.optimizer._target_='torch.optim.Adamm'",
+                                                      "import path"]),
+    ("trainer.optimizer._target_=torch.nn.Linear", ["torch.nn.Linear", "torch.optim.Optimizer class"]),
+    ("trainer.optimizer._partial_=false", ["trainer.optimizer._partial_=False", "true"]),
+    ("model.backbone=mlp", ["model.backbone='mlp'", "model.backbone._target_="]),
+    ("model.backbone._target_=abc", ["model.backbone._target_='abc'", "torch.nn.Module class"]),
+    ("model.backbone.hidden=5", ["model.backbone.hidden=5", "a list of integers >= 1"]),
+    ("model.backbone.activation=swish", ["model.backbone.activation='swish'", "gelu, relu, silu, tanh"]),
+    # keys that exist nowhere, or would be silently overridden
+    ("+trainer.optimizer.lr=0.1", ["trainer.optimizer.lr", "trainer.lr sets it"]),
+    ("+trainer.optimizer.betaz=1", ["trainer.optimizer.betaz", "one of the arguments of Adam", "betas"]),
+    ("+model.backbone.hiden=[3]", ["model.backbone.hiden", "one of the arguments of MLP: hidden, activation"]),
+    # a device this machine does not have (none of the test machines has CUDA or MPS)
+    ("trainer.device=cuda", ["trainer.device='cuda'", "a device this machine has", "cpu"]),
+    ("trainer.device=cuda:7", ["trainer.device='cuda:7'", "a device this machine has"]),
+    ("trainer.device=tpu", ["trainer.device='tpu'", "auto, cpu, cuda, cuda:N or mps"]),
+    # the new trainer keys
+    ("trainer.on_nonfinite=ignore", ["trainer.on_nonfinite='ignore'", "rollback, stop"]),
+    ("trainer.checkpoint_seconds=-1", ["trainer.checkpoint_seconds", ">= 0"]),
+    ("trainer.rollback_lr_factor=2", ["trainer.rollback_lr_factor", "(0, 1]"]),
 ]
 
 
@@ -98,6 +126,66 @@ def test_bad_input_is_one_line_nonzero_exit_and_no_training(override, needles, t
         assert needle in lines[0]
     assert "Traceback" not in proc.stderr + proc.stdout
     assert not (run_dir / "history.csv").exists()  # no training started
+
+
+def test_folders_that_are_files_are_one_line_errors(tmp_path):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    cases = [
+        ([f"hydra.run.dir={a_file}/run"], "hydra.run.dir=", "cannot be created"),
+        (["-m", "K=1,2", f"hydra.sweep.dir={a_file}/sweep"], "hydra.sweep.dir=", "cannot be created"),
+        (["dataset=mnist", f"dataset.root={a_file}", f"hydra.run.dir={tmp_path / 'run'}"],
+         f"dataset.root='{a_file}' is not a folder", "must be a folder"),
+    ]
+    for args, *needles in cases:
+        proc = run_cli(args)
+        assert proc.returncode == 2, (args, proc.stderr)
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("mdn-run: error: "), proc.stderr
+        assert all(needle in lines[0] for needle in needles), lines[0]
+        assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def leaves(node: dict, prefix: str = ""):
+    for key, value in node.items():
+        if isinstance(value, dict):
+            yield from leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def test_every_key_refuses_bad_values_as_user_errors():
+    """Walk every key of every dataset's config with wrong values: each one either fails at
+    composition (Hydra's type check, one line in the CLI) or in the checks made before training,
+    as a UserError (one line in the CLI); never with another exception."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from mdn_experiments.experiment import check_config
+
+    checked, seen = 0, set()
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        for dataset in ("inverse_sine", "robot_arm", "mnist"):
+            base = OmegaConf.to_container(compose("config", overrides=[f"dataset={dataset}"]))
+            for key, _ in leaves(base):
+                if key in seen and not key.startswith("dataset."):
+                    continue  # trainer.* and model.* keys shared with an earlier dataset
+                seen.add(key)
+                for bad in ("nan", "-1", "abc", "[]", "null", "[1,2,3]"):
+                    try:
+                        cfg = compose("config", overrides=[f"dataset={dataset}", f"{key}={bad}"])
+                    except (HydraException, OmegaConfBaseException):
+                        continue
+                    try:
+                        dataset_obj, _ = check_config(cfg)
+                        if dataset != "mnist":
+                            dataset_obj.load(0)  # generated data: cheap, and it must not fail either
+                    except UserError:
+                        pass
+                    checked += 1
+    assert checked > 150
 
 
 def test_one_line_condenses_hydra_messages():

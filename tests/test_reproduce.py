@@ -1,15 +1,20 @@
 """`make reproduce` end to end with tiny budgets: every step runs and REPORT.md holds what it claims."""
 
+import json
 import os
 import re
+import signal
 import subprocess
 import sys
 
-from mdn_experiments.reproduce import new_run_folder
+import pytest
+
+from helpers import run_cli
+from mdn_experiments.reproduce import QUICK, fmt, new_run_folder, newest_unfinished, stats
 from test_mnist import find_mnist_root
 
 
-def test_reproduce_quick_writes_a_report_with_numbers_and_figures(tmp_path):
+def test_reproduce_quick_is_killed_resumed_and_writes_a_report_with_numbers_and_figures(tmp_path):
     env = dict(os.environ)
     mnist_root = find_mnist_root()
     if mnist_root is not None:
@@ -18,15 +23,35 @@ def test_reproduce_quick_writes_a_report_with_numbers_and_figures(tmp_path):
         env["MDN_MNIST_ROOT"] = str(tmp_path / "no-mnist")  # the report must say how to add it
         env["no_proxy"] = "*"
     out = tmp_path / "reproduce"
-    proc = subprocess.run([sys.executable, "-m", "mdn_experiments.reproduce", "--quick", "--out", str(out)],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    command = [sys.executable, "-m", "mdn_experiments.reproduce", "--quick", "--out", str(out)]
+    # the robot arm's seed-1 job is killed (SIGKILL) in its MDN phase: the reproduction stops there
+    killed = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900,
+                            env={**env, "MDN_FAULT": "KILL@mdn:2:1", "MDN_FAULT_RUN": "robot_arm/seed=1"})
+    assert killed.returncode == 128 + signal.SIGKILL, killed.stderr[-2000:]
     (run,) = [p for p in out.iterdir() if p.is_dir()]
+    assert "resume with `make reproduce`" in killed.stdout and not (run / "REPORT.md").exists()
+    toy_done = (run / "toy_k_sweep" / "K=3,seed=0" / "metrics.json").stat().st_mtime_ns
+    # the next call finds the unfinished reproduction and finishes it
+    proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"resuming the unfinished reproduction in {run}" in proc.stdout
+    assert "inverse sine, K = 1..5 x 3 seeds: finished earlier, kept" in proc.stdout
+    assert (run / "toy_k_sweep" / "K=3,seed=0" / "metrics.json").stat().st_mtime_ns == toy_done  # not rerun
+    assert [p for p in out.iterdir() if p.is_dir()] == [run]
+    # the resumed job equals the same run left alone
+    alone = tmp_path / "alone"
+    assert run_cli(["dataset=robot_arm", "K=3", "seed=1", *QUICK, f"hydra.run.dir={alone}"]).returncode == 0
+    timing = {"train_seconds", "baseline_train_seconds", "wall_seconds", "samples_per_second"}
+    strip = lambda m: {k: v for k, v in m.items() if k not in timing}  # noqa: E731
+    assert strip(json.loads((run / "robot_arm" / "seed=1" / "metrics.json").read_text())) == \
+        strip(json.loads((alone / "metrics.json").read_text()))
+
     report = (run / "REPORT.md").read_text()
     latest = (out / "REPORT.md").read_text()
     assert "| robot arm, MSE network, RMS positioning error |" in report and "0.0578" in report and "0.0053" in report
     assert "−1.28" in report and "Machine:" in report and "torch" in report and "Wall time:" in report
     assert "K chosen by validation NLL" in report
+    assert "Job status: toy_k_sweep 15/15 ok, toy_bishop 3/3 ok" in report
     bishop_row = next(line for line in report.splitlines() if line.startswith("| inverse sine, K=3, Bishop's"))
     assert "(n=3)" in bishop_row  # the three L-BFGS runs finished and were read back
     # every embedded figure exists, from both places the report is written to
@@ -38,6 +63,25 @@ def test_reproduce_quick_writes_a_report_with_numbers_and_figures(tmp_path):
         assert "MNIST, MDN top-1 accuracy | not run" not in report
     else:
         assert "make reproduce MNIST_ROOT=FOLDER" in report
+    assert json.loads((run / "reproduce.json").read_text())["finished"] is True
+    assert newest_unfinished(out) is None  # the next `make reproduce` starts a new one
+
+
+def test_a_report_leaves_out_jobs_that_are_not_ok_and_says_so():
+    jobs = {"a": {"status": "ok", "test_nll": -1.0}, "b": {"status": "ok", "test_nll": -1.2},
+            "c": {"status": "diverged", "test_nll": 1e12}, "d": {"test_nll": -1.1}}  # d: before statuses
+    mean, std, n, n_bad = stats(jobs, "test_nll")
+    assert (n, n_bad) == (3, 1) and mean == pytest.approx(-1.1)
+    assert fmt((mean, std, n, n_bad)) == "-1.1 ± 0.1 (n=3; 1 not ok, left out)"
+    assert fmt((float("nan"), float("nan"), 0, 2)) == "no ok run (n=0; 2 not ok, left out)"
+
+
+def test_the_newest_unfinished_reproduction_is_found(tmp_path):
+    for name, finished in (("2026-01-01_10-00-00", False), ("2026-01-02_10-00-00", False),
+                           ("2026-01-03_10-00-00", True)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "reproduce.json").write_text(json.dumps({"finished": finished}))
+    assert newest_unfinished(tmp_path) == tmp_path / "2026-01-02_10-00-00"
 
 
 def test_each_reproduction_gets_a_new_folder_even_within_one_second(tmp_path):

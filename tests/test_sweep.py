@@ -70,12 +70,12 @@ def test_a_two_job_sweep_through_joblib_with_one_failing_job(tmp_path):
     proc = run_cli(["-m", "K=2,0", *TINY, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
                     f"hydra.sweep.dir={sweep_dir}"])
     assert proc.returncode == 1  # a failed job makes the sweep fail...
-    assert "1 sweep job(s) did not finish" in proc.stderr
+    assert "1 sweep job(s) failed or are not ok" in proc.stderr
     (good,) = [p for p in job_dirs(sweep_dir) if p.name.startswith("K=2")]
     (bad,) = [p for p in job_dirs(sweep_dir) if p.name.startswith("K=0")]
     rows = check_sweep(sweep_dir, {good.name: 2})  # ...but the other job's results are kept
     assert rows[bad.name]["status"] == "failed"
-    assert "K must be an integer >= 1" in rows[bad.name]["error"]
+    assert "K must be an integer >= 1" in rows[bad.name]["reason"]
     assert "K must be an integer >= 1" in (bad / "error.txt").read_text()
 
 

@@ -117,6 +117,9 @@ def ensure_mnist_files(root: Path, download_missing: bool = True, mirrors=MNIST_
                        progress: bool = True) -> dict[str, Path]:
     """Paths of the four verified MNIST files under root, downloading the missing ones if allowed."""
     root = Path(root).expanduser()
+    if root.exists() and not root.is_dir():
+        raise DataError(f"dataset.root={str(root)!r} is not a folder: dataset.root must be a folder holding "
+                        f"(or to receive) the four MNIST .gz files")
     paths = {}
     for name, md5 in MNIST_FILES.items():
         path = root / name
@@ -124,7 +127,12 @@ def ensure_mnist_files(root: Path, download_missing: bool = True, mirrors=MNIST_
             if not download_missing:
                 raise DataError(f"{path} is missing (expected MD5 {md5}); put the four MNIST files in "
                                 f"{root} or set dataset.root=FOLDER (or dataset.download=true)")
-            root.mkdir(parents=True, exist_ok=True)
+            try:
+                root.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise DataError(f"dataset.root={str(root)!r} cannot be created ({err.strerror}); "
+                                f"dataset.root must be a folder you can write to, or one holding the four "
+                                f"MNIST .gz files") from None
             if not _download_with_torchvision(root, name, md5, mirrors):
                 failures = []
                 for mirror in mirrors:

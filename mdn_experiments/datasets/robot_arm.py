@@ -74,8 +74,8 @@ class RobotArm(Dataset):
         require_split_sizes(n_train, n_val, n_test)
         require(l1 > 0, "l1", l1, "a length > 0")
         require(l2 > 0, "l2", l2, "a length > 0")
-        for key, (lo, hi) in (("theta1_range", theta1_range), ("theta2_range", theta2_range)):
-            require(lo < hi, key, [lo, hi], "[low, high] with low < high")
+        for key, bounds in (("theta1_range", theta1_range), ("theta2_range", theta2_range)):
+            require(len(bounds) == 2 and bounds[0] < bounds[1], key, list(bounds), "[low, high] with low < high")
         require(-math.pi <= theta1_range[0] and theta1_range[1] <= math.pi, "theta1_range", list(theta1_range),
                 "inside [-pi, pi]")
         require(0 <= theta2_range[0] and theta2_range[1] <= 2 * math.pi, "theta2_range", list(theta2_range),

@@ -1,0 +1,145 @@
+"""Training-state files: written atomically, checksummed, the previous one kept; and the
+graceful stop on SIGTERM/SIGINT.
+
+A state file is `MAGIC + sha256(payload) + payload`, where the payload is a `torch.save` of a
+plain dict (tensors, numbers, strings, lists, dicts: loadable with weights_only=True). Writing
+goes to `state.pt.tmp` (flushed and fsync'ed), then the current `state.pt` becomes
+`state.prev.pt` and the new file takes its place: at every instant one complete state exists.
+Reading checks the checksum before unpickling anything, so a truncated or corrupted file is
+reported, never loaded, and the previous state is used instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mdn_experiments.errors import UserError
+
+MAGIC = b"MDNSTATE1\n"
+STATE_FILE, PREVIOUS_FILE = "state.pt", "state.prev.pt"
+
+
+class StateFileError(UserError):
+    """A training-state file is truncated, corrupted or of an unknown format."""
+
+
+def write_state(run_dir: Path, payload: dict[str, Any]) -> Path:
+    """Write payload as run_dir/state.pt atomically; the state it replaces becomes state.prev.pt."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    data = buffer.getvalue()
+    path, tmp = run_dir / STATE_FILE, run_dir / (STATE_FILE + ".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(MAGIC + hashlib.sha256(data).digest() + data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    if path.exists():
+        os.replace(path, run_dir / PREVIOUS_FILE)
+    os.replace(tmp, path)
+    return path
+
+
+def read_state_file(path: Path) -> dict[str, Any]:
+    """One state file, verified; raises StateFileError naming the file and what is wrong."""
+    raw = path.read_bytes()
+    header = len(MAGIC) + 32
+    if not raw.startswith(MAGIC):
+        raise StateFileError(f"{path}: not a training-state file (unknown header)")
+    if len(raw) <= header or hashlib.sha256(raw[header:]).digest() != raw[len(MAGIC):header]:
+        raise StateFileError(f"{path}: truncated or corrupted (checksum mismatch, {len(raw)} bytes)")
+    return torch.load(io.BytesIO(raw[header:]), map_location="cpu", weights_only=True)
+
+
+def read_state(run_dir: Path, warn=print) -> dict[str, Any] | None:
+    """The newest intact state of run_dir (state.pt, else state.prev.pt), or None if it has none.
+
+    A damaged file is reported through `warn` in one line and skipped. Raises StateFileError
+    when state files exist but none is intact.
+    """
+    damaged = []
+    for name in (STATE_FILE, PREVIOUS_FILE):
+        path = run_dir / name
+        if not path.exists():
+            continue
+        try:
+            payload = read_state_file(path)
+        except StateFileError as err:
+            warn(f"{err}; trying the previous state")
+            damaged.append(str(err))
+            continue
+        return payload
+    if damaged:
+        raise StateFileError(f"no intact training state in {run_dir}: " + "; ".join(damaged)
+                             + ". Delete the state files to start this run again from the beginning")
+    return None
+
+
+# --- random number generators ---------------------------------------------------------------
+
+def rng_state() -> dict[str, Any]:
+    """Every global RNG training draws from (dropout, initialisation): torch CPU and CUDA."""
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# --- graceful stop ----------------------------------------------------------------------------
+
+class Interrupted(BaseException):
+    """SIGTERM/SIGINT arrived; the training state was saved. A BaseException, so that no
+    `except Exception` on the way up (a sweep's per-job handler, Hydra's) mistakes it for a
+    failed job."""
+
+    def __init__(self, signum: int, where: str) -> None:
+        super().__init__(f"{signal.Signals(signum).name} received {where}")
+        self.signum, self.where = signum, where
+
+
+class StopFlag:
+    """Set by SIGTERM/SIGINT. The training loop polls it between optimizer steps, saves the
+    state and raises Interrupted; outside the loop (data loading, evaluation) the handler
+    raises Interrupted at once, since the last saved state already covers that point."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.polled = False  # True while a training loop polls the flag
+
+    def __bool__(self) -> bool:
+        return self.signum is not None
+
+    def handler(self, signum: int, frame) -> None:
+        self.signum = signum
+        if not self.polled:
+            raise Interrupted(signum, "outside training")
+
+
+@contextmanager
+def stop_on_signals(signals=(signal.SIGTERM, signal.SIGINT)) -> Iterator[StopFlag]:
+    """Install the StopFlag's handler for `signals` (main thread only) and restore the old ones."""
+    flag = StopFlag()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag  # signal handlers can only be set from the main thread
+        return
+    previous = {s: signal.signal(s, flag.handler) for s in signals}
+    try:
+        yield flag
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old)

@@ -1,0 +1,172 @@
+"""The non-finite guard (rollback or stop), the run status (ok, diverged, degenerate) and the
+unconditional baseline NLL that `degenerate` is judged against."""
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from helpers import TINY, run_cli
+from mdn_experiments.experiment import unconditional_nll
+from mdn_experiments.models import MLP, build_network
+from mdn_experiments.train import Trainer, evaluate_loss, fit
+
+
+def toy_data(n=256, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 1, generator=g)
+    return x, torch.sin(6 * x) + 0.1 * torch.randn(n, 1, generator=g)
+
+
+def make_net(seed=0):
+    torch.manual_seed(seed)
+    return build_network(MLP([1], [16]), [1], 1, "mdn", n_components=2)
+
+
+def poison_call(net, call_number):
+    """Make the network's loss NaN on exactly one call (a transient fault, e.g. a bad batch)."""
+    calls = {"n": 0}
+    original = net.loss
+
+    def loss(x, y):
+        calls["n"] += 1
+        value, out = original(x, y)
+        return (value * float("nan"), out) if calls["n"] == call_number else (value, out)
+
+    net.loss = loss
+
+
+class TestRollback:
+    def test_an_injected_nan_is_rolled_back_and_training_recovers(self):
+        x, y = toy_data()
+        net = make_net()
+        poison_call(net, 10)  # 4 minibatches + 1 validation pass per epoch: epoch 2, its 4th step... see below
+        result = fit(net, (x, y), toy_data(seed=1), optimizer_factory=torch.optim.Adam, lr=1e-2, epochs=6,
+                     batch_size=64)
+        # calls 1-4: epoch 1's steps, 5: its validation; 6-9: epoch 2's steps; 10: validation of epoch 2
+        assert result.rollbacks == [{"epoch": 2, "step": 4, "reason": "validation loss=nan", "lr": pytest.approx(
+            result.rollbacks[0]["lr"])}]
+        assert result.diverged == ""
+        assert [row["epoch"] for row in result.history] == [1, 2, 3, 4, 5, 6]  # the epoch was redone
+        assert [row["rollbacks"] for row in result.history] == [0, 1, 0, 0, 0, 0]
+        # the learning rate was halved from the rollback on (same cosine-free constant schedule)
+        assert result.history[0]["lr"] == pytest.approx(1e-2) and result.history[1]["lr"] == pytest.approx(5e-3)
+        assert all(math.isfinite(row["val_loss"]) for row in result.history)
+        assert result.best_val_loss < result.history[0]["val_loss"]
+
+    def test_a_nan_step_is_not_applied(self):
+        x, y = toy_data()
+        net = make_net()
+        poison_call(net, 1)  # the very first step
+        trainer = Trainer(net, (x, y), (x, y), optimizer_factory=torch.optim.SGD, lr=1e-2, epochs=1,
+                          batch_size=None)
+        start = [p.detach().clone() for p in net.parameters()]
+        result = trainer.run()
+        assert result.rollbacks[0]["step"] == 1 and result.rollbacks[0]["reason"].startswith("loss=nan")
+        # the retried step (half the learning rate) is the only update: SGD moved by lr/2 * gradient
+        fresh = make_net()
+        loss, _ = fresh.loss(x, y)
+        grads = torch.autograd.grad(loss, list(fresh.parameters()))
+        for p, p0, g in zip(net.parameters(), start, grads):
+            assert torch.allclose(p.detach(), p0 - 5e-3 * g, atol=1e-6)
+
+    def test_a_learning_rate_that_blows_up_is_lowered_until_training_is_finite(self):
+        x, y = toy_data()
+        result = fit(make_net(), (x, y), (x, y), optimizer_factory=torch.optim.SGD, lr=100.0, epochs=30,
+                     batch_size=64, rollback_lr_factor=0.01, max_consecutive_rollbacks=10)
+        assert len(result.rollbacks) >= 1 and result.diverged == ""
+        assert all("validation loss=inf" in r["reason"] or "loss=" in r["reason"] for r in result.rollbacks)
+        assert result.history[-1]["lr"] <= 100.0 * 0.01 ** len(result.rollbacks) * (1 + 1e-9)
+        assert all(math.isfinite(row["val_loss"]) for row in result.history)
+
+    def test_stop_ends_at_the_first_failure_and_keeps_the_best_weights(self):
+        x, y = toy_data()
+        xv, yv = toy_data(seed=1)
+        net = make_net()
+        poison_call(net, 16)  # epoch 4's first step (5 calls an epoch: 4 steps + validation)
+        result = fit(net, (x, y), (xv, yv), optimizer_factory=torch.optim.Adam, lr=1e-2, epochs=10, batch_size=64,
+                     on_nonfinite="stop")
+        assert result.rollbacks == [] and len(result.history) == 3
+        assert result.diverged.startswith("non-finite loss=nan") and "epoch 4 step 1" in result.diverged
+        assert evaluate_loss(net, xv, yv)[0] == pytest.approx(result.best_val_loss, abs=1e-6)
+
+
+def test_unconditional_nll_is_the_test_nll_of_a_gaussian_fitted_to_the_training_targets():
+    g = torch.Generator().manual_seed(0)
+    train = torch.randn(500, 2, generator=g) @ torch.tensor([[1.0, 0.3], [0.0, 0.5]]) + 2.0
+    test = torch.randn(300, 2, generator=g)
+    mean, cov = train.double().mean(0).numpy(), np.cov(train.double().numpy().T, bias=True)  # ML estimate
+    expected = -stats.multivariate_normal(mean, cov).logpdf(test.double().numpy()).mean()
+    assert unconditional_nll(train, test) == pytest.approx(expected, rel=1e-9)
+    one_d = unconditional_nll(train[:, :1], test[:, :1])
+    assert one_d == pytest.approx(-stats.norm(mean[0], math.sqrt(cov[0, 0])).logpdf(test[:, 0].numpy()).mean())
+
+
+# plain full-batch SGD with a step of 1000 and no clipping: the loss overflows in epoch 4 (seed 0)
+BLOWS_UP = [*TINY, "trainer.optimizer._target_=torch.optim.SGD", "trainer.lr=1000", "trainer.grad_clip=null",
+            "trainer.batch_size=null", "trainer.lr_schedule=constant", "trainer.epochs=5"]
+
+
+class TestRunStatus:
+    def test_a_diverged_run_writes_every_file_warns_and_exits_non_zero(self, tmp_path):
+        run_dir = tmp_path / "run"
+        proc = run_cli([*BLOWS_UP, "trainer.on_nonfinite=stop", f"hydra.run.dir={run_dir}"])
+        assert proc.returncode == 1, proc.stderr
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        assert metrics["status"] == "diverged"
+        assert "non-finite" in metrics["status_reason"] and "best weights" in metrics["status_reason"]
+        warning = [line for line in proc.stderr.splitlines() if "warning" in line]
+        assert len(warning) == 1 and "diverged" in warning[0]
+        assert "Traceback" not in proc.stderr
+        for name in ("model.pt", "history.csv", "figures/loss.png", "figures/contour.png"):
+            assert (run_dir / name).exists(), name
+
+    def test_rollbacks_are_recorded_in_history_and_metrics(self, tmp_path):
+        run_dir = tmp_path / "run"
+        # minibatches of 64 with a step of 700: one epoch overflows, and is redone at a tenth of it
+        proc = run_cli([*BLOWS_UP, "trainer.lr=700", "trainer.batch_size=64", "trainer.epochs=8",
+                        "trainer.rollback_lr_factor=0.1", f"hydra.run.dir={run_dir}"])
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        rows = list(csv.DictReader((run_dir / "history.csv").open()))
+        assert metrics["rollbacks"] >= 1, proc.stderr
+        assert metrics["rollbacks"] == sum(int(row["rollbacks"]) for row in rows)
+        assert metrics["rollback_at"].count("epoch ") == metrics["rollbacks"]
+        assert metrics["epochs_run"] == 8 and "baseline_rollbacks" in metrics
+        assert metrics["status"] != "diverged"  # recovered (ok or degenerate: with such a step it learns little)
+
+    def test_a_run_no_better_than_the_unconditional_gaussian_is_degenerate(self, tmp_path):
+        run_dir = tmp_path / "run"
+        proc = run_cli([*TINY, "trainer.lr=1e4", "trainer.grad_clip=null", f"hydra.run.dir={run_dir}"])
+        assert proc.returncode == 1
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        assert metrics["status"] == "degenerate"
+        assert not metrics["test_nll"] < metrics["unconditional_nll"]
+        assert "no better than" in proc.stderr and "Traceback" not in proc.stderr
+
+    def test_a_healthy_run_is_ok_and_beats_the_unconditional_gaussian(self, tmp_path):
+        run_dir = tmp_path / "run"
+        proc = run_cli([*TINY, "trainer.epochs=20", f"hydra.run.dir={run_dir}"])
+        assert proc.returncode == 0, proc.stderr
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        assert metrics["status"] == "ok" and metrics["status_reason"] == ""
+        assert metrics["test_nll"] < metrics["unconditional_nll"]
+        assert metrics["rollbacks"] == 0 and metrics["rollback_at"] == ""
+
+
+def test_a_sweep_never_averages_a_broken_job_in(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    proc = run_cli(["-m", *TINY, "trainer.epochs=20", "trainer.lr=3e-3,1e4", "trainer.grad_clip=null",
+                    f"hydra.sweep.dir={sweep_dir}"])
+    assert proc.returncode == 1 and "1 sweep job(s) failed or are not ok" in proc.stderr
+    rows = list(csv.DictReader((sweep_dir / "summary.csv").open()))
+    status = {row["job"]: row["status"] for row in rows}
+    assert sorted(status.values()) == ["degenerate", "ok"]
+    (good,) = [row for row in rows if row["status"] == "ok"]
+    summary = (sweep_dir / "summary.md").read_text()
+    assert "1 ok, 0 diverged, 1 degenerate" in summary
+    # the K=3 line averages the ok job alone, and counts the other beside it
+    assert f"| 3 | 1 | 1 | {float(good['test_nll']):.4f} ± 0.0000 |" in summary
