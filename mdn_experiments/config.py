@@ -92,6 +92,7 @@ class RunConfig:
     K: int = MISSING
     seed: int = 0
     baseline: bool = True
+    figures: bool = True
     dataset: Any = MISSING
     model: Any = MISSING
     trainer: Any = MISSING

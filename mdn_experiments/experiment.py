@@ -440,9 +440,10 @@ def evaluate_run(cfg: DictConfig, dataset: Dataset, splits: Splits, mdn_net: Net
         metrics["status_reason"] = (f"test NLL {test_nll:.4g} is no better than {metrics['unconditional_nll']:.4g}, "
                                     f"the NLL of one Gaussian fitted to the training targets")
 
-    dataset.figures(mdn_net, baseline, splits, fig_dir)
-    plots.loss_curves(fig_dir / "loss.png", result.history,
-                      baseline_result.history if baseline_result else None, f"{dataset.name}, K={cfg.K}")
+    if cfg.figures:
+        dataset.figures(mdn_net, baseline, splits, fig_dir)
+        plots.loss_curves(fig_dir / "loss.png", result.history,
+                          baseline_result.history if baseline_result else None, f"{dataset.name}, K={cfg.K}")
     return metrics
 
 

@@ -129,7 +129,7 @@ class TestRunStatus:
         run_dir = tmp_path / "run"
         # minibatches of 64 with a step of 700: one epoch overflows, and is redone at a tenth of it
         proc = run_cli([*BLOWS_UP, "trainer.lr=700", "trainer.batch_size=64", "trainer.epochs=8",
-                        "trainer.rollback_lr_factor=0.1", f"hydra.run.dir={run_dir}"])
+                        "trainer.rollback_lr_factor=0.1", "figures=false", f"hydra.run.dir={run_dir}"])
         metrics = json.loads((run_dir / "metrics.json").read_text())
         rows = list(csv.DictReader((run_dir / "history.csv").open()))
         assert metrics["rollbacks"] >= 1, proc.stderr
@@ -140,7 +140,7 @@ class TestRunStatus:
 
     def test_a_run_no_better_than_the_unconditional_gaussian_is_degenerate(self, tmp_path):
         run_dir = tmp_path / "run"
-        proc = run_cli([*TINY, "trainer.lr=1e4", "trainer.grad_clip=null", f"hydra.run.dir={run_dir}"])
+        proc = run_cli([*TINY, "trainer.lr=1e4", "trainer.grad_clip=null", "figures=false", f"hydra.run.dir={run_dir}"])
         assert proc.returncode == 1
         metrics = json.loads((run_dir / "metrics.json").read_text())
         assert metrics["status"] == "degenerate"
@@ -149,7 +149,7 @@ class TestRunStatus:
 
     def test_a_healthy_run_is_ok_and_beats_the_unconditional_gaussian(self, tmp_path):
         run_dir = tmp_path / "run"
-        proc = run_cli([*TINY, "trainer.epochs=20", f"hydra.run.dir={run_dir}"])
+        proc = run_cli([*TINY, "trainer.epochs=20", "figures=false", f"hydra.run.dir={run_dir}"])
         assert proc.returncode == 0, proc.stderr
         metrics = json.loads((run_dir / "metrics.json").read_text())
         assert metrics["status"] == "ok" and metrics["status_reason"] == ""
@@ -159,7 +159,7 @@ class TestRunStatus:
 
 def test_a_sweep_never_averages_a_broken_job_in(tmp_path):
     sweep_dir = tmp_path / "sweep"
-    proc = run_cli(["-m", *TINY, "trainer.epochs=20", "trainer.lr=3e-3,1e4", "trainer.grad_clip=null",
+    proc = run_cli(["-m", *TINY, "trainer.epochs=20", "trainer.lr=3e-3,1e4", "trainer.grad_clip=null", "figures=false",
                     f"hydra.sweep.dir={sweep_dir}"])
     assert proc.returncode == 1 and "1 sweep job(s) failed or are not ok" in proc.stderr
     rows = list(csv.DictReader((sweep_dir / "summary.csv").open()))

@@ -143,3 +143,24 @@ def test_wheel_install_ships_the_configs_and_runs_from_any_folder(tmp_path, tiny
     proc = run_cli(tiny_overrides, cwd=elsewhere, env=env)
     assert proc.returncode == 0, proc.stderr
     assert list((elsewhere / "outputs" / "runs").rglob("metrics.json"))
+
+
+def test_load_run_refuses_a_missing_or_truncated_model_in_one_clear_error(tmp_path, tiny_overrides):
+    with pytest.raises(RunFolderError, match="model.pt does not exist: .* holds no finished run"):
+        load_run(tmp_path)
+    run_experiment(compose_config(tiny_overrides + ["baseline=false"]), tmp_path / "run")
+    model = tmp_path / "run" / "model.pt"
+    model.write_bytes(model.read_bytes()[:1000])
+    with pytest.raises(RunFolderError, match="cannot be loaded: truncated or not a model.pt"):
+        load_run(tmp_path / "run")
+    model.write_bytes(b"")
+    with pytest.raises(RunFolderError, match="cannot be loaded"):
+        load_run(tmp_path / "run")
+
+
+def test_figures_can_be_left_out_without_changing_the_metrics(tmp_path, tiny_overrides):
+    with_figures = run_experiment(compose_config(tiny_overrides), tmp_path / "a")
+    without = run_experiment(compose_config(tiny_overrides + ["figures=false"]), tmp_path / "b")
+    assert list((tmp_path / "b" / "figures").iterdir()) == []
+    strip = lambda m: {k: v for k, v in m.items() if k not in TIMING_KEYS}  # noqa: E731
+    assert strip(with_figures) == strip(without)
