@@ -217,7 +217,8 @@ def main() -> None:
         _gate.release()
         signum = getattr(stop, "signum", signal.SIGINT)
         target = _resume_target[0] if _resume_target else "<the run folder>"
-        print(f"{PROG}: stopped by {signal.Signals(signum).name}; the training state is saved. "
+        saved = "the training state is saved" if isinstance(stop, Interrupted) else "what was saved is kept"
+        print(f"{PROG}: stopped by {signal.Signals(signum).name}; {saved}. "
               f"Resume with: mdn-resume {shlex.quote(target)}", file=real_stderr, flush=True)
         sys.exit(128 + signum)
     except SystemExit as exit_:

@@ -13,9 +13,5 @@ class ConfigError(UserError):
         self.key, self.value, self.allowed = key, value, allowed
 
 
-class TrainingDiverged(UserError):
-    """The loss or gradient became non-finite."""
-
-
 class RunFolderError(UserError):
     """The run folder already holds a finished run (nothing is overwritten)."""
