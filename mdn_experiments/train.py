@@ -207,7 +207,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
         self.progress = Progress()
         self.best_state = copy.deepcopy(network.state_dict())
-        self._good: dict[str, Any] | None = None  # in-memory state at the start of the epoch
+        self._good: dict[str, Any] | None = None  # snapshot at the start of the epoch (rollbacks)
         self._segment_start = time.perf_counter()
 
     # --- state ---------------------------------------------------------------------------------
@@ -236,6 +236,29 @@ class Trainer:
         self.progress = Progress(**copy.deepcopy(state["progress"]))
         self._segment_start = time.perf_counter()
 
+    def _snapshot(self) -> dict[str, Any]:
+        """The part of the state a rollback restores (history, best weights and the rollback
+        record itself are kept as they are: a failed epoch adds nothing to them)."""
+        p = self.progress
+        return {
+            "network": {key: value.clone() for key, value in self.network.state_dict().items()},
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+            "scheduler": self.scheduler.state_dict(),  # plain numbers
+            "generator": self.generator.get_state(),
+            "rng": rng_state(),
+            "where": (p.epoch, p.batch, p.order, list(p.losses), list(p.norms), p.steps),
+        }
+
+    def _restore(self, snapshot: dict[str, Any]) -> None:
+        self.network.load_state_dict(snapshot["network"])
+        self.optimizer.load_state_dict(snapshot["optimizer"])
+        self.scheduler.load_state_dict(snapshot["scheduler"])
+        self.generator.set_state(snapshot["generator"])
+        set_rng_state(snapshot["rng"])
+        p = self.progress
+        p.epoch, p.batch, p.order, losses, norms, p.steps = snapshot["where"]
+        p.losses, p.norms = list(losses), list(norms)
+
     @property
     def lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
@@ -250,13 +273,12 @@ class Trainer:
         bar = tqdm(total=self.epochs, initial=p.epoch, desc=self.desc, disable=not self.show_progress,
                    file=sys.stderr, leave=False)
         while not p.finished and p.epoch < self.epochs:
-            p = self.progress  # a rollback replaces it
             if p.batch == 0:  # a new epoch: remember it (what a rollback returns to), then shuffle
-                self._good = self.state_dict()
+                self._good = self._snapshot()
                 p.order = _batch_order(n_train, self.batch_size, self.generator)
                 p.losses, p.norms = [], []
             elif self._good is None:  # resumed in the middle of an epoch: start from here
-                self._good = self.state_dict()
+                self._good = self._snapshot()
             try:
                 self._run_epoch(x_train, y_train, n_train)
                 val_loss, floor_share = evaluate_loss(self.network, *self.val_data)
@@ -265,7 +287,6 @@ class Trainer:
             except NonFinite as err:
                 if not self._roll_back(str(err)):
                     break
-                p = self.progress
                 continue
             p.epoch, p.batch, p.order, p.failures = p.epoch + 1, 0, None, 0
             p.history.append({
@@ -328,14 +349,12 @@ class Trainer:
             p.diverged = (f"non-finite {reason} at epoch {where['epoch']} step {where['step']} ({self.desc})"
                           + (f" after {p.failures - 1} rollbacks in a row" if self.on_nonfinite == "rollback" else ""))
             return False
-        elapsed = p.seconds + time.perf_counter() - self._segment_start  # wall time runs on
-        rollbacks, failures = p.rollbacks + [where], p.failures
-        self.load_state_dict(self._good)
-        self.progress.rollbacks, self.progress.failures, self.progress.seconds = rollbacks, failures, elapsed
+        p.rollbacks.append(where)
+        self._restore(self._good)
         self.scheduler.base_lrs = [base * self.rollback_lr_factor for base in self.scheduler.base_lrs]
         for group in self.optimizer.param_groups:
             group["lr"] *= self.rollback_lr_factor
-        self._good = self.state_dict()
+        self._good = self._snapshot()
         return True
 
 
