@@ -212,49 +212,44 @@ class Trainer:
 
     # --- state ---------------------------------------------------------------------------------
 
-    def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue exactly from here, as plain data (weights_only-loadable)."""
-        progress = asdict(self.progress)
-        progress["seconds"] = self.progress.seconds + time.perf_counter() - self._segment_start
+    def _modules_state(self) -> dict[str, Any]:
+        """Weights, optimizer, schedule and every RNG, copied: what both a checkpoint and a
+        rollback snapshot hold."""
         return {
-            "network": copy.deepcopy(self.network.state_dict()),
+            "network": {key: value.clone() for key, value in self.network.state_dict().items()},
             "optimizer": copy.deepcopy(self.optimizer.state_dict()),
             "scheduler": copy.deepcopy(self.scheduler.state_dict()),
             "generator": self.generator.get_state(),
             "rng": rng_state(),
-            "best_state": copy.deepcopy(self.best_state),
-            "progress": progress,
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def _load_modules_state(self, state: dict[str, Any]) -> None:
         self.network.load_state_dict(state["network"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.generator.set_state(state["generator"])
         set_rng_state(state["rng"])
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly from here, as plain data (weights_only-loadable)."""
+        progress = asdict(self.progress)
+        progress["seconds"] = self.progress.seconds + time.perf_counter() - self._segment_start
+        return {**self._modules_state(), "best_state": copy.deepcopy(self.best_state), "progress": progress}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._load_modules_state(state)
         self.best_state = copy.deepcopy(state["best_state"])
         self.progress = Progress(**copy.deepcopy(state["progress"]))
         self._segment_start = time.perf_counter()
 
     def _snapshot(self) -> dict[str, Any]:
-        """The part of the state a rollback restores (history, best weights and the rollback
-        record itself are kept as they are: a failed epoch adds nothing to them)."""
+        """What a rollback restores: history, best weights and the rollback record are left as
+        they are (a failed epoch adds nothing to them)."""
         p = self.progress
-        return {
-            "network": {key: value.clone() for key, value in self.network.state_dict().items()},
-            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
-            "scheduler": self.scheduler.state_dict(),  # plain numbers
-            "generator": self.generator.get_state(),
-            "rng": rng_state(),
-            "where": (p.epoch, p.batch, p.order, list(p.losses), list(p.norms), p.steps),
-        }
+        return {**self._modules_state(), "where": (p.epoch, p.batch, p.order, list(p.losses), list(p.norms), p.steps)}
 
     def _restore(self, snapshot: dict[str, Any]) -> None:
-        self.network.load_state_dict(snapshot["network"])
-        self.optimizer.load_state_dict(snapshot["optimizer"])
-        self.scheduler.load_state_dict(snapshot["scheduler"])
-        self.generator.set_state(snapshot["generator"])
-        set_rng_state(snapshot["rng"])
+        self._load_modules_state(snapshot)
         p = self.progress
         p.epoch, p.batch, p.order, losses, norms, p.steps = snapshot["where"]
         p.losses, p.norms = list(losses), list(norms)
