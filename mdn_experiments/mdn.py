@@ -136,10 +136,29 @@ def mixture_variance(params: MixtureParams) -> Tensor:
     return second_moment - mixture_mean(params).square()
 
 
+def tempered(params: MixtureParams, temperature_pi: float = 1.0, temperature_sigma: float = 1.0) -> MixtureParams:
+    """The mixture with its weights and spreads tempered.
+
+    The mixing logits are divided by `temperature_pi` (log pi_k / T, renormalised: T < 1 sharpens
+    towards the most probable component, T -> 0 picks it alone, T > 1 flattens towards uniform);
+    every component's standard deviation is multiplied by `temperature_sigma` (the means stay).
+    Both 1: the mixture itself.
+    """
+    if not (temperature_pi > 0 and temperature_sigma > 0):
+        raise ValueError(f"temperatures must be > 0, got pi={temperature_pi}, sigma={temperature_sigma}")
+    return MixtureParams(F.log_softmax(params.log_pi / temperature_pi, dim=-1), params.mu,
+                         params.sigma * temperature_sigma)
+
+
 def sample(
-    params: MixtureParams, n_samples: int = 1, generator: torch.Generator | None = None
+    params: MixtureParams,
+    n_samples: int = 1,
+    generator: torch.Generator | None = None,
+    temperature_pi: float = 1.0,
+    temperature_sigma: float = 1.0,
 ) -> Tensor:
-    """Draw samples y ~ p(y | x): (n_samples, *N, D)."""
+    """Draw samples y ~ p(y | x) of the tempered mixture (see `tempered`): (n_samples, *N, D)."""
+    params = tempered(params, temperature_pi, temperature_sigma)
     batch = params.log_pi.shape[:-1]
     flat_pi = params.pi.reshape(-1, params.n_components)
     k = torch.multinomial(flat_pi, n_samples, replacement=True, generator=generator)  # (B, S)
@@ -151,6 +170,72 @@ def sample(
     )
     noise = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
     return mu + sigma * noise
+
+
+@dataclass
+class Modes:
+    """The modes of a batch of mixtures, one slot per component (a mode found from several
+    starting points fills one slot; the others are marked invalid).
+
+    location: (*N, K, D) where each mode is (meaningful where `valid`).
+    log_density: (*N, K) log p(mode | x).
+    mass: (*N, K) the probability mass of the mode: the summed pi of the components whose means
+          climb to it (its basin of attraction, counted by components); sums to 1 over valid slots.
+    valid: (*N, K) which slots hold a distinct mode. The valid slots come first, highest density
+           first, so location[..., 0, :] is the highest mode.
+    """
+
+    location: Tensor
+    log_density: Tensor
+    mass: Tensor
+    valid: Tensor
+
+
+@torch.no_grad()
+def modes(params: MixtureParams, max_iter: int = 500, tol: float = 1e-6, merge: float = 1e-2) -> Modes:
+    """Every mode of each mixture, by the Gaussian-mixture fixed-point (mean-shift) iteration
+    started from every component mean (Carreira-Perpinan 2000):
+
+        y <- (sum_k r_k(y) Lambda_k)^-1 sum_k r_k(y) Lambda_k mu_k,  r_k = p(k | y), Lambda_k = Sigma_k^-1
+
+    which climbs the density monotonically to a stationary point. Iterates until every point moves
+    by less than `tol` times the mixture's smallest component sigma (or for `max_iter` steps). End
+    points closer than `merge` times that sigma, in every dimension, are one mode. Vectorised over
+    the batch; float64 inside.
+    """
+    p = MixtureParams(params.log_pi.double(), params.mu.double(), params.sigma.double())
+    K = p.n_components
+    precision = p.sigma.pow(-2)  # (*N, K, D)
+    scale = p.sigma.amin(dim=-2)  # (*N, D): the finest scale of each mixture, per dimension
+    y = p.mu.clone()  # (*N, K starts, D)
+    expanded = p.unsqueeze(p.log_pi.dim() - 1)  # (*N, 1, K): components against the K starting points
+    for _ in range(max_iter):
+        r = responsibilities(expanded, y)  # (*N, K starts, K components)
+        weight = r.unsqueeze(-1) * precision.unsqueeze(-3)  # (*N, starts, K, D)
+        new = (weight * p.mu.unsqueeze(-3)).sum(-2) / weight.sum(-2)
+        step = ((new - y).abs() / scale.unsqueeze(-2)).amax()
+        y = new
+        if step < tol:
+            break
+    log_density = log_prob(expanded, y)  # (*N, starts)
+    # sort the end points by density; each takes the id of the densest point within `merge`
+    order = log_density.argsort(dim=-1, descending=True)
+    y = y.gather(-2, order.unsqueeze(-1).expand_as(y))
+    log_density = log_density.gather(-1, order)
+    pi = p.pi.gather(-1, order)
+    distance = ((y.unsqueeze(-2) - y.unsqueeze(-3)).abs() / scale.unsqueeze(-2).unsqueeze(-2)).amax(-1)
+    close = distance < merge  # (*N, starts, starts), reflexive
+    first = close.float().argmax(dim=-1)  # the densest end point close to each (itself at worst)
+    for _ in range(K):  # follow chains of merges to their densest end
+        first = first.gather(-1, first)
+    slots = torch.arange(K, device=y.device).expand_as(first)
+    valid = first == slots
+    mass = torch.zeros_like(pi).scatter_add_(-1, first, pi)
+    # the distinct modes first, densest first; merged duplicates after them
+    order = torch.where(valid, log_density, -math.inf).argsort(dim=-1, descending=True, stable=True)
+    y = y.gather(-2, order.unsqueeze(-1).expand_as(y))
+    log_density, mass, valid = log_density.gather(-1, order), mass.gather(-1, order), valid.gather(-1, order)
+    return Modes(y.to(params.mu.dtype), log_density.to(params.mu.dtype), mass.to(params.mu.dtype), valid)
 
 
 def to_distribution(params: MixtureParams) -> torch.distributions.MixtureSameFamily:

@@ -153,3 +153,101 @@ def test_affine_rescales_the_density():
     y = torch.randn(30, 2, dtype=torch.float64)
     moved = params.affine(shift, scale)
     torch.testing.assert_close(mdn.log_prob(moved, shift + scale * y), mdn.log_prob(params, y) - scale.log().sum())
+
+
+def mixture(pi, mu, sigma) -> MixtureParams:
+    """A batch of one hand-made 1-D mixture."""
+    t = lambda v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
+    return MixtureParams(t(pi).log()[None], t(mu)[None, :, None], t(sigma)[None, :, None])
+
+
+class TestTemperedSampling:
+    """Sample moments against the closed-form moments of the tempered mixture:
+    pi'_k = softmax(log pi_k / T_pi), sigma'_k = T_sigma sigma_k, mean = sum pi'_k mu_k,
+    Var = sum pi'_k (sigma'_k^2 + mu_k^2) - mean^2."""
+
+    @pytest.mark.parametrize("t_pi, t_sigma", [(1.0, 1.0), (0.5, 1.0), (2.0, 0.5), (1.0, 3.0)])
+    def test_sample_moments_match_the_tempered_mixture(self, t_pi, t_sigma):
+        params = random_params(4, 3, 2)
+        pi = torch.softmax(params.log_pi / t_pi, -1)
+        mean = (pi[..., None] * params.mu).sum(-2)
+        var = (pi[..., None] * ((t_sigma * params.sigma) ** 2 + params.mu**2)).sum(-2) - mean**2
+        n = 400_000
+        draws = mdn.sample(params, n, generator=torch.Generator().manual_seed(0), temperature_pi=t_pi,
+                           temperature_sigma=t_sigma)
+        assert draws.shape == (n, 4, 2)
+        torch.testing.assert_close(draws.mean(0), mean, atol=5 * (var / n).sqrt().max().item(), rtol=0)
+        torch.testing.assert_close(draws.var(0), var, rtol=0.02, atol=1e-4)
+
+    def test_a_cold_pi_temperature_keeps_only_the_most_probable_component(self):
+        params = mixture([0.6, 0.3, 0.1], [-5.0, 0.0, 5.0], [0.1, 0.1, 0.1])
+        draws = mdn.sample(params, 2000, generator=torch.Generator().manual_seed(1), temperature_pi=0.01)
+        assert (draws - -5.0).abs().max() < 1.0
+        assert mdn.tempered(params, 1.0, 1.0).log_pi.allclose(params.log_pi)
+        with pytest.raises(ValueError, match="temperatures must be > 0"):
+            mdn.tempered(params, 0.0)
+
+
+def grid_modes(params: MixtureParams, lo=-10.0, hi=10.0, n=200_001):
+    """Independent truth for 1-D mixtures: the local maxima of the density on a fine grid."""
+    grid = torch.linspace(lo, hi, n, dtype=torch.float64)
+    density = mdn.log_prob(params.unsqueeze(0), grid[:, None, None])[:, 0]
+    inner = (density[1:-1] > density[:-2]) & (density[1:-1] > density[2:])
+    return grid[1:-1][inner], density[1:-1][inner]
+
+
+class TestModes:
+    def test_two_far_apart_components_give_two_modes_at_their_means(self):
+        found = mdn.modes(mixture([0.7, 0.3], [-3.0, 4.0], [0.5, 0.8]))
+        assert found.valid[0].tolist() == [True, True]
+        torch.testing.assert_close(found.location[0, :, 0], torch.tensor([-3.0, 4.0], dtype=torch.float64),
+                                   atol=1e-6, rtol=0)
+        torch.testing.assert_close(found.mass[0], torch.tensor([0.7, 0.3], dtype=torch.float64))
+
+    def test_two_heavily_overlapping_equal_components_give_one_mode_between_them(self):
+        # |mu1 - mu2| = sigma < 2 sigma: the sum is unimodal, its peak at the midpoint
+        found = mdn.modes(mixture([0.5, 0.5], [1.0, 2.0], [1.0, 1.0]))
+        assert found.valid[0].tolist() == [True, False]
+        assert found.location[0, 0, 0].item() == pytest.approx(1.5, abs=1e-4)
+        assert found.mass[0, 0].item() == pytest.approx(1.0)
+        assert found.log_density[0, 0].item() == pytest.approx(
+            mdn.log_prob(mixture([0.5, 0.5], [1.0, 2.0], [1.0, 1.0]), torch.tensor([[1.5]], dtype=torch.float64)).item())
+
+    def test_the_most_probable_component_is_not_always_the_highest_mode(self):
+        # pi = 0.4 for a wide component at 0; two narrow ones of 0.3 each at 3 and 3.2 make a higher peak
+        params = mixture([0.4, 0.3, 0.3], [0.0, 3.0, 3.2], [1.0, 0.5, 0.5])
+        found = mdn.modes(params)
+        assert mdn.most_probable_mean(params)[0, 0].item() == 0.0
+        assert found.valid[0].sum().item() == 2
+        top = found.location[0, 0, 0].item()  # slots are sorted: the highest mode first
+        assert top == pytest.approx(3.1, abs=0.05)
+        assert found.mass[0, 0].item() == pytest.approx(0.6) and found.mass[0, 1].item() == pytest.approx(0.4)
+
+    @pytest.mark.parametrize("seed", range(6))
+    def test_modes_of_random_mixtures_match_a_grid_search(self, seed):
+        g = torch.Generator().manual_seed(seed)
+        K = 4
+        params = mixture(torch.softmax(torch.randn(K, generator=g), 0).tolist(),
+                         (torch.rand(K, generator=g) * 8 - 4).tolist(), (0.2 + torch.rand(K, generator=g)).tolist())
+        found = mdn.modes(params)
+        expected, expected_density = grid_modes(params)
+        got = found.location[0, found.valid[0], 0].sort().values
+        assert got.shape == expected.shape, (got, expected)
+        torch.testing.assert_close(got, expected, atol=2e-4, rtol=0)
+        assert found.mass[0, found.valid[0]].sum().item() == pytest.approx(1.0)
+        assert found.log_density[0, 0].item() == pytest.approx(expected_density.max().item(), abs=1e-6)
+
+    def test_modes_are_vectorised_over_the_batch_and_dimensions(self):
+        params = random_params(32, 5, 2)
+        found = mdn.modes(params)
+        assert found.location.shape == (32, 5, 2) and found.valid.shape == (32, 5)
+        for i in (0, 7, 31):  # each row alone gives the same answer
+            one = mdn.modes(MixtureParams(params.log_pi[i : i + 1], params.mu[i : i + 1], params.sigma[i : i + 1]))
+            assert torch.equal(one.valid[0], found.valid[i])
+            torch.testing.assert_close(one.location[0], found.location[i])
+        # at a mode the gradient of the log density vanishes
+        y = found.location[found.valid].clone().requires_grad_(True)
+        rows = found.valid.nonzero()[:, 0]
+        selected = MixtureParams(params.log_pi[rows], params.mu[rows], params.sigma[rows])
+        (grad,) = torch.autograd.grad(mdn.log_prob(selected, y).sum(), y)
+        assert grad.abs().max().item() < 1e-3 / params.sigma.min().item()
