@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 PHASES = ("mdn", "baseline", "evaluate")  # what a saved state says the run was doing
 # keys that may differ between a run and its resumption: they do not change the results
-RESUME_FREE_KEYS = ("trainer.progress", "trainer.threads", "trainer.checkpoint_seconds")
+RESUME_FREE_KEYS = ("trainer.progress", "trainer.threads", "trainer.checkpoint_seconds", "figures")
 # fault injection for the resume tests: "SIGNAL@PHASE:EPOCH:STEP" (e.g. "KILL@mdn:3:2") sends
 # SIGNAL to this process after that optimizer step (before any checkpoint of it); "between" as
 # the phase means after the MDN phase's final state is written. MDN_FAULT_RUN, if set, limits
@@ -338,7 +338,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path, progress: bool = False,
             log.warning("using the config saved in the run folder; the current one differs: %s", "; ".join(changes))
         keep = {key: OmegaConf.select(cfg, key) for key in RESUME_FREE_KEYS}
         cfg = OmegaConf.create(saved["config"])
-        for key, value in keep.items():  # progress bar, threads, interval: this session's choice
+        for key, value in keep.items():  # progress bar, threads, interval, figures: this session's choice
             OmegaConf.update(cfg, key, value, force_add=True)
         log.info("resuming from the training state in %s (phase: %s)", run_dir, saved["phase"])
     dataset, device = check_config(cfg)
