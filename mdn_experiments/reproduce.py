@@ -27,6 +27,7 @@ from mdn_experiments.cli import RESUME_ENV
 from mdn_experiments.report import collect, write_summary
 
 REPRODUCE_FILE = "reproduce.json"  # the reproduction's steps and their state (mdn-resume reads it)
+SWEEPS = ("toy_k_sweep", "toy_bishop", "robot_arm", "mnist")  # its sweep folders, in the order they run
 
 SEEDS = "0,1,2"
 # shrink every run to seconds (for tests of this pipeline, not for results)
@@ -109,7 +110,7 @@ def machine() -> str:
 
 def build_report(root: Path, timings: dict[str, float], mnist_note: str | None, prefix: str = "") -> str:
     """REPORT.md's text; figure links are prefixed with `prefix` (the run folder, seen from the file)."""
-    toy, bishop, arm, mnist = (load_jobs(root / name) for name in ("toy_k_sweep", "toy_bishop", "robot_arm", "mnist"))
+    toy, bishop, arm, mnist = (load_jobs(root / name) for name in SWEEPS)
     toy_summary = write_summary(root / "toy_k_sweep") if toy else None
     fig = lambda rel: f"{prefix}{rel}"  # noqa: E731
     lines = [
@@ -211,13 +212,15 @@ def build_report(root: Path, timings: dict[str, float], mnist_note: str | None, 
     return "\n".join(lines) + "\n"
 
 
+def job_rows(root: Path) -> dict[str, list[dict]]:
+    """The summary rows (job, status, reason, ...) of every sweep this reproduction holds."""
+    return {sweep: collect(root / sweep) for sweep in SWEEPS if (root / sweep).is_dir()}
+
+
 def job_status_lines(root: Path) -> list[str]:
     """One line with every sweep's job counts by status, then one line per job that is not ok."""
     counts, bad = [], []
-    for sweep in ("toy_k_sweep", "toy_bishop", "robot_arm", "mnist"):
-        if not (root / sweep).is_dir():
-            continue
-        rows = collect(root / sweep)
+    for sweep, rows in job_rows(root).items():
         ok = sum(row["status"] == "ok" for row in rows)
         counts.append(f"{sweep} {ok}/{len(rows)} ok")
         bad += [f"- `{sweep}/{row['job']}`: **{row['status']}**: {row['reason']}" for row in rows
@@ -324,9 +327,8 @@ def main(argv: list[str] | None = None) -> None:
                       + build_report(root, timings, mnist_note, prefix=f"{root.name}/"))
     progress["finished"] = True
     save()
-    rows = [row for sweep in ("toy_k_sweep", "toy_bishop", "robot_arm", "mnist") if (root / sweep).is_dir()
-            for row in collect(root / sweep)]
-    bad = [f"{sweep_row['job']} ({sweep_row['status']})" for sweep_row in rows if sweep_row["status"] != "ok"]
+    bad = [f"{sweep}/{row['job']} ({row['status']})" for sweep, rows in job_rows(root).items() for row in rows
+           if row["status"] != "ok"]
     print(f"\n[reproduce] done in {sum(timings.values()) / 60:.1f} min: {root / 'REPORT.md'} "
           f"(copy: {latest})", flush=True)
     if bad:
