@@ -35,12 +35,11 @@ def bench_nll(n: int, K: int, D: int, repeats: int) -> tuple[float, float]:
 
     def ours():
         raw.grad = None
-        mdn.nll(mdn.params_from_raw(raw, K, D), y).backward()
+        mdn.nll(mdn.mixture_from_raw(raw, K, D), y).backward()
 
     def reference():
         raw.grad = None
-        params = mdn.params_from_raw(raw, K, D)
-        (-mdn.to_distribution(params).log_prob(y).mean()).backward()
+        (-mdn.mixture_from_raw(raw, K, D).to_distribution().log_prob(y).mean()).backward()
 
     return _time(ours, repeats), _time(reference, repeats)
 

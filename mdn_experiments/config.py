@@ -16,7 +16,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from mdn_experiments.errors import ConfigError
-from mdn_experiments.mdn import SIGMA_TRANSFORMS
+from mdn_experiments.mdn import COVARIANCES, SIGMA_TRANSFORMS
 from mdn_experiments.train import LR_SCHEDULES, NONFINITE_POLICIES
 
 
@@ -45,6 +45,7 @@ class ModelConfig:
     backbone: Any = MISSING  # {_target_: ..., architecture kwargs}; input shape filled by code
     sigma_min: float = MISSING
     sigma_transform: str = "softplus"
+    covariance: str = "diag"  # diag | isotropic | full (Cholesky factor)
     standardize: bool = True
     mu_init: Optional[str] = None  # "quantiles": spread the component means over the targets
 
@@ -143,6 +144,8 @@ def validate(cfg: DictConfig) -> None:
         m.sigma_transform in SIGMA_TRANSFORMS,
         "model.sigma_transform", m.sigma_transform, f"one of {', '.join(SIGMA_TRANSFORMS)}",
     )
+    _check(m.covariance in COVARIANCES, "model.covariance", m.covariance,
+           f"one of {', '.join(COVARIANCES)} (per-dimension sigmas, one sigma per component, full Cholesky factor)")
     _check(m.mu_init in (None, "quantiles"), "model.mu_init", m.mu_init, "null or quantiles")
     # the backbone's own arguments are checked by its constructor (models.py), before training
     t = cfg.trainer

@@ -33,6 +33,7 @@ from mdn_experiments.checkpoint import (PREVIOUS_FILE, STATE_FILE, Interrupted, 
 from mdn_experiments.config import validate
 from mdn_experiments.datasets.base import Dataset, Splits
 from mdn_experiments.errors import ConfigError, RunFolderError, UserError
+from mdn_experiments.evaluation import LEVELS, calibrate
 from mdn_experiments.models import Network, build_network, count_parameters
 from mdn_experiments.train import FitResult, Trainer, evaluate_loss, predict, resolve_device
 
@@ -125,6 +126,7 @@ def build(cfg: DictConfig, dataset: Dataset, head: str) -> Network:
     return build_network(
         backbone, dataset.input_shape, dataset.output_dim, head,
         n_components=cfg.K, sigma_min=cfg.model.sigma_min, sigma_transform=cfg.model.sigma_transform,
+        covariance=cfg.model.get("covariance", "diag"),  # runs saved before the key existed: diag
     )
 
 
@@ -426,6 +428,12 @@ def evaluate_run(cfg: DictConfig, dataset: Dataset, splits: Splits, mdn_net: Net
         metrics["baseline_train_seconds"] = baseline_result.seconds
         metrics.update(_rollback_metrics("baseline_", baseline_result))
     metrics.update(dataset.metrics(mdn_net, baseline, splits))
+    with torch.no_grad():
+        test_mixture = predict(mdn_net, splits.test[0])
+        calibration = calibrate(test_mixture, splits.test[1])
+        metrics.update(calibration.metrics())
+        if baseline is not None and calibration.crps is not None:  # a point forecast's CRPS: |y - y_hat|
+            metrics["baseline_crps"] = float((predict(baseline, splits.test[0]) - splits.test[1]).abs().mean())
     if "bayes_nll" in metrics:
         metrics["nll_gap"] = metrics["test_nll"] - metrics["bayes_nll"]
 
@@ -442,6 +450,8 @@ def evaluate_run(cfg: DictConfig, dataset: Dataset, splits: Splits, mdn_net: Net
 
     if cfg.figures:
         dataset.figures(mdn_net, baseline, splits, fig_dir)
+        plots.calibration(fig_dir / "calibration.png", LEVELS, [calibration.coverage(a) for a in LEVELS],
+                          calibration.pit, f"{dataset.name}, K={cfg.K}: calibration on the test set")
         plots.loss_curves(fig_dir / "loss.png", result.history,
                           baseline_result.history if baseline_result else None, f"{dataset.name}, K={cfg.K}")
     return metrics

@@ -2,20 +2,30 @@
 
 An MDN maps features h to the parameters of a Gaussian mixture over a D-dimensional target,
 
-    p(y | x) = sum_k pi_k(x) N(y; mu_k(x), diag sigma_k(x)^2),
+    p(y | x) = sum_k pi_k(x) N(y; mu_k(x), Sigma_k(x)),
 
-with pi from a softmax (kept as log pi), mu unconstrained and sigma = sigma_min + softplus(raw)
-(or exp(raw)). Everything is computed in log space, so the negative log-likelihood stays finite
-for tiny sigmas, huge residuals and extreme logits.
+with pi from a softmax (kept as log pi), mu unconstrained and Sigma_k one of three kinds:
+
+    diag       Sigma_k = diag(sigma_k)^2,  sigma_k = sigma_min + softplus(raw)   (K*D scales)
+    isotropic  Sigma_k = sigma_k^2 I,      one sigma per component (Bishop's kernels)
+    full       Sigma_k = L_k L_k^T,        L_k lower triangular, diagonal sigma_min + softplus(raw),
+                                           free entries below it, each in units of its column's
+                                           diagonal entry (a Cholesky factor)
+
+Each kind is one small class (`DiagonalMixture`, `IsotropicMixture`, `FullMixture`) with the same
+methods; the shared ones (log-density, NLL, mean, covariance, tempered sampling, modes, batching)
+live in `Mixture`. Everything is computed in log space, so the negative log-likelihood stays
+finite for tiny scales, huge residuals and extreme logits.
 
 Nothing here knows about Hydra, datasets or plotting: copy this file into another project as is.
-Shapes: N is any batch shape, K the number of components, D the target dimension.
+Shapes: *N is any batch shape, K the number of components, D the target dimension.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
+from typing import Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -23,20 +33,55 @@ from torch import Tensor, nn
 
 LOG_2PI = math.log(2.0 * math.pi)
 SIGMA_TRANSFORMS = ("softplus", "exp")
+COVARIANCES = ("diag", "isotropic", "full")
 
 
-@dataclass
-class MixtureParams:
-    """Parameters of a batch of diagonal Gaussian mixtures.
+def positive(raw: Tensor, sigma_min: float, transform: str) -> Tensor:
+    """sigma_min + softplus(raw) (or exp(raw)): >= sigma_min exactly whatever raw is. The floor
+    sits outside the nonlinearity, so the gradient never vanishes at it as it would with a clamp."""
+    if transform == "softplus":
+        return sigma_min + F.softplus(raw)
+    if transform == "exp":
+        # exp overflows float32 at ~88; 30 already means sigma ~ 1e13, far beyond any data scale
+        return sigma_min + torch.exp(raw.clamp(max=30.0))
+    raise ValueError(f"sigma_transform must be one of {SIGMA_TRANSFORMS}, got {transform!r}")
 
-    log_pi: (*N, K) log mixing coefficients (log-softmax output).
-    mu:     (*N, K, D) component means.
-    sigma:  (*N, K, D) component standard deviations, > 0.
+
+class Mixture:
+    """A batch of Gaussian mixtures: log_pi (*N, K), mu (*N, K, D) and a per-kind scale field.
+
+    Subclasses are dataclasses whose fields all carry the batch dimensions first and the
+    component dimension next, so batching (indexing, unsqueeze, cat, dtype) is written once here.
+    Each subclass supplies the covariance-specific maths: `n_raw`/`from_raw` (the head's output
+    layout), `component_log_prob`, `component_covariance`, `component_std`, `floored_scales`,
+    `scaled`, `affine`, `_noise` and `to_distribution`.
     """
 
     log_pi: Tensor
     mu: Tensor
-    sigma: Tensor
+    covariance_kind: ClassVar[str]
+
+    # --- batching, written once for every kind ---------------------------------------------------
+
+    def _map(self, fn: Callable[[Tensor], Tensor]) -> Mixture:
+        return type(self)(*(fn(getattr(self, f.name)) for f in fields(self)))
+
+    def __getitem__(self, index) -> Mixture:
+        """Index the (first) batch dimension: mixture[3], mixture[:10], mixture[tensor_of_ids]."""
+        return self._map(lambda t: t[index])
+
+    def unsqueeze(self, dim: int) -> Mixture:
+        """Insert a batch dimension (dim counts batch dimensions only, 0-based)."""
+        return self._map(lambda t: t.unsqueeze(dim))
+
+    def to(self, *args, **kwargs) -> Mixture:
+        """Tensor.to on every field (dtype, device)."""
+        return self._map(lambda t: t.to(*args, **kwargs))
+
+    @classmethod
+    def cat(cls, parts: list[Mixture]) -> Mixture:
+        """Concatenate mixtures of one kind along the first batch dimension."""
+        return type(parts[0])(*(torch.cat([getattr(p, f.name) for p in parts]) for f in fields(parts[0])))
 
     @property
     def pi(self) -> Tensor:
@@ -50,126 +95,366 @@ class MixtureParams:
     def dim(self) -> int:
         return self.mu.shape[-1]
 
-    def affine(self, shift: Tensor, scale: Tensor) -> MixtureParams:
-        """The mixture of y' = shift + scale * y; shift and scale are (D,), scale > 0."""
-        return MixtureParams(self.log_pi, shift + scale * self.mu, scale * self.sigma)
+    @property
+    def batch_shape(self) -> torch.Size:
+        return self.log_pi.shape[:-1]
 
-    def unsqueeze(self, dim: int) -> MixtureParams:
-        """Insert a batch dimension (dim counts batch dimensions only, 0-based)."""
-        return MixtureParams(
-            self.log_pi.unsqueeze(dim), self.mu.unsqueeze(dim), self.sigma.unsqueeze(dim)
-        )
+    # --- densities ---------------------------------------------------------------------------------
+
+    def log_prob(self, y: Tensor) -> Tensor:
+        """log p(y | x) of the mixture: y (*N, D) -> (*N,), via logsumexp over components."""
+        return torch.logsumexp(self.log_pi + self.component_log_prob(y), dim=-1)
+
+    def nll(self, y: Tensor) -> Tensor:
+        """Mean negative log-likelihood in nats per sample (full -D/2 log 2pi constant included)."""
+        return -self.log_prob(y).mean()
+
+    def responsibilities(self, y: Tensor) -> Tensor:
+        """Posterior component probabilities p(k | x, y): (*N, K), rows sum to one."""
+        return torch.softmax(self.log_pi + self.component_log_prob(y), dim=-1)
+
+    # --- moments and point predictions -------------------------------------------------------------
+
+    def mean(self) -> Tensor:
+        """E[y | x] = sum_k pi_k mu_k: (*N, D). What an MSE-trained network estimates."""
+        return (self.pi.unsqueeze(-1) * self.mu).sum(-2)
+
+    def covariance(self) -> Tensor:
+        """Cov[y | x] = sum_k pi_k (Sigma_k + mu_k mu_k^T) - mean mean^T: (*N, D, D)."""
+        pi = self.pi[..., None, None]
+        second = (pi * (self.component_covariance() + self.mu.unsqueeze(-1) * self.mu.unsqueeze(-2))).sum(-3)
+        mean = self.mean()
+        return second - mean.unsqueeze(-1) * mean.unsqueeze(-2)
+
+    def variance(self) -> Tensor:
+        """Per-dimension Var[y | x], the diagonal of `covariance()`: (*N, D)."""
+        return self.covariance().diagonal(dim1=-2, dim2=-1)
+
+    def most_probable_mean(self) -> Tensor:
+        """Mean of the component with the largest pi (Bishop's 'best mixture'): (*N, D)."""
+        k = self.log_pi.argmax(dim=-1, keepdim=True)
+        return self.mu.gather(-2, k.unsqueeze(-1).expand(*k.shape, self.dim)).squeeze(-2)
+
+    # --- temperature and sampling --------------------------------------------------------------------
+
+    def tempered(self, temperature_pi: float = 1.0, temperature_sigma: float = 1.0) -> Mixture:
+        """The mixture with its weights and spreads tempered.
+
+        The mixing logits are divided by `temperature_pi` (log pi_k / T, renormalised: T < 1
+        sharpens towards the most probable component, T -> 0 picks it alone, T > 1 flattens
+        towards uniform). Every component's standard deviation -- for `full`, its Cholesky factor,
+        so the covariance is multiplied by T^2 -- is multiplied by `temperature_sigma`; the means
+        stay. Both 1: the mixture itself.
+        """
+        if not (temperature_pi > 0 and temperature_sigma > 0):
+            raise ValueError(f"temperatures must be > 0, got pi={temperature_pi}, sigma={temperature_sigma}")
+        out = self.scaled(temperature_sigma) if temperature_sigma != 1.0 else self
+        if temperature_pi != 1.0:
+            out = replace(out, log_pi=F.log_softmax(self.log_pi / temperature_pi, dim=-1))
+        return out
+
+    def sample(
+        self,
+        n_samples: int = 1,
+        generator: torch.Generator | None = None,
+        temperature_pi: float = 1.0,
+        temperature_sigma: float = 1.0,
+    ) -> Tensor:
+        """Draw samples of the tempered mixture (see `tempered`): (n_samples, *N, D)."""
+        mix = self.tempered(temperature_pi, temperature_sigma)
+        batch, K = mix.batch_shape, mix.n_components
+        k = torch.multinomial(mix.pi.reshape(-1, K), n_samples, replacement=True, generator=generator)
+        k = k.reshape(*batch, n_samples)  # (*N, S): the component each sample comes from
+        nb = len(batch)
+        # gather every field's chosen component: a "mixture" whose S components are the draws
+        chosen = mix._map(lambda t: t.gather(nb, k.reshape(*k.shape, *[1] * (t.dim() - nb - 1))
+                                             .expand(*k.shape, *t.shape[nb + 1:])))
+        eps = torch.randn(chosen.mu.shape, generator=generator, dtype=chosen.mu.dtype, device=chosen.mu.device)
+        return (chosen.mu + chosen._noise(eps)).movedim(-2, 0)
+
+    # --- modes ------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def modes(self, max_iter: int = 500, tol: float = 1e-6, merge: float = 1e-2) -> Modes:
+        """Every mode of each mixture, by the Gaussian-mixture fixed-point (mean-shift) iteration
+        started from every component mean (Carreira-Perpinan 2000):
+
+            y <- (sum_k r_k(y) P_k)^-1 sum_k r_k(y) P_k mu_k,   r_k = p(k | y),  P_k = Sigma_k^-1
+
+        which climbs the density monotonically to a stationary point. Iterates until every point
+        moves by less than `tol` times the mixture's smallest component standard deviation (per
+        dimension) or for `max_iter` steps. End points closer than `merge` times that scale, in
+        every dimension, are one mode. Vectorised over the batch; float64 inside.
+        """
+        p = self.to(torch.float64)
+        K, nb = p.n_components, len(p.batch_shape)
+        precision = torch.linalg.inv(p.component_covariance())  # (*N, K, D, D)
+        weighted_mu = (precision @ p.mu.unsqueeze(-1)).squeeze(-1)  # (*N, K, D)
+        scale = p.component_std().amin(dim=-2)  # (*N, D): the finest scale of each mixture
+        y = p.mu.clone()  # (*N, K starts, D)
+        expanded = p.unsqueeze(nb)  # (*N, 1, K): the components against the K starting points
+        for _ in range(max_iter):
+            r = expanded.responsibilities(y)  # (*N, starts, K)
+            a = (r[..., None, None] * precision.unsqueeze(-4)).sum(-3)  # (*N, starts, D, D)
+            b = (r[..., None] * weighted_mu.unsqueeze(-3)).sum(-2)  # (*N, starts, D)
+            new = torch.linalg.solve(a, b)
+            step = ((new - y).abs() / scale.unsqueeze(-2)).amax()
+            y = new
+            if step < tol:
+                break
+        log_density = expanded.log_prob(y)  # (*N, starts)
+        # sort the end points by density; each takes the id of the densest point within `merge`
+        order = log_density.argsort(dim=-1, descending=True)
+        y = y.gather(-2, order.unsqueeze(-1).expand_as(y))
+        log_density = log_density.gather(-1, order)
+        pi = p.pi.gather(-1, order)
+        distance = ((y.unsqueeze(-2) - y.unsqueeze(-3)).abs() / scale[..., None, None, :]).amax(-1)
+        first = (distance < merge).float().argmax(dim=-1)  # the densest end point close to each
+        for _ in range(K):  # follow chains of merges to their densest end
+            first = first.gather(-1, first)
+        valid = first == torch.arange(K, device=y.device).expand_as(first)
+        mass = torch.zeros_like(pi).scatter_add_(-1, first, pi)
+        # the distinct modes first, densest first; merged duplicates after them
+        order = torch.where(valid, log_density, -math.inf).argsort(dim=-1, descending=True, stable=True)
+        y = y.gather(-2, order.unsqueeze(-1).expand_as(y))
+        log_density, mass, valid = log_density.gather(-1, order), mass.gather(-1, order), valid.gather(-1, order)
+        dtype = self.mu.dtype
+        return Modes(y.to(dtype), log_density.to(dtype), mass.to(dtype), valid)
+
+    # --- supplied by each kind -----------------------------------------------------------------------
 
     @staticmethod
-    def cat(parts: list[MixtureParams]) -> MixtureParams:
-        """Concatenate along the first batch dimension."""
-        return MixtureParams(*(torch.cat([getattr(p, f) for p in parts]) for f in ("log_pi", "mu", "sigma")))
+    def n_raw(n_components: int, dim: int) -> int:
+        """Raw network outputs per input: K logits, K*D means, then the kind's scale entries."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_raw(cls, raw: Tensor, n_components: int, dim: int, sigma_min: float = 1e-3,
+                 sigma_transform: str = "softplus") -> Mixture:
+        """Split raw network outputs (*N, n_raw(K, D)) into this kind's parameters."""
+        raise NotImplementedError
+
+    def component_log_prob(self, y: Tensor) -> Tensor:
+        """log N(y; mu_k, Sigma_k) for every component: y (*N, D) -> (*N, K)."""
+        raise NotImplementedError
+
+    def component_covariance(self) -> Tensor:
+        """Sigma_k: (*N, K, D, D)."""
+        raise NotImplementedError
+
+    def component_std(self) -> Tensor:
+        """Marginal standard deviation of each component in each dimension, sqrt(diag Sigma_k):
+        (*N, K, D). For D = 1 it is the component's whole scale, whatever the kind."""
+        raise NotImplementedError
+
+    def floored_scales(self) -> Tensor:
+        """The quantities that carry the floor sigma_min (sigmas, or the Cholesky diagonal): (*N, K, D)."""
+        raise NotImplementedError
+
+    def scaled(self, factor: float) -> Mixture:
+        """Every component's spread multiplied by `factor` (standard deviations or Cholesky factor)."""
+        raise NotImplementedError
+
+    def affine(self, shift: Tensor, scale: Tensor) -> Mixture:
+        """The mixture of y' = shift + scale * y; shift and scale are (D,), scale > 0."""
+        raise NotImplementedError
+
+    def _noise(self, eps: Tensor) -> Tensor:
+        """Standard normal draws eps (*N, K, D) turned into each component's zero-mean noise."""
+        raise NotImplementedError
+
+    def to_distribution(self) -> torch.distributions.MixtureSameFamily:
+        """The same mixture as a torch.distributions object."""
+        raise NotImplementedError
 
 
-def params_from_raw(
-    raw: Tensor,
-    n_components: int,
-    dim: int,
-    sigma_min: float = 1e-3,
-    sigma_transform: str = "softplus",
-) -> MixtureParams:
-    """Split raw network outputs (*N, K * (1 + 2D)) into mixture parameters.
-
-    The floor sigma_min is added outside the nonlinearity, so sigma >= sigma_min holds exactly
-    whatever the raw value, and the gradient never vanishes at the floor the way clamping would.
-    """
-    K, D = n_components, dim
-    logits, mu, raw_sigma = raw.split([K, K * D, K * D], dim=-1)
-    batch = raw.shape[:-1]
-    if sigma_transform == "softplus":
-        positive = F.softplus(raw_sigma)
-    elif sigma_transform == "exp":
-        # exp overflows float32 at ~88; 30 already means sigma ~ 1e13, far beyond any data scale.
-        positive = torch.exp(raw_sigma.clamp(max=30.0))
-    else:
-        raise ValueError(f"sigma_transform must be one of {SIGMA_TRANSFORMS}, got {sigma_transform!r}")
-    return MixtureParams(
-        log_pi=F.log_softmax(logits, dim=-1),
-        mu=mu.reshape(*batch, K, D),
-        sigma=(sigma_min + positive).reshape(*batch, K, D),
-    )
+def _log_normal_diag(y: Tensor, mu: Tensor, sigma: Tensor, log_det: Tensor) -> Tensor:
+    """log N(y; mu_k, diag sigma_k^2) for y (*N, D) against mu, sigma (*N, K, D|1)."""
+    z = (y.unsqueeze(-2) - mu) / sigma
+    return -0.5 * z.square().sum(-1) - log_det - 0.5 * mu.shape[-1] * LOG_2PI
 
 
-def component_log_prob(params: MixtureParams, y: Tensor) -> Tensor:
-    """log N(y; mu_k, diag sigma_k^2) for every component: y (*N, D) -> (*N, K)."""
-    z = (y.unsqueeze(-2) - params.mu) / params.sigma
-    D = params.dim
-    return -0.5 * z.square().sum(-1) - params.sigma.log().sum(-1) - 0.5 * D * LOG_2PI
+@dataclass
+class DiagonalMixture(Mixture):
+    """Diagonal covariances: sigma (*N, K, D), one standard deviation per component and dimension."""
+
+    log_pi: Tensor
+    mu: Tensor
+    sigma: Tensor
+    covariance_kind: ClassVar[str] = "diag"
+
+    @staticmethod
+    def n_raw(n_components: int, dim: int) -> int:
+        return n_components * (1 + 2 * dim)
+
+    @classmethod
+    def from_raw(cls, raw, n_components, dim, sigma_min=1e-3, sigma_transform="softplus"):
+        K, D = n_components, dim
+        logits, mu, raw_sigma = raw.split([K, K * D, K * D], dim=-1)
+        batch = raw.shape[:-1]
+        return cls(F.log_softmax(logits, dim=-1), mu.reshape(*batch, K, D),
+                   positive(raw_sigma, sigma_min, sigma_transform).reshape(*batch, K, D))
+
+    def component_log_prob(self, y):
+        return _log_normal_diag(y, self.mu, self.sigma, self.sigma.log().sum(-1))
+
+    def component_covariance(self):
+        return torch.diag_embed(self.sigma.square())
+
+    def component_std(self):
+        return self.sigma
+
+    def floored_scales(self):
+        return self.sigma
+
+    def scaled(self, factor):
+        return DiagonalMixture(self.log_pi, self.mu, self.sigma * factor)
+
+    def affine(self, shift, scale):
+        return DiagonalMixture(self.log_pi, shift + scale * self.mu, scale * self.sigma)
+
+    def _noise(self, eps):
+        return self.sigma * eps
+
+    def to_distribution(self):
+        D = torch.distributions
+        return D.MixtureSameFamily(D.Categorical(logits=self.log_pi), D.Independent(D.Normal(self.mu, self.sigma), 1))
 
 
-def log_prob(params: MixtureParams, y: Tensor) -> Tensor:
-    """log p(y | x) of the mixture: y (*N, D) -> (*N,), via logsumexp over components."""
-    return torch.logsumexp(params.log_pi + component_log_prob(params, y), dim=-1)
+@dataclass
+class IsotropicMixture(Mixture):
+    """Isotropic covariances sigma_k^2 I: sigma (*N, K, 1), one standard deviation per component.
+
+    An affine map with unequal scales per dimension makes the components axis-aligned ellipses:
+    `affine` then returns the equivalent DiagonalMixture (with standardised targets, the
+    components are isotropic in standardised units)."""
+
+    log_pi: Tensor
+    mu: Tensor
+    sigma: Tensor
+    covariance_kind: ClassVar[str] = "isotropic"
+
+    @staticmethod
+    def n_raw(n_components: int, dim: int) -> int:
+        return n_components * (2 + dim)
+
+    @classmethod
+    def from_raw(cls, raw, n_components, dim, sigma_min=1e-3, sigma_transform="softplus"):
+        K, D = n_components, dim
+        logits, mu, raw_sigma = raw.split([K, K * D, K], dim=-1)
+        return cls(F.log_softmax(logits, dim=-1), mu.reshape(*raw.shape[:-1], K, D),
+                   positive(raw_sigma, sigma_min, sigma_transform).unsqueeze(-1))
+
+    def component_log_prob(self, y):
+        return _log_normal_diag(y, self.mu, self.sigma, self.dim * self.sigma[..., 0].log())
+
+    def component_covariance(self):
+        return torch.diag_embed(self.component_std().square())
+
+    def component_std(self):
+        return self.sigma.expand_as(self.mu)
+
+    def floored_scales(self):
+        return self.component_std()
+
+    def scaled(self, factor):
+        return IsotropicMixture(self.log_pi, self.mu, self.sigma * factor)
+
+    def affine(self, shift, scale):
+        scale = torch.as_tensor(scale, dtype=self.mu.dtype, device=self.mu.device)
+        mu = shift + scale * self.mu
+        if scale.numel() == 1 or bool((scale == scale.reshape(-1)[0]).all()):
+            return IsotropicMixture(self.log_pi, mu, scale.reshape(-1)[:1] * self.sigma)
+        return DiagonalMixture(self.log_pi, mu, scale * self.sigma)
+
+    def _noise(self, eps):
+        return self.sigma * eps
+
+    def to_distribution(self):
+        D = torch.distributions
+        return D.MixtureSameFamily(D.Categorical(logits=self.log_pi),
+                                   D.Independent(D.Normal(self.mu, self.component_std()), 1))
 
 
-def nll(params: MixtureParams, y: Tensor) -> Tensor:
-    """Mean negative log-likelihood in nats per sample (full -D/2 log 2pi constant included)."""
-    return -log_prob(params, y).mean()
+def _solve_lower(L: Tensor, b: Tensor) -> Tensor:
+    """z with L z = b, L (..., D, D) lower triangular, b (..., D); broadcasts. For small D a
+    forward substitution in elementwise ops, about twice as fast on the CPU as the batched
+    LAPACK call for D = 2 (measured on (1000, 3, 2, 2), forward and backward)."""
+    D = L.shape[-1]
+    if D > 4:
+        return torch.linalg.solve_triangular(L, b.unsqueeze(-1), upper=False).squeeze(-1)
+    z: list[Tensor] = []
+    for i in range(D):
+        rest = b[..., i]
+        if i:
+            rest = rest - (L[..., i, :i] * torch.stack(z, -1)).sum(-1)
+        z.append(rest / L[..., i, i])
+    return torch.stack(z, -1)
 
 
-def responsibilities(params: MixtureParams, y: Tensor) -> Tensor:
-    """Posterior component probabilities p(k | x, y): (*N, K), rows sum to one."""
-    joint = params.log_pi + component_log_prob(params, y)
-    return torch.softmax(joint, dim=-1)
+@dataclass
+class FullMixture(Mixture):
+    """Full covariances through a Cholesky factor: scale_tril (*N, K, D, D), lower triangular
+    with a positive diagonal (sigma_min + softplus), Sigma_k = L_k L_k^T. From raw outputs the
+    entries below the diagonal are raw_ij * L_jj (see `from_raw`)."""
+
+    log_pi: Tensor
+    mu: Tensor
+    scale_tril: Tensor
+    covariance_kind: ClassVar[str] = "full"
+
+    @staticmethod
+    def n_raw(n_components: int, dim: int) -> int:
+        return n_components * (1 + 2 * dim + dim * (dim - 1) // 2)
+
+    @classmethod
+    def from_raw(cls, raw, n_components, dim, sigma_min=1e-3, sigma_transform="softplus"):
+        K, D = n_components, dim
+        n_off = D * (D - 1) // 2
+        logits, mu, raw_diag, off = raw.split([K, K * D, K * D, K * n_off], dim=-1)
+        batch = raw.shape[:-1]
+        diag = positive(raw_diag, sigma_min, sigma_transform).reshape(*batch, K, D)
+        rows, cols = torch.tril_indices(D, D, offset=-1, device=raw.device)
+        lower = raw.new_zeros(*batch, K, D, D)
+        # entry (i, j) below the diagonal is raw * L_jj: L = U diag(L_11..L_DD) with U unit lower
+        # triangular and free, i.e. Sigma = U diag(d)^2 U^T. Any factor is still reachable, but a
+        # component that shrinks towards the floor takes its correlations down with it instead of
+        # having to learn D(D-1)/2 tiny raw outputs: on the robot arm (noise-free targets) the
+        # unscaled form reached test NLL -7.7 / -5.8 (two runs), this one -9.8.
+        lower[..., rows, cols] = off.reshape(*batch, K, n_off) * diag[..., cols]  # a fresh tensor: autograd sees the copy
+        return cls(F.log_softmax(logits, dim=-1), mu.reshape(*batch, K, D), lower + torch.diag_embed(diag))
+
+    def component_log_prob(self, y):
+        z = _solve_lower(self.scale_tril, y.unsqueeze(-2) - self.mu)
+        log_det = self.scale_tril.diagonal(dim1=-2, dim2=-1).log().sum(-1)  # log sqrt det Sigma_k
+        return -0.5 * z.square().sum(-1) - log_det - 0.5 * self.dim * LOG_2PI
+
+    def component_covariance(self):
+        return self.scale_tril @ self.scale_tril.transpose(-1, -2)
+
+    def component_std(self):
+        return self.scale_tril.square().sum(-1).sqrt()
+
+    def floored_scales(self):
+        return self.scale_tril.diagonal(dim1=-2, dim2=-1)
+
+    def scaled(self, factor):
+        return FullMixture(self.log_pi, self.mu, self.scale_tril * factor)
+
+    def affine(self, shift, scale):
+        # diag(scale) L is still lower triangular with a positive diagonal
+        return FullMixture(self.log_pi, shift + scale * self.mu, scale.unsqueeze(-1) * self.scale_tril)
+
+    def _noise(self, eps):
+        return (self.scale_tril @ eps.unsqueeze(-1)).squeeze(-1)
+
+    def to_distribution(self):
+        D = torch.distributions
+        return D.MixtureSameFamily(D.Categorical(logits=self.log_pi),
+                                   D.MultivariateNormal(self.mu, scale_tril=self.scale_tril))
 
 
-def most_probable_mean(params: MixtureParams) -> Tensor:
-    """Mean of the component with the largest pi (Bishop's 'best mixture'): (*N, D)."""
-    k = params.log_pi.argmax(dim=-1, keepdim=True)
-    return params.mu.gather(-2, k.unsqueeze(-1).expand(*k.shape, params.dim)).squeeze(-2)
-
-
-def mixture_mean(params: MixtureParams) -> Tensor:
-    """E[y | x] = sum_k pi_k mu_k: (*N, D). What an MSE-trained network estimates."""
-    return (params.pi.unsqueeze(-1) * params.mu).sum(-2)
-
-
-def mixture_variance(params: MixtureParams) -> Tensor:
-    """Per-dimension Var[y | x] = sum_k pi_k (sigma_k^2 + mu_k^2) - mean^2: (*N, D)."""
-    pi = params.pi.unsqueeze(-1)
-    second_moment = (pi * (params.sigma.square() + params.mu.square())).sum(-2)
-    return second_moment - mixture_mean(params).square()
-
-
-def tempered(params: MixtureParams, temperature_pi: float = 1.0, temperature_sigma: float = 1.0) -> MixtureParams:
-    """The mixture with its weights and spreads tempered.
-
-    The mixing logits are divided by `temperature_pi` (log pi_k / T, renormalised: T < 1 sharpens
-    towards the most probable component, T -> 0 picks it alone, T > 1 flattens towards uniform);
-    every component's standard deviation is multiplied by `temperature_sigma` (the means stay).
-    Both 1: the mixture itself.
-    """
-    if not (temperature_pi > 0 and temperature_sigma > 0):
-        raise ValueError(f"temperatures must be > 0, got pi={temperature_pi}, sigma={temperature_sigma}")
-    return MixtureParams(F.log_softmax(params.log_pi / temperature_pi, dim=-1), params.mu,
-                         params.sigma * temperature_sigma)
-
-
-def sample(
-    params: MixtureParams,
-    n_samples: int = 1,
-    generator: torch.Generator | None = None,
-    temperature_pi: float = 1.0,
-    temperature_sigma: float = 1.0,
-) -> Tensor:
-    """Draw samples y ~ p(y | x) of the tempered mixture (see `tempered`): (n_samples, *N, D)."""
-    params = tempered(params, temperature_pi, temperature_sigma)
-    batch = params.log_pi.shape[:-1]
-    flat_pi = params.pi.reshape(-1, params.n_components)
-    k = torch.multinomial(flat_pi, n_samples, replacement=True, generator=generator)  # (B, S)
-    k = k.T.reshape(n_samples, *batch)  # (S, *N)
-    index = k.unsqueeze(-1).unsqueeze(-1).expand(n_samples, *batch, 1, params.dim)
-    mu = params.mu.unsqueeze(0).expand(n_samples, *params.mu.shape).gather(-2, index).squeeze(-2)
-    sigma = (
-        params.sigma.unsqueeze(0).expand(n_samples, *params.sigma.shape).gather(-2, index).squeeze(-2)
-    )
-    noise = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
-    return mu + sigma * noise
+MIXTURES: dict[str, type[Mixture]] = {"diag": DiagonalMixture, "isotropic": IsotropicMixture, "full": FullMixture}
 
 
 @dataclass
@@ -190,63 +475,27 @@ class Modes:
     mass: Tensor
     valid: Tensor
 
-
-@torch.no_grad()
-def modes(params: MixtureParams, max_iter: int = 500, tol: float = 1e-6, merge: float = 1e-2) -> Modes:
-    """Every mode of each mixture, by the Gaussian-mixture fixed-point (mean-shift) iteration
-    started from every component mean (Carreira-Perpinan 2000):
-
-        y <- (sum_k r_k(y) Lambda_k)^-1 sum_k r_k(y) Lambda_k mu_k,  r_k = p(k | y), Lambda_k = Sigma_k^-1
-
-    which climbs the density monotonically to a stationary point. Iterates until every point moves
-    by less than `tol` times the mixture's smallest component sigma (or for `max_iter` steps). End
-    points closer than `merge` times that sigma, in every dimension, are one mode. Vectorised over
-    the batch; float64 inside.
-    """
-    p = MixtureParams(params.log_pi.double(), params.mu.double(), params.sigma.double())
-    K = p.n_components
-    precision = p.sigma.pow(-2)  # (*N, K, D)
-    scale = p.sigma.amin(dim=-2)  # (*N, D): the finest scale of each mixture, per dimension
-    y = p.mu.clone()  # (*N, K starts, D)
-    expanded = p.unsqueeze(p.log_pi.dim() - 1)  # (*N, 1, K): components against the K starting points
-    for _ in range(max_iter):
-        r = responsibilities(expanded, y)  # (*N, K starts, K components)
-        weight = r.unsqueeze(-1) * precision.unsqueeze(-3)  # (*N, starts, K, D)
-        new = (weight * p.mu.unsqueeze(-3)).sum(-2) / weight.sum(-2)
-        step = ((new - y).abs() / scale.unsqueeze(-2)).amax()
-        y = new
-        if step < tol:
-            break
-    log_density = log_prob(expanded, y)  # (*N, starts)
-    # sort the end points by density; each takes the id of the densest point within `merge`
-    order = log_density.argsort(dim=-1, descending=True)
-    y = y.gather(-2, order.unsqueeze(-1).expand_as(y))
-    log_density = log_density.gather(-1, order)
-    pi = p.pi.gather(-1, order)
-    distance = ((y.unsqueeze(-2) - y.unsqueeze(-3)).abs() / scale.unsqueeze(-2).unsqueeze(-2)).amax(-1)
-    close = distance < merge  # (*N, starts, starts), reflexive
-    first = close.float().argmax(dim=-1)  # the densest end point close to each (itself at worst)
-    for _ in range(K):  # follow chains of merges to their densest end
-        first = first.gather(-1, first)
-    slots = torch.arange(K, device=y.device).expand_as(first)
-    valid = first == slots
-    mass = torch.zeros_like(pi).scatter_add_(-1, first, pi)
-    # the distinct modes first, densest first; merged duplicates after them
-    order = torch.where(valid, log_density, -math.inf).argsort(dim=-1, descending=True, stable=True)
-    y = y.gather(-2, order.unsqueeze(-1).expand_as(y))
-    log_density, mass, valid = log_density.gather(-1, order), mass.gather(-1, order), valid.gather(-1, order)
-    return Modes(y.to(params.mu.dtype), log_density.to(params.mu.dtype), mass.to(params.mu.dtype), valid)
+    def significant(self, min_mass: float = 0.05) -> Tensor:
+        """(*N, K) the valid slots holding at least `min_mass` of probability."""
+        return self.valid & (self.mass >= min_mass)
 
 
-def to_distribution(params: MixtureParams) -> torch.distributions.MixtureSameFamily:
-    """The same mixture as a torch.distributions object (for sampling, cdf-free tooling, tests)."""
-    D = torch.distributions
-    components = D.Independent(D.Normal(params.mu, params.sigma), 1)
-    return D.MixtureSameFamily(D.Categorical(logits=params.log_pi), components)
+def mixture_from_raw(raw: Tensor, n_components: int, dim: int, covariance: str = "diag",
+                     sigma_min: float = 1e-3, sigma_transform: str = "softplus") -> Mixture:
+    """Raw network outputs (*N, n_raw) -> the mixture of the given covariance kind."""
+    if covariance not in MIXTURES:
+        raise ValueError(f"covariance must be one of {COVARIANCES}, got {covariance!r}")
+    return MIXTURES[covariance].from_raw(raw, n_components, dim, sigma_min, sigma_transform)
+
+
+def nll(mixture: Mixture, y: Tensor) -> Tensor:
+    """The MDN loss: mean negative log-likelihood of targets y (*N, D), nats per sample."""
+    return mixture.nll(y)
 
 
 class MDNHead(nn.Module):
-    """Linear layer from features (*N, F) to a K-component mixture over D-dimensional targets."""
+    """Linear layer from features (*N, F) to a K-component mixture over D-dimensional targets,
+    of covariance kind `covariance` (diag, isotropic or full)."""
 
     def __init__(
         self,
@@ -255,6 +504,7 @@ class MDNHead(nn.Module):
         n_components: int,
         sigma_min: float = 1e-3,
         sigma_transform: str = "softplus",
+        covariance: str = "diag",
     ) -> None:
         super().__init__()
         if n_components < 1:
@@ -263,9 +513,12 @@ class MDNHead(nn.Module):
             raise ValueError(f"sigma_min must be > 0, got {sigma_min}")
         if sigma_transform not in SIGMA_TRANSFORMS:
             raise ValueError(f"sigma_transform must be one of {SIGMA_TRANSFORMS}, got {sigma_transform!r}")
+        if covariance not in MIXTURES:
+            raise ValueError(f"covariance must be one of {COVARIANCES}, got {covariance!r}")
         self.n_components, self.out_dim = n_components, out_dim
-        self.sigma_min, self.sigma_transform = sigma_min, sigma_transform
-        self.linear = nn.Linear(in_features, n_components * (1 + 2 * out_dim))
+        self.sigma_min, self.sigma_transform, self.covariance = sigma_min, sigma_transform, covariance
+        self.mixture_type = MIXTURES[covariance]
+        self.linear = nn.Linear(in_features, self.mixture_type.n_raw(n_components, out_dim))
 
     @torch.no_grad()
     def init_means(self, means: Tensor, weight_scale: float = 0.1) -> None:
@@ -273,12 +526,10 @@ class MDNHead(nn.Module):
         biases are set, the mean weights shrunk, so the components begin spread over the targets
         instead of on top of each other."""
         K, D = self.n_components, self.out_dim
-        rows = slice(K, K + K * D)  # raw layout: K logits, K*D means, K*D sigmas
+        rows = slice(K, K + K * D)  # every kind's raw layout: K logits, K*D means, then scales
         self.linear.bias[rows] = means.reshape(K * D).to(self.linear.bias)
         self.linear.weight[rows] *= weight_scale
 
-    def forward(self, features: Tensor) -> MixtureParams:
-        raw = self.linear(features)
-        return params_from_raw(
-            raw, self.n_components, self.out_dim, self.sigma_min, self.sigma_transform
-        )
+    def forward(self, features: Tensor) -> Mixture:
+        return self.mixture_type.from_raw(self.linear(features), self.n_components, self.out_dim,
+                                          self.sigma_min, self.sigma_transform)

@@ -1,7 +1,7 @@
 """Backbones, the MSE head, and the network that ties a backbone to a head.
 
 A network sees standardised inputs and predicts standardised targets internally; its forward
-pass always returns predictions in data units (a MixtureParams for the MDN head, a tensor for
+pass always returns predictions in data units (a Mixture for the MDN head, a tensor for
 the MSE head), so metrics and figures never deal with the scaling.
 """
 
@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from mdn_experiments import mdn
 from mdn_experiments.errors import ConfigError, UserError
-from mdn_experiments.mdn import MixtureParams
+from mdn_experiments.mdn import Mixture
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}
 
@@ -179,25 +179,25 @@ class Network(nn.Module):
         z = ((y - self.y_mean) / self.y_std).double().cpu()
         self.head.init_means(torch.quantile(z, levels, dim=0))  # (K, D)
 
-    def forward(self, x: Tensor) -> MixtureParams | Tensor:
+    def forward(self, x: Tensor) -> Mixture | Tensor:
         out = self.head(self.backbone((x - self.x_mean) / self.x_std))
-        if isinstance(out, MixtureParams):
+        if isinstance(out, Mixture):
             return out.affine(self.y_mean, self.y_std)
         return self.y_mean + self.y_std * out
 
-    def loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, MixtureParams | Tensor]:
+    def loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, Mixture | Tensor]:
         """Training objective and the prediction it was computed from."""
         out = self(x)
-        if isinstance(out, MixtureParams):
-            return mdn.nll(out, y), out
+        if isinstance(out, Mixture):
+            return out.nll(y), out
         return ((out - y) / self.y_std).square().sum(-1).mean(), out
 
-    def sigma_floor_share(self, out: MixtureParams | Tensor) -> float:
+    def sigma_floor_share(self, out: Mixture | Tensor) -> float:
         """Share of sigma values sitting at the floor (in standardised units); NaN for MSE."""
-        if not isinstance(out, MixtureParams):
+        if not isinstance(out, Mixture):
             return float("nan")
         floor = self.head.sigma_min * self.y_std
-        return (out.sigma <= floor * (1 + 1e-3) + 1e-12).float().mean().item()
+        return (out.floored_scales() <= floor * (1 + 1e-3) + 1e-12).float().mean().item()
 
 
 def build_network(
@@ -208,11 +208,12 @@ def build_network(
     n_components: int = 1,
     sigma_min: float = 1e-3,
     sigma_transform: str = "softplus",
+    covariance: str = "diag",
 ) -> Network:
     """Attach an 'mdn' or 'mse' head to a backbone exposing `out_features`."""
     if head == "mdn":
         head_module: nn.Module = mdn.MDNHead(
-            backbone.out_features, out_dim, n_components, sigma_min, sigma_transform
+            backbone.out_features, out_dim, n_components, sigma_min, sigma_transform, covariance
         )
     elif head == "mse":
         head_module = MSEHead(backbone.out_features, out_dim)

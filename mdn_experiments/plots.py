@@ -81,14 +81,19 @@ def component_means(path, x_train, y_train, grid_x, mu, sigma, pi, labels, title
     return _save(fig, Path(path))
 
 
-def comparison(path, x_train, y_train, grid_x, best_mean, mse_pred, ideal_mean, labels, title) -> Path:
-    """Figure 2a: the MSE network against the mean of the most probable MDN component."""
+def comparison(path, x_train, y_train, grid_x, best_mean, mse_pred, ideal_mean, labels, title, modes=None) -> Path:
+    """Figure 2a: the MSE network against the mean of the most probable MDN component; with
+    modes=(x, y, mass) the MDN's modes too (marker area proportional to their mass)."""
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
     _scatter_data(ax, x_train, y_train)
     ax.plot(grid_x, ideal_mean, color="k", ls=":", lw=1.5, label=f"true E[{labels[1]}|{labels[0]}]")
     if mse_pred is not None:
         ax.plot(grid_x, mse_pred, color="tab:red", lw=2, label="MSE network")
-    ax.scatter(grid_x, best_mean, s=5, color="tab:blue", label="MDN: mean of most probable component")
+    if modes is not None:
+        mx, my, mass = modes
+        ax.scatter(mx, my, s=2 + 18 * mass, facecolors="none", edgecolors="tab:orange", linewidths=0.6,
+                   label="MDN modes (area ∝ mass)")
+    ax.scatter(grid_x, best_mean, s=4, color="tab:blue", label="MDN: mean of most probable component")
     ax.set(xlabel=labels[0], ylabel=labels[1], title=title)
     ax.title.set_fontsize(10)
     ax.legend(fontsize=8, markerscale=2)
@@ -221,14 +226,15 @@ def error_lines(path, desired, panels, hull) -> Path:
     return _save(fig, Path(path))
 
 
-def angle_components(path, mixtures, positions, solutions, box, title) -> Path:
+def angle_components(path, mixtures, positions, solutions, box, title, modes=None) -> Path:
     """p(theta | x) at a few positions, drawn as its components: a disc at each mean mu_k with
     area proportional to pi_k (the components are far narrower than any plotting grid), the
-    analytic inverse-kinematics solutions marked with crosses."""
+    analytic inverse-kinematics solutions marked with crosses; modes: per position (location
+    (M, 2), mass (M,)), drawn as rings labelled with their mass."""
     n = len(mixtures)
     fig, axes = plt.subplots(1, n, figsize=(3.5 * n, 3.8), squeeze=False)
     (lo1, hi1), (lo2, hi2) = box
-    for ax, (pi, mu, sigma), x, sols in zip(axes.flat, mixtures, positions, solutions):
+    for i, (ax, (pi, mu, sigma), x, sols) in enumerate(zip(axes.flat, mixtures, positions, solutions)):
         ax.plot([lo1, hi1, hi1, lo1, lo1], [lo2, lo2, hi2, hi2, lo2], color="0.6", lw=0.8, ls="--")
         colors = component_colors(len(pi))
         ax.scatter(mu[:, 0], mu[:, 1], s=600 * pi, color=colors, alpha=0.55, linewidths=0)
@@ -236,6 +242,13 @@ def angle_components(path, mixtures, positions, solutions, box, title) -> Path:
             ax.annotate(f"$\\pi$={pi[k]:.2f}\n$\\sigma$={sigma[k].mean():.0e}", mu[k], fontsize=7,
                         xytext=(6, 6), textcoords="offset points")
         ax.scatter(sols[:, 0], sols[:, 1], marker="x", s=50, color="k", linewidths=1.5, label="analytic solutions")
+        if modes is not None:
+            location, mass = modes[i]
+            ax.scatter(location[:, 0], location[:, 1], s=160, facecolors="none", edgecolors="tab:red",
+                       linewidths=1.2, label="modes")
+            for point, m in zip(location, mass):
+                ax.annotate(f"mass {m:.2f}", point, fontsize=7, color="tab:red", xytext=(6, -12),
+                            textcoords="offset points")
         ax.set(xlabel=r"$\theta_1$", ylabel=r"$\theta_2$", xlim=(lo1 - 0.25, hi1 + 0.35), ylim=(lo2 - 0.3, hi2 + 0.3),
                title=f"x = ({x[0]:.2f}, {x[1]:.2f}), {len(sols)} solution{'s' * (len(sols) > 1)}")
         ax.title.set_fontsize(9)
@@ -248,9 +261,10 @@ def angle_components(path, mixtures, positions, solutions, box, title) -> Path:
 # --- images (MNIST) ---------------------------------------------------------------------------
 
 
-def digit_mixtures(path, images, labels, top1, pi, mu, grid, density, n_typical) -> Path:
+def digit_mixtures(path, images, labels, top1, pi, mu, grid, density, n_typical, modes=None) -> Path:
     """Figure 7: each test digit beside its predicted mixture over 0..9 (stems: pi_k at mu_k,
-    line: the density scaled to the tallest stem, dashed: the label)."""
+    line: the density scaled to the tallest stem, dashed: the label); modes: per digit
+    (location (M,), mass (M,)), drawn as triangles on the density with their mass."""
     n = len(images)
     cols = 4
     rows = -(-n // cols)
@@ -272,12 +286,18 @@ def digit_mixtures(path, images, labels, top1, pi, mu, grid, density, n_typical)
         ax_mix.vlines(mu[i][keep], 0, pi[i][keep], color="tab:blue", lw=2)
         ax_mix.scatter(mu[i][keep], pi[i][keep], s=10, color="tab:blue", zorder=3)
         ax_mix.axvline(labels[i], color="tab:green", ls="--", lw=1)
+        if modes is not None:
+            location, mass = modes[i]
+            ax_mix.scatter(location, np.full(len(location), 1.0), marker="v", s=14, color="tab:orange", zorder=4)
+            for value, m in zip(location, mass):
+                ax_mix.annotate(f"{m:.2f}", (value, 1.0), fontsize=5, color="tab:orange", ha="center",
+                                xytext=(0, 3), textcoords="offset points")
         ax_mix.set(xlim=(-0.7, 9.7), ylim=(0, 1.05), xticks=range(10), yticks=[0, 0.5, 1])
         ax_mix.tick_params(labelsize=6)
         color = "tab:green" if top1[i] == labels[i] else "tab:red"
         ax_mix.set_title(f"top-1: {top1[i]}", fontsize=7, color=color)
     fig.suptitle("MDN output over the digit value: stems = mixing coefficients at the component means, "
-                 "grey = density (scaled), dashed = label", fontsize=9)
+                 "grey = density (scaled), triangles = modes with their mass, dashed = label", fontsize=9)
     return _save(fig, Path(path))
 
 
@@ -328,4 +348,28 @@ def k_sweep(path, table) -> Path:
             ax.title.set_fontsize(10)
         row[0].annotate(f"mean ± std over {'/'.join(map(str, seeds))} seed(s)", (0.02, 0.02),
                         xycoords="axes fraction", fontsize=7, color="0.4")
+    return _save(fig, Path(path))
+
+
+# --- calibration (every dataset) ----------------------------------------------------------------
+
+
+def calibration(path, nominal, observed, pit, title) -> Path:
+    """Coverage of the highest-density regions against their nominal level (on the diagonal when
+    calibrated) and, for 1-D targets (pit not None), the histogram of PIT values (flat when
+    calibrated)."""
+    panels = 2 if pit is not None else 1
+    fig, axes = plt.subplots(1, panels, figsize=(4.6 * panels, 4.2), squeeze=False)
+    ax = axes[0, 0]
+    ax.plot([0, 1], [0, 1], color="0.6", ls="--", lw=1, label="calibrated")
+    ax.plot(nominal, observed, "o-", color="tab:blue", lw=1.5, ms=4, label="MDN")
+    ax.set(xlabel="nominal level of the highest-density region", ylabel="share of test targets inside",
+           xlim=(0, 1), ylim=(0, 1), title="coverage")
+    ax.legend(fontsize=8, loc="upper left")
+    if pit is not None:
+        ax = axes[0, 1]
+        ax.hist(pit, bins=20, range=(0, 1), density=True, color="tab:blue", alpha=0.75)
+        ax.axhline(1.0, color="0.6", ls="--", lw=1)
+        ax.set(xlabel="PIT = F(y | x)", ylabel="density", xlim=(0, 1), title="PIT histogram")
+    fig.suptitle(title, fontsize=10)
     return _save(fig, Path(path))

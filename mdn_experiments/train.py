@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from mdn_experiments.checkpoint import rng_state, set_rng_state
-from mdn_experiments.mdn import MixtureParams
+from mdn_experiments.mdn import Mixture
 from mdn_experiments.models import Network
 
 LR_SCHEDULES = ("constant", "cosine")
@@ -87,11 +87,11 @@ def _batches(n: int, batch_size: int | None, order: Tensor | None) -> list[Tenso
 
 
 @torch.no_grad()
-def predict(network: Network, x: Tensor, batch_size: int = 1024) -> MixtureParams | Tensor:
+def predict(network: Network, x: Tensor, batch_size: int = 1024) -> Mixture | Tensor:
     """network(x) in batches (images need it), in eval mode."""
     network.eval()
     parts = [network(x[start : start + batch_size]) for start in range(0, x.shape[0], batch_size)]
-    return MixtureParams.cat(parts) if isinstance(parts[0], MixtureParams) else torch.cat(parts)
+    return Mixture.cat(parts) if isinstance(parts[0], Mixture) else torch.cat(parts)
 
 
 @torch.no_grad()
@@ -164,9 +164,9 @@ class Trainer:
         train: tuple[Tensor, Tensor],
         val: tuple[Tensor, Tensor],
         *,
-        optimizer_factory: Callable[..., torch.optim.Optimizer],
-        lr: float,
         epochs: int,
+        optimizer_factory: Callable[..., torch.optim.Optimizer] = torch.optim.Adam,
+        lr: float = 1e-3,
         batch_size: int | None = None,
         grad_clip: float | None = None,
         lr_schedule: str = "constant",

@@ -78,6 +78,7 @@ BAD_INPUTS = [
     ("dataset=nope", ["dataset=nope", "inverse_sine"]),
     ("trainer.lr=-1", ["trainer.lr", "> 0"]),
     ("model.sigma_min=0", ["model.sigma_min", "> 0"]),
+    ("model.covariance=spherical", ["model.covariance", "diag, isotropic, full"]),
     ("trainer.lrr=0.1", ["trainer.lrr", "unknown config key"]),
     ("trainr.lr=0.1", ["trainr", "unknown config key"]),
     ("dataset.direction=sideways", ["dataset.direction", "inverse or forward"]),

@@ -13,11 +13,10 @@ import torch
 from hydra.utils import instantiate
 
 from helpers import REPO, compose_config, run_cli
-from mdn_experiments import mdn
 from mdn_experiments.errors import RunFolderError
 from mdn_experiments.experiment import load_run, run_experiment
 
-FIGURES = ["contour.png", "alphas.png", "means.png", "comparison.png", "loss.png"]
+FIGURES = ["contour.png", "alphas.png", "means.png", "comparison.png", "loss.png", "calibration.png"]
 TIMING_KEYS = {"train_seconds", "baseline_train_seconds", "wall_seconds", "samples_per_second"}
 
 
@@ -32,8 +31,12 @@ def test_a_tiny_run_writes_every_artifact(tmp_path, tiny_overrides):
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved == metrics
     for key in ["dataset", "K", "seed", "test_nll", "val_nll", "bayes_nll", "nll_gap", "baseline_test_rmse",
-                "train_seconds", "n_params"]:
+                "train_seconds", "n_params", "branch_count_accuracy", "coverage_50", "coverage_90", "crps",
+                "baseline_crps", "pit_ks"]:
         assert key in saved, key
+    for key in ["branch_count_accuracy", "coverage_50", "coverage_90", "pit_ks"]:
+        assert 0 <= saved[key] <= 1, key
+    assert saved["coverage_50"] <= saved["coverage_90"] and saved["crps"] > 0
     assert saved["dataset"] == "inverse_sine" and saved["K"] == 3 and saved["seed"] == 0
     assert saved["nll_gap"] == pytest.approx(saved["test_nll"] - saved["bayes_nll"])
     assert saved["nll_gap"] > 0  # nothing beats the true density
@@ -60,7 +63,7 @@ def test_a_saved_run_reloads_to_the_same_predictions(tmp_path, tiny_overrides):
     net, baseline, config = load_run(tmp_path)
     x, y = instantiate(config["dataset"]).load(config["seed"]).test  # the data the run saw
     with torch.no_grad():
-        assert -mdn.log_prob(net(x), y).mean().item() == pytest.approx(metrics["test_nll"], abs=1e-5)
+        assert -net(x).log_prob(y).mean().item() == pytest.approx(metrics["test_nll"], abs=1e-5)
         rmse = (baseline(x) - y).square().sum(-1).mean().sqrt().item()
     assert rmse == pytest.approx(metrics["baseline_test_rmse"], abs=1e-6)
     assert config["dataset"]["n_test"] == 500

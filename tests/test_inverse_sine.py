@@ -9,6 +9,7 @@ from scipy import integrate, optimize
 
 from mdn_experiments.datasets.inverse_sine import InverseSine
 from mdn_experiments.errors import ConfigError
+from mdn_experiments.mdn import DiagonalMixture
 
 F = lambda t: t + 0.3 * np.sin(2 * np.pi * t)  # noqa: E731
 
@@ -115,3 +116,34 @@ def test_density_contour_draws_a_flat_density_too(tmp_path):
     for name, density in (("zeros.png", np.zeros((15, 20))), ("peaked.png", np.outer(np.exp(-gy * 50), np.ones(20)))):
         path = plots.density_contour(tmp_path / name, gx, gx, gx, gy, density, ("x", "t"), name)
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("x", [-0.05, 0.2, 0.35, 0.4, 0.5, 0.62, 0.8, 1.05])
+def test_support_intervals_match_root_finding(x):
+    assert InverseSine().support_intervals(torch.tensor([[x]]))[0] == len(window_intervals(x))
+
+
+class OneModePerInterval(torch.nn.Module):
+    """Stands in for a trained MDN: one narrow component at the centre of each interval of the true
+    support (from root finding), the spare components far away with negligible weight."""
+
+    def forward(self, x):
+        K = 3
+        log_pi = torch.full((len(x), K), -40.0, dtype=torch.float64)
+        mu = torch.full((len(x), K, 1), 10.0, dtype=torch.float64) + torch.arange(K)[None, :, None]
+        for i, value in enumerate(x[:, 0].tolist()):
+            for k, (lo, hi) in enumerate(window_intervals(value)):
+                log_pi[i, k], mu[i, k, 0] = 0.0, (lo + hi) / 2
+        return DiagonalMixture(log_pi.log_softmax(-1), mu, torch.full_like(mu, 0.01))
+
+
+def test_branch_count_accuracy_counts_modes_against_the_support_intervals():
+    ds = InverseSine(n_train=2, n_val=1, n_test=300)
+    splits = ds.load(seed=0)
+    assert ds.metrics(OneModePerInterval(), None, splits)["branch_count_accuracy"] == 1.0
+    # one component everywhere: right exactly where the support is a single interval
+    single = lambda x: DiagonalMixture(torch.zeros(len(x), 1), torch.full((len(x), 1, 1), 0.5),  # noqa: E731
+                                       torch.full((len(x), 1, 1), 0.3))
+    expected = (ds.support_intervals(splits.test[0]) == 1).mean()
+    assert 0 < expected < 1
+    assert ds.metrics(single, None, splits)["branch_count_accuracy"] == pytest.approx(expected)

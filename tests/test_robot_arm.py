@@ -11,8 +11,8 @@ from torch import nn
 from helpers import compose_config
 from mdn_experiments.datasets.robot_arm import RobotArm, forward_kinematics, inverse_kinematics
 from mdn_experiments.errors import ConfigError
-from mdn_experiments.experiment import run_experiment
-from mdn_experiments.mdn import MixtureParams
+from mdn_experiments.experiment import load_run, run_experiment
+from mdn_experiments.mdn import DiagonalMixture
 from mdn_experiments.plots import convex_hull
 
 FIGURES = ["workspace.png", "best_alpha.png", "positioning_errors.png", "contour.png", "alphas.png", "loss.png"]
@@ -96,10 +96,10 @@ class Oracle(nn.Module):
         first = torch.where(inside[:, :1], solutions[:, 0], solutions[:, 1])  # a valid one
         if not self.both:
             mu = first[:, None, :]
-            return MixtureParams(torch.zeros(len(x), 1), mu.float(), torch.full_like(mu, 1e-3).float())
+            return DiagonalMixture(torch.zeros(len(x), 1), mu.float(), torch.full_like(mu, 1e-3).float())
         mu = solutions.float()  # (N, 2, 2): both branches
         log_pi = torch.where(inside, 0.0, -30.0).float().log_softmax(-1)
-        return MixtureParams(log_pi, mu, torch.full_like(mu, 1e-3))
+        return DiagonalMixture(log_pi, mu, torch.full_like(mu, 1e-3))
 
 
 class BranchAverage(nn.Module):
@@ -121,6 +121,8 @@ def test_positioning_rmse_is_zero_for_true_angles_and_large_for_the_branch_avera
     metrics = ds.metrics(Oracle(ds, both=True), BranchAverage(ds), splits)
     assert metrics["positioning_rmse"] < 1e-5  # float32 angles
     assert metrics["positioning_rmse_alpha_over_sigma"] < 1e-5
+    assert metrics["positioning_rmse_top_mode"] < 1e-5  # the modes sit on the (far-apart) means
+    assert metrics["positioning_rmse_best_of_modes"] < 1e-5
     assert metrics["baseline_positioning_rmse"] > 0.01
     assert metrics["branch_coverage"] == 1.0
     assert 0.3 < metrics["doubled_share"] < 0.9
@@ -148,14 +150,19 @@ def test_bad_arguments_name_the_config_key():
         assert err.value.key == key
 
 
-def test_a_tiny_arm_run_writes_every_artifact(tmp_path, tiny_overrides):
-    cfg = compose_config(["dataset=robot_arm", "K=2", *tiny_overrides])
+@pytest.mark.parametrize("covariance", ["diag", "isotropic", "full"])
+def test_a_tiny_arm_run_writes_every_artifact(tmp_path, tiny_overrides, covariance):
+    cfg = compose_config(["dataset=robot_arm", "K=2", f"model.covariance={covariance}", *tiny_overrides])
     metrics = run_experiment(cfg, tmp_path)
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved == metrics and saved["dataset"] == "robot_arm" and saved["K"] == 2
     for key in ["positioning_rmse", "positioning_rmse_alpha_over_sigma", "positioning_mean_error",
+                "positioning_rmse_top_mode", "positioning_rmse_best_of_modes", "coverage_50", "coverage_90",
                 "baseline_positioning_rmse", "branch_coverage", "test_nll", "val_nll", "baseline_test_rmse"]:
         assert math.isfinite(saved[key]), key
+    assert "crps" not in saved  # 2-D targets: coverage only
+    net, _, _ = load_run(tmp_path)
+    assert net.head.covariance == covariance
     for name in FIGURES:
         path = tmp_path / "figures" / name
         assert path.read_bytes()[:4] == b"\x89PNG" and path.stat().st_size > 5_000, name

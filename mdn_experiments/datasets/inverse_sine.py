@@ -18,11 +18,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mdn_experiments import mdn, plots
+from mdn_experiments import plots
 from mdn_experiments.datasets.base import Dataset, Splits, require, require_split_sizes
 from mdn_experiments.models import Network
 
 DIRECTIONS = ("inverse", "forward")
+MIN_MODE_MASS = 0.05  # a mode with less probability than this is not counted as a branch
 
 
 class InverseSine(Dataset):
@@ -114,6 +115,21 @@ class InverseSine(Dataset):
             counts[start : start + 2000] = (above[:, 1:] != above[:, :-1]).sum(1)  # sign changes
         return counts
 
+    def support_intervals(self, inputs: Tensor, resolution: int = 20001) -> np.ndarray:
+        """Number of separate intervals of the true p(target | input)'s support: (N,) int.
+
+        Inverse: {t in [0, 1] : |x - f(t)| < w}, counted as runs on a grid of `resolution` points
+        of t (step 5e-5, far below the width of any run the data produce). Forward: 1."""
+        x = inputs[:, 0].double().cpu().numpy()
+        if self.direction == "forward":
+            return np.ones(x.shape[0], dtype=int)
+        curve = self.curve(np.linspace(0, 1, resolution))
+        counts = np.empty(x.shape[0], dtype=int)
+        for start in range(0, x.shape[0], 500):  # 500 x 20001 at a time
+            inside = np.abs(x[start : start + 500, None] - curve[None, :]) < self.noise
+            counts[start : start + 500] = inside[:, 0] + (inside[:, 1:] & ~inside[:, :-1]).sum(1)
+        return counts
+
     def conditional_mean(self, inputs: Tensor) -> np.ndarray:
         """E[target | input] under the generating process: (N,) float64 (NaN where p(x) = 0)."""
         x = inputs[:, 0].double().cpu().numpy()
@@ -137,10 +153,13 @@ class InverseSine(Dataset):
             "direction": self.direction,
             "bayes_nll": float(-true_logp.mean()),
             "ideal_mean_rmse": rmse(ideal),
-            "most_probable_rmse": rmse(mdn.most_probable_mean(params)[:, 0].double().cpu().numpy()),
-            "mixture_mean_rmse": rmse(mdn.mixture_mean(params)[:, 0].double().cpu().numpy()),
+            "most_probable_rmse": rmse(params.most_probable_mean()[:, 0].double().cpu().numpy()),
+            "mixture_mean_rmse": rmse(params.mean()[:, 0].double().cpu().numpy()),
             "mean_active_components": float((params.pi >= 0.05).sum(-1).float().mean()),
         }
+        # branches: modes holding >= 5 % of the probability against the true support's intervals
+        n_modes = params.modes().significant(MIN_MODE_MASS).sum(-1).cpu().numpy()
+        out["branch_count_accuracy"] = float((n_modes == self.support_intervals(x)).mean())
         # how many components the MDN uses where the answer has one branch and where it has three;
         # "one branch" asks the whole noise window [x - w, x + w] to sit on a single branch
         active = (params.pi >= 0.05).sum(-1).cpu().numpy()
@@ -168,10 +187,14 @@ class InverseSine(Dataset):
         params = mdn_net(torch.tensor(grid_x, dtype=torch.float32, device=device)[:, None])
         # density on the (x, y) grid: broadcast the 400 mixtures against the 300 target values
         y_col = torch.tensor(grid_y, dtype=torch.float32, device=device)[:, None]
-        density = mdn.log_prob(params.unsqueeze(0), y_col[:, None, :]).exp().cpu().numpy()  # (300, 400)
+        density = params.unsqueeze(0).log_prob(y_col[:, None, :]).exp().cpu().numpy()  # (300, 400)
         pi = params.pi.cpu().numpy()
-        mu, sigma = params.mu[..., 0].cpu().numpy(), params.sigma[..., 0].cpu().numpy()
-        best = mdn.most_probable_mean(params)[:, 0].cpu().numpy()
+        mu, sigma = params.mu[..., 0].cpu().numpy(), params.component_std()[..., 0].cpu().numpy()
+        best = params.most_probable_mean()[:, 0].cpu().numpy()
+        found = params.modes()
+        keep = found.significant(MIN_MODE_MASS).cpu().numpy()
+        modes = (np.broadcast_to(grid_x[:, None], keep.shape)[keep], found.location[..., 0].cpu().numpy()[keep],
+                 found.mass.cpu().numpy()[keep])
         grid_t = torch.tensor(grid_x, dtype=torch.float32)[:, None]
         ideal = self.conditional_mean(grid_t)
         mse_pred = baseline(grid_t.to(device))[:, 0].cpu().numpy() if baseline is not None else None
@@ -185,5 +208,6 @@ class InverseSine(Dataset):
             plots.component_means(fig_dir / "means.png", x_train, y_train, grid_x, mu, sigma, pi,
                                   labels, f"component means $\\mu_k$ ± $\\sigma_k$ (opacity ∝ $\\alpha_k$), {title}"),
             plots.comparison(fig_dir / "comparison.png", x_train, y_train, grid_x, best, mse_pred, ideal,
-                             labels, f"MSE network vs most probable MDN component, {title}"),
+                             labels, f"MSE network vs the MDN's most probable component and modes, {title}",
+                             modes=modes),
         ]

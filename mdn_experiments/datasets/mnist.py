@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mdn_experiments import mdn, plots
+from mdn_experiments import plots
 from mdn_experiments.datasets.base import Dataset, Splits, require
 from mdn_experiments.datasets.idx import MNIST_MIRRORS, DataError, ensure_mnist_files, read_idx
 from mdn_experiments.models import Network
@@ -83,14 +83,16 @@ class Mnist(Dataset):
         x, y = splits.test
         label = y[:, 0].long()
         params = predict(mdn_net, x)
-        top1 = self.digit(mdn.most_probable_mean(params)[:, 0])
+        top1 = self.digit(params.most_probable_mean()[:, 0])
+        top_mode = self.digit(params.modes().location[:, 0, 0])  # the highest mode's digit
         active = params.pi >= 0.05
         hit = (self.digit(params.mu[..., 0]) == label[:, None]) & active
         out = {
             "accuracy_top1": float((top1 == label).float().mean()),
+            "accuracy_top_mode": float((top_mode == label).float().mean()),
             "accuracy_any": float(hit.any(-1).float().mean()),
             "mean_active_components": float(active.sum(-1).float().mean()),
-            "accuracy_mixture_mean": float((self.digit(mdn.mixture_mean(params)[:, 0]) == label).float().mean()),
+            "accuracy_mixture_mean": float((self.digit(params.mean()[:, 0]) == label).float().mean()),
         }
         if baseline is not None:
             out["baseline_accuracy"] = float((self.digit(predict(baseline, x)[:, 0]) == label).float().mean())
@@ -109,13 +111,17 @@ class Mnist(Dataset):
         ambiguous = torch.argsort(entropy, descending=True)[:16]
         picks = torch.cat([torch.arange(min(8, x.shape[0])), ambiguous]).tolist()
         grid = torch.linspace(-1.0, 10.0, 1101)
-        chosen = mdn.MixtureParams(params.log_pi[picks], params.mu[picks], params.sigma[picks])
-        density = mdn.log_prob(chosen.unsqueeze(0), grid[:, None, None]).exp().T  # (picks, grid)
-        top1 = self.digit(mdn.most_probable_mean(params)[:, 0])
+        chosen = params[picks]
+        density = chosen.unsqueeze(0).log_prob(grid[:, None, None].to(x.device)).exp().T  # (picks, grid)
+        found = chosen.modes()
+        keep = found.significant(0.05)
+        modes = [(found.location[j, keep[j], 0].cpu().numpy(), found.mass[j, keep[j]].cpu().numpy())
+                 for j in range(len(picks))]
+        top1 = self.digit(params.most_probable_mean()[:, 0])
         paths = [plots.digit_mixtures(
             fig_dir / "samples.png", x[picks, 0].cpu().numpy(), label[picks].cpu().numpy(),
             top1[picks].cpu().numpy(), pi[picks].cpu().numpy(), params.mu[picks, :, 0].cpu().numpy(),
-            grid.numpy(), density.cpu().numpy(), n_typical=min(8, x.shape[0]))]
+            grid.numpy(), density.cpu().numpy(), n_typical=min(8, x.shape[0]), modes=modes)]
         matrices = [("MDN (most probable component)", _confusion(label, top1))]
         if baseline is not None:
             matrices.append(("MSE network (rounded)", _confusion(label, self.digit(predict(baseline, x)[:, 0]))))

@@ -17,10 +17,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mdn_experiments import mdn, plots
+from mdn_experiments import plots
 from mdn_experiments.datasets.base import Dataset, Splits, require, require_split_sizes
-from mdn_experiments.mdn import MixtureParams
+from mdn_experiments.mdn import Mixture, Modes
 from mdn_experiments.models import Network
+
+MIN_MODE_MASS = 0.05  # modes with less probability are not offered as candidate configurations
 
 
 def forward_kinematics(theta: Tensor, l1: float = 0.8, l2: float = 0.2) -> Tensor:
@@ -122,41 +124,51 @@ class RobotArm(Dataset):
         return (self.fk(theta_pred.double()) - position.double()).norm(dim=-1)
 
     @staticmethod
-    def peak_density_choice(params: MixtureParams) -> Tensor:
-        """Mean of the component with the largest pi_k / prod_d sigma_kd (its peak density): (N, 2)."""
-        score = params.log_pi - params.sigma.log().sum(-1)
+    def peak_density_choice(params: Mixture) -> Tensor:
+        """Mean of the component with the largest peak density pi_k N(mu_k; mu_k, Sigma_k), i.e.
+        the largest pi_k / sqrt(det Sigma_k) (Bishop's alpha / sigma rule): (N, 2)."""
+        score = params.log_pi - 0.5 * torch.linalg.slogdet(params.component_covariance()).logabsdet
         k = score.argmax(-1)
         return params.mu[torch.arange(k.shape[0]), k]
 
-    def branch_coverage(self, params: MixtureParams, position: Tensor, radius: float = 0.05,
-                        min_pi: float = 0.1) -> tuple[float, int]:
+    def branch_coverage(self, modes: Modes, position: Tensor, radius: float = 0.05) -> tuple[float, int]:
         """Share of points with both IK solutions in the box where each solution lies within
-        `radius` rad (Euclidean in angle space) of the mean of a component with pi >= min_pi.
+        `radius` rad (Euclidean in angle space) of a mode holding >= MIN_MODE_MASS of probability.
         Returns (share, number of such points)."""
         solutions, inside = self.valid_solutions(position)
         doubled = inside.all(-1)
-        # distance from each solution (N, 2, 1, 2) to each component mean (N, 1, K, 2)
-        dist = (solutions[:, :, None, :] - params.mu.double()[:, None, :, :]).norm(dim=-1)  # (N, 2, K)
-        active = (params.pi >= min_pi)[:, None, :]
-        found = ((dist <= radius) & active).any(-1).all(-1)  # every solution has a nearby active mean
+        # distance from each solution (N, 2, 1, 2) to each mode (N, 1, K, 2)
+        dist = (solutions[:, :, None, :] - modes.location.double()[:, None, :, :]).norm(dim=-1)  # (N, 2, K)
+        found = ((dist <= radius) & modes.significant(MIN_MODE_MASS)[:, None, :]).any(-1).all(-1)
         n = int(doubled.sum())
         return (float(found[doubled].float().mean()) if n else float("nan")), n
+
+    def best_of_modes_errors(self, modes: Modes, position: Tensor) -> Tensor:
+        """Per point, the smallest positioning error among the modes holding >= MIN_MODE_MASS: (N,)."""
+        n, K, _ = modes.location.shape
+        errors = self.positioning_errors(position.repeat_interleave(K, 0), modes.location.reshape(n * K, 2))
+        errors = errors.reshape(n, K).masked_fill(~modes.significant(MIN_MODE_MASS), math.inf)
+        return errors.min(-1).values
 
     @torch.no_grad()
     def metrics(self, mdn_net: Network, baseline: Network | None, splits: Splits) -> dict[str, float]:
         x, _ = splits.test
         params = mdn_net(x)
-        errors = self.positioning_errors(x, mdn.most_probable_mean(params))
-        coverage, n_doubled = self.branch_coverage(params, x)
+        modes = params.modes()
+        errors = self.positioning_errors(x, params.most_probable_mean())
+        coverage, n_doubled = self.branch_coverage(modes, x)
         out = {
             "positioning_rmse": _rms(errors),
             "positioning_mean_error": float(errors.mean()),
             "positioning_max_error": float(errors.max()),
+            "positioning_rmse_top_mode": _rms(self.positioning_errors(x, modes.location[:, 0])),
+            "positioning_rmse_best_of_modes": _rms(self.best_of_modes_errors(modes, x)),
             "positioning_rmse_alpha_over_sigma": _rms(self.positioning_errors(x, self.peak_density_choice(params))),
-            "positioning_rmse_mixture_mean": _rms(self.positioning_errors(x, mdn.mixture_mean(params))),
+            "positioning_rmse_mixture_mean": _rms(self.positioning_errors(x, params.mean())),
             "branch_coverage": coverage,
             "doubled_share": n_doubled / x.shape[0],
             "mean_active_components": float((params.pi >= 0.05).sum(-1).float().mean()),
+            "mean_modes": float(modes.significant(MIN_MODE_MASS).sum(-1).float().mean()),
         }
         if baseline is not None:
             baseline_errors = self.positioning_errors(x, baseline(x))
@@ -196,7 +208,7 @@ class RobotArm(Dataset):
                              "where the MDN is sure (1) or split between branches"),
             plots.alpha_maps(fig_dir / "alphas.png", x_np, params.pi.cpu().numpy(), hull, f"{self.name}, K={K}"),
         ]
-        reached_mdn = self.fk(mdn.most_probable_mean(params).double()).cpu().numpy()
+        reached_mdn = self.fk(params.most_probable_mean().double()).cpu().numpy()
         panels = [("MDN (mean of most probable component)", reached_mdn)]
         if baseline is not None:
             panels.insert(0, ("MSE network", self.fk(baseline(x_test).double()).cpu().numpy()))
@@ -205,10 +217,15 @@ class RobotArm(Dataset):
         solutions, inside = self.valid_solutions(x_test)
         doubled = inside.all(-1).cpu()
         picks = torch.cat([torch.nonzero(doubled)[:2, 0], torch.nonzero(~doubled)[:2, 0]])
-        mixtures = [(params.pi[i].cpu().numpy(), params.mu[i].cpu().numpy(), params.sigma[i].cpu().numpy())
+        std = params.component_std()
+        mixtures = [(params.pi[i].cpu().numpy(), params.mu[i].cpu().numpy(), std[i].cpu().numpy())
                     for i in picks.tolist()]
+        found = params[picks].modes()
+        keep = found.significant(MIN_MODE_MASS)
+        modes = [(found.location[j][keep[j]].cpu().numpy(), found.mass[j][keep[j]].cpu().numpy())
+                 for j in range(len(picks))]
         paths.append(plots.angle_components(
             fig_dir / "contour.png", mixtures, x_np[picks.numpy()],
             [solutions[i][inside[i]].cpu().numpy() for i in picks.tolist()],
-            (self.theta1_range, self.theta2_range), f"p($\\theta$|x) of the MDN, {self.name}, K={K}"))
+            (self.theta1_range, self.theta2_range), f"p($\\theta$|x) of the MDN, {self.name}, K={K}", modes=modes))
         return paths

@@ -1,0 +1,122 @@
+"""Scores of predicted mixtures against observed targets: calibration (highest-density-region
+coverage, PIT) and proper scores (CRPS). Mixture and targets in, numbers out; every dataset
+reports them beside its task metric.
+
+Highest-density regions. The 100a % HDR of p(y|x) is {y : p(y|x) >= c_a}, with c_a chosen so
+that the region holds probability a. A target y lies inside it exactly when the probability of
+the denser part, P_{Y ~ p(.|x)}(p(Y|x) > p(y|x)), is at most a. That probability -- the target's
+*HDR level* -- is estimated per input from `n_samples` draws of the mixture (fixed seed), for any
+dimension and covariance kind; coverage at level a is the share of targets with HDR level <= a.
+For a calibrated model the HDR levels are uniform and coverage equals a at every level.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from mdn_experiments.mdn import Mixture
+
+LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)  # nominal levels of calibration.png
+
+
+@torch.no_grad()
+def hdr_levels(mixture: Mixture, y: Tensor, n_samples: int = 1000, seed: int = 0) -> Tensor:
+    """The smallest HDR that contains each target, as its probability: (N,) in [0, 1].
+
+    mixture has batch shape (N,), y is (N, D). Monte Carlo with n_samples draws per input: the
+    standard error of each level is at most 0.5 / sqrt(n_samples)."""
+    generator = torch.Generator(device=y.device).manual_seed(seed)
+    n, k = y.shape[0], mixture.n_components
+    chunk = max(1, 20_000_000 // (n_samples * k * max(mixture.dim, 1)))
+    out = []
+    for start in range(0, n, chunk):
+        part = mixture[start : start + chunk]
+        target = part.log_prob(y[start : start + chunk])  # (n,)
+        draws = part.log_prob(part.sample(n_samples, generator=generator))  # (S, n)
+        out.append((draws > target).double().mean(0))
+    return torch.cat(out)
+
+
+def coverage(levels_of_targets: Tensor, nominal: float) -> float:
+    """Share of targets inside the `nominal` HDR."""
+    return float((levels_of_targets <= nominal).double().mean())
+
+
+def _normal_cdf(z: Tensor) -> Tensor:
+    return 0.5 * torch.erfc(-z / math.sqrt(2.0))
+
+
+def _crps_kernel(m: Tensor, s: Tensor) -> Tensor:
+    """E|X| for X ~ N(m, s^2): m (2 Phi(m/s) - 1) + 2 s phi(m/s)."""
+    z = m / s
+    return m * (2 * _normal_cdf(z) - 1) + 2 * s * torch.exp(-0.5 * z.square()) / math.sqrt(2 * math.pi)
+
+
+@torch.no_grad()
+def crps(mixture: Mixture, y: Tensor) -> Tensor:
+    """Continuous ranked probability score of 1-D mixtures, closed form (Grimit et al. 2006):
+
+        CRPS = sum_k pi_k E|y - X_k| - 1/2 sum_jk pi_j pi_k E|X_j - X_k'|,   X_k ~ N(mu_k, s_k^2),
+
+    with E|Z| for a normal Z from `_crps_kernel`. mixture batch (N,), y (N, 1) -> (N,), float64,
+    in target units (lower is better; for a point forecast it is the absolute error)."""
+    if mixture.dim != 1:
+        raise ValueError(f"crps is defined here for 1-D targets, got D={mixture.dim}")
+    pi = mixture.pi.double()
+    mu, s = mixture.mu[..., 0].double(), mixture.component_std()[..., 0].double()
+    first = (pi * _crps_kernel(y.double() - mu, s)).sum(-1)
+    spread = _crps_kernel(mu.unsqueeze(-1) - mu.unsqueeze(-2), (s.unsqueeze(-1).square() + s.unsqueeze(-2).square()).sqrt())
+    second = (pi.unsqueeze(-1) * pi.unsqueeze(-2) * spread).sum((-1, -2))
+    return first - 0.5 * second
+
+
+@torch.no_grad()
+def pit(mixture: Mixture, y: Tensor) -> Tensor:
+    """Probability integral transform F(y | x) of 1-D mixtures: (N,) float64, uniform on [0, 1]
+    for a calibrated model."""
+    if mixture.dim != 1:
+        raise ValueError(f"pit is defined here for 1-D targets, got D={mixture.dim}")
+    z = (y.double() - mixture.mu[..., 0].double()) / mixture.component_std()[..., 0].double()
+    return (mixture.pi.double() * _normal_cdf(z)).sum(-1)
+
+
+def ks_uniform(values: np.ndarray) -> float:
+    """Kolmogorov-Smirnov distance sup |F_n(u) - u| of values in [0, 1] from the uniform law."""
+    u = np.sort(np.asarray(values, dtype=np.float64))
+    n = u.size
+    i = np.arange(1, n + 1)
+    return float(max((i / n - u).max(), (u - (i - 1) / n).max()))
+
+
+@dataclass
+class Calibration:
+    """Calibration of a model's mixtures on a test set: HDR levels of the targets (N,), and for
+    1-D targets the PIT values (N,) and the CRPS per target (N,)."""
+
+    hdr: np.ndarray
+    pit: np.ndarray | None = None
+    crps: np.ndarray | None = None
+
+    def coverage(self, nominal: float) -> float:
+        return float((self.hdr <= nominal).mean())
+
+    def metrics(self) -> dict[str, float]:
+        """coverage_50, coverage_90; for 1-D targets crps (mean) and pit_ks."""
+        out = {"coverage_50": self.coverage(0.5), "coverage_90": self.coverage(0.9)}
+        if self.pit is not None:
+            out["crps"] = float(self.crps.mean())
+            out["pit_ks"] = ks_uniform(self.pit)
+        return out
+
+
+def calibrate(mixture: Mixture, y: Tensor, n_samples: int = 1000, seed: int = 0) -> Calibration:
+    """Calibration of mixtures (batch (N,)) against targets y (N, D)."""
+    hdr = hdr_levels(mixture, y, n_samples, seed).cpu().numpy()
+    if mixture.dim != 1:
+        return Calibration(hdr)
+    return Calibration(hdr, pit(mixture, y).cpu().numpy(), crps(mixture, y).cpu().numpy())
