@@ -253,7 +253,8 @@ def angle_components(path, mixtures, positions, solutions, box, title, modes=Non
                title=f"x = ({x[0]:.2f}, {x[1]:.2f}), {len(sols)} solution{'s' * (len(sols) > 1)}")
         ax.title.set_fontsize(9)
     axes.flat[0].legend(fontsize=7, loc="lower left")
-    fig.suptitle(f"{title}: component means (disc area ∝ $\\pi_k$) vs the analytic inverse (dashed: angle box)",
+    fig.suptitle(f"{title}: component means (disc area ∝ $\\pi_k$)" + (", modes (rings)" if modes is not None else "")
+                 + " vs the analytic inverse (dashed: angle box)",
                  fontsize=10)
     return _save(fig, Path(path))
 
@@ -288,11 +289,11 @@ def digit_mixtures(path, images, labels, top1, pi, mu, grid, density, n_typical,
         ax_mix.axvline(labels[i], color="tab:green", ls="--", lw=1)
         if modes is not None:
             location, mass = modes[i]
-            ax_mix.scatter(location, np.full(len(location), 1.0), marker="v", s=14, color="tab:orange", zorder=4)
+            ax_mix.scatter(location, np.full(len(location), 1.12), marker="v", s=14, color="tab:orange", zorder=4)
             for value, m in zip(location, mass):
-                ax_mix.annotate(f"{m:.2f}", (value, 1.0), fontsize=5, color="tab:orange", ha="center",
-                                xytext=(0, 3), textcoords="offset points")
-        ax_mix.set(xlim=(-0.7, 9.7), ylim=(0, 1.05), xticks=range(10), yticks=[0, 0.5, 1])
+                ax_mix.annotate(f"{m:.2f}", (value, 1.12), fontsize=6, color="tab:orange", ha="center",
+                                xytext=(0, -12), textcoords="offset points")
+        ax_mix.set(xlim=(-0.7, 9.7), ylim=(0, 1.22), xticks=range(10), yticks=[0, 0.5, 1])
         ax_mix.tick_params(labelsize=6)
         color = "tab:green" if top1[i] == labels[i] else "tab:red"
         ax_mix.set_title(f"top-1: {top1[i]}", fontsize=7, color=color)
@@ -365,7 +366,7 @@ def calibration(path, nominal, observed, pit, title) -> Path:
     ax.plot(nominal, observed, "o-", color="tab:blue", lw=1.5, ms=4, label="MDN")
     ax.set(xlabel="nominal level of the highest-density region", ylabel="share of test targets inside",
            xlim=(0, 1), ylim=(0, 1), title="coverage")
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=8, loc="lower right")
     if pit is not None:
         ax = axes[0, 1]
         ax.hist(pit, bins=20, range=(0, 1), density=True, color="tab:blue", alpha=0.75)

@@ -350,3 +350,10 @@ class TestModes:
         best = grid[density.argmax()]
         torch.testing.assert_close(found.location[0, 0], best, atol=6e-3, rtol=0)  # grid step 5e-3
         assert found.log_density[0, 0].item() >= density.max().item() - 1e-9
+
+
+def test_a_fresh_full_head_starts_without_correlations():
+    head = MDNHead(in_features=8, out_dim=3, n_components=4, covariance="full")
+    L = head(torch.randn(20, 8)).scale_tril
+    assert torch.equal(L, torch.diag_embed(L.diagonal(dim1=-2, dim2=-1)))
+    assert head.linear.weight[: 4 * 7].abs().sum() > 0  # the other outputs keep their random start
