@@ -16,7 +16,7 @@ export MDN_MNIST_ROOT ?= $(SHARED_MNIST)
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all run sweep reproduce bench clean
+.PHONY: help install test test-all run sweep reproduce bench init-study clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -48,6 +48,9 @@ reproduce: install ## every experiment with 3 seeds, then outputs/reproduce/REPO
 
 bench: install ## speed benchmark (ratios side by side)
 	$(BIN)/python -m mdn_experiments.bench
+
+init-study: install ## initialisation x revival study (toy K=3,5,10 and arm K=3, 3 seeds; ~10 min) -> outputs/init_study/
+	$(BIN)/python -m mdn_experiments.init_study
 
 clean: ## remove the virtual environment and caches (keeps outputs/ and data/)
 	rm -rf $(VENV) build *.egg-info .pytest_cache

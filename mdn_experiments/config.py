@@ -17,6 +17,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from mdn_experiments.errors import ConfigError
 from mdn_experiments.mdn import COVARIANCES, SIGMA_TRANSFORMS
+from mdn_experiments.models import INITS
 from mdn_experiments.train import LR_SCHEDULES, NONFINITE_POLICIES
 
 
@@ -38,6 +39,8 @@ class TrainerConfig:
     on_nonfinite: str = "rollback"  # or "stop": what a non-finite loss or gradient does
     rollback_lr_factor: float = 0.5  # each rollback multiplies the learning rate by this
     max_consecutive_rollbacks: int = 5  # one more failure in a row stops training (status diverged)
+    revive_dead: bool = False  # re-seed a component dead for revive_after epochs (train.ReviveDead)
+    revive_after: int = 10
 
 
 @dataclass
@@ -47,7 +50,7 @@ class ModelConfig:
     sigma_transform: str = "softplus"
     covariance: str = "diag"  # diag | isotropic | full (Cholesky factor)
     standardize: bool = True
-    mu_init: Optional[str] = None  # "quantiles": spread the component means over the targets
+    init: str = "default"  # default | quantiles | gmm: how the MDN head starts (models.Network.init_from_targets)
 
 
 @dataclass
@@ -146,7 +149,8 @@ def validate(cfg: DictConfig) -> None:
     )
     _check(m.covariance in COVARIANCES, "model.covariance", m.covariance,
            f"one of {', '.join(COVARIANCES)} (per-dimension sigmas, one sigma per component, full Cholesky factor)")
-    _check(m.mu_init in (None, "quantiles"), "model.mu_init", m.mu_init, "null or quantiles")
+    _check(m.init in INITS, "model.init", m.init,
+           "one of default (random), quantiles (means spread over the targets), gmm (a Gaussian mixture fitted to them)")
     # the backbone's own arguments are checked by its constructor (models.py), before training
     t = cfg.trainer
     _check(t.lr > 0, "trainer.lr", t.lr, "a float > 0")
@@ -168,6 +172,7 @@ def validate(cfg: DictConfig) -> None:
     _check(t.on_nonfinite in NONFINITE_POLICIES, "trainer.on_nonfinite", t.on_nonfinite,
            f"one of {', '.join(NONFINITE_POLICIES)}")
     _check(0 < t.rollback_lr_factor <= 1, "trainer.rollback_lr_factor", t.rollback_lr_factor, "a float in (0, 1]")
+    _check(t.revive_after >= 1, "trainer.revive_after", t.revive_after, "an integer >= 1 (epochs)")
     _check(t.max_consecutive_rollbacks >= 0, "trainer.max_consecutive_rollbacks", t.max_consecutive_rollbacks,
            "an integer >= 0")
     _check(t.device == "auto" or t.device.split(":")[0] in ("cpu", "cuda", "mps"), "trainer.device",

@@ -33,9 +33,9 @@ from mdn_experiments.checkpoint import (PREVIOUS_FILE, STATE_FILE, Interrupted, 
 from mdn_experiments.config import validate
 from mdn_experiments.datasets.base import Dataset, Splits
 from mdn_experiments.errors import ConfigError, RunFolderError, UserError
-from mdn_experiments.evaluation import LEVELS, calibrate
-from mdn_experiments.models import Network, build_network, count_parameters
-from mdn_experiments.train import FitResult, Trainer, evaluate_loss, predict, resolve_device
+from mdn_experiments.evaluation import HEALTH_KEYS, LEVELS, calibrate
+from mdn_experiments.models import Network, build_network, count_parameters, require_sklearn
+from mdn_experiments.train import FitResult, ReviveDead, Trainer, evaluate_loss, predict, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -158,17 +158,19 @@ def check_config(cfg: DictConfig) -> tuple[Dataset, torch.device]:
     dataset: Dataset = instantiate_checked(cfg.dataset)  # dataset-specific range checks happen here
     device = device_for(cfg.trainer.device)
     optimizer_factory(cfg)  # refuses a bad optimizer now, not after the MDN has trained
+    if cfg.model.init == "gmm":
+        require_sklearn()
     for head in ("mdn", "mse"):
         build(cfg, dataset, head)  # likewise a bad backbone
     return dataset, device
 
 
 def prepare_network(cfg: DictConfig, network: Network, dataset: Dataset, splits: Splits) -> None:
-    """Data-dependent initialisation: standardisation and (MDN) the spread of the initial means."""
+    """Data-dependent initialisation: standardisation and (MDN) the head's start (model.init)."""
     if cfg.model.standardize:
         network.fit_standardization(*splits.train, per_feature=dataset.per_feature_standardization)
-    if network.is_mdn and cfg.model.mu_init == "quantiles":
-        network.init_means_from_targets(splits.train[1])
+    if network.is_mdn:
+        network.init_from_targets(cfg.model.init, splits.train[1], seed=cfg.seed)
 
 
 def make_trainer(cfg: DictConfig, network: Network, splits: Splits, progress: bool, desc: str,
@@ -182,6 +184,7 @@ def make_trainer(cfg: DictConfig, network: Network, splits: Splits, progress: bo
         input_noise=t.input_noise, seed=cfg.seed,
         on_nonfinite=t.on_nonfinite, rollback_lr_factor=t.rollback_lr_factor,
         max_consecutive_rollbacks=t.max_consecutive_rollbacks,
+        epoch_hooks=[ReviveDead(t.revive_after)] if t.revive_dead and network.is_mdn else (),
         progress=progress, desc=desc, on_event=on_event,
     )
 
@@ -402,6 +405,7 @@ def evaluate_run(cfg: DictConfig, dataset: Dataset, splits: Splits, mdn_net: Net
     no better than `unconditional_nll`)."""
     test_nll, _ = evaluate_loss(mdn_net, *splits.test)
     train_nll, _ = evaluate_loss(mdn_net, *splits.train)
+    _, val_diagnostics = evaluate_loss(mdn_net, *splits.val)  # component health of the kept weights
     metrics: dict[str, Any] = {
         "dataset": dataset.name,
         "main_metric": dataset.main_metric,
@@ -416,6 +420,9 @@ def evaluate_run(cfg: DictConfig, dataset: Dataset, splits: Splits, mdn_net: Net
         "best_epoch": result.best_epoch,
         "epochs_run": len(result.history),
         **_rollback_metrics("", result),
+        **{key: val_diagnostics[key] for key in HEALTH_KEYS},
+        "revivals": len(result.revivals),
+        "revived_at": "; ".join(f"component {r['component'] + 1} at epoch {r['epoch']}" for r in result.revivals),
         "n_train": int(splits.train[0].shape[0]),
         "n_params": count_parameters(mdn_net),
         "train_seconds": result.seconds,
@@ -452,6 +459,8 @@ def evaluate_run(cfg: DictConfig, dataset: Dataset, splits: Splits, mdn_net: Net
         dataset.figures(mdn_net, baseline, splits, fig_dir)
         plots.calibration(fig_dir / "calibration.png", LEVELS, [calibration.coverage(a) for a in LEVELS],
                           calibration.pit, f"{dataset.name}, K={cfg.K}: calibration on the test set")
+        plots.health(fig_dir / "health.png", result.history, cfg.K, f"{dataset.name}, K={cfg.K}: component health "
+                     "on the validation set")
         plots.loss_curves(fig_dir / "loss.png", result.history,
                           baseline_result.history if baseline_result else None, f"{dataset.name}, K={cfg.K}")
     return metrics

@@ -36,6 +36,16 @@ SIGMA_TRANSFORMS = ("softplus", "exp")
 COVARIANCES = ("diag", "isotropic", "full")
 
 
+def positive_inverse(value: Tensor, sigma_min: float, transform: str) -> Tensor:
+    """The raw value that `positive` maps to `value` (clamped just above the floor)."""
+    v = (value - sigma_min).clamp_min(1e-6 * max(sigma_min, 1e-12) + 1e-12)
+    if transform == "softplus":
+        return v + torch.log(-torch.expm1(-v))  # log(exp(v) - 1), stable for small and large v
+    if transform == "exp":
+        return v.log()
+    raise ValueError(f"sigma_transform must be one of {SIGMA_TRANSFORMS}, got {transform!r}")
+
+
 def positive(raw: Tensor, sigma_min: float, transform: str) -> Tensor:
     """sigma_min + softplus(raw) (or exp(raw)): >= sigma_min exactly whatever raw is. The floor
     sits outside the nonlinearity, so the gradient never vanishes at it as it would with a clamp."""
@@ -243,6 +253,20 @@ class Mixture:
     def init_head(linear: nn.Linear, n_components: int, dim: int) -> None:
         """Adjust the freshly initialised output layer producing the raw outputs (default: nothing)."""
 
+    @classmethod
+    def raw_from(cls, log_pi: Tensor, mu: Tensor, covariance: Tensor, sigma_min: float = 1e-3,
+                 sigma_transform: str = "softplus") -> Tensor:
+        """The raw outputs (n_raw,) that `from_raw` turns into this one mixture: log_pi (K,),
+        mu (K, D), covariance (K, D, D) (for diag and isotropic only its diagonal is used).
+        Scales below the floor are raised to it."""
+        raise NotImplementedError
+
+    @staticmethod
+    def component_rows(k: int, n_components: int, dim: int) -> tuple[list[int], list[int], list[int]]:
+        """Which raw outputs belong to component k: (its logit, its mean, its scale entries)."""
+        K, D = n_components, dim
+        return [k], [K + k * D + d for d in range(D)], [K + K * D + k * D + d for d in range(D)]
+
     def component_log_prob(self, y: Tensor) -> Tensor:
         """log N(y; mu_k, Sigma_k) for every component: y (*N, D) -> (*N, K)."""
         raise NotImplementedError
@@ -304,6 +328,11 @@ class DiagonalMixture(Mixture):
         return cls(F.log_softmax(logits, dim=-1), mu.reshape(*batch, K, D),
                    positive(raw_sigma, sigma_min, sigma_transform).reshape(*batch, K, D))
 
+    @classmethod
+    def raw_from(cls, log_pi, mu, covariance, sigma_min=1e-3, sigma_transform="softplus"):
+        sigma = covariance.diagonal(dim1=-2, dim2=-1).sqrt()
+        return torch.cat([log_pi, mu.reshape(-1), positive_inverse(sigma, sigma_min, sigma_transform).reshape(-1)])
+
     def component_log_prob(self, y):
         return _log_normal_diag(y, self.mu, self.sigma, self.sigma.log().sum(-1))
 
@@ -353,6 +382,16 @@ class IsotropicMixture(Mixture):
         logits, mu, raw_sigma = raw.split([K, K * D, K], dim=-1)
         return cls(F.log_softmax(logits, dim=-1), mu.reshape(*raw.shape[:-1], K, D),
                    positive(raw_sigma, sigma_min, sigma_transform).unsqueeze(-1))
+
+    @classmethod
+    def raw_from(cls, log_pi, mu, covariance, sigma_min=1e-3, sigma_transform="softplus"):
+        sigma = covariance.diagonal(dim1=-2, dim2=-1).mean(-1).sqrt()  # (K,): the average variance
+        return torch.cat([log_pi, mu.reshape(-1), positive_inverse(sigma, sigma_min, sigma_transform)])
+
+    @staticmethod
+    def component_rows(k, n_components, dim):
+        K, D = n_components, dim
+        return [k], [K + k * D + d for d in range(D)], [K + K * D + k]
 
     def component_log_prob(self, y):
         return _log_normal_diag(y, self.mu, self.sigma, self.dim * self.sigma[..., 0].log())
@@ -443,6 +482,23 @@ class FullMixture(Mixture):
         start = n_components * (1 + 2 * dim)  # K logits, K*D means, K*D diagonal entries, then these
         linear.weight[start:] = 0.0
         linear.bias[start:] = 0.0
+
+    @classmethod
+    def raw_from(cls, log_pi, mu, covariance, sigma_min=1e-3, sigma_transform="softplus"):
+        K, D = mu.shape
+        L = torch.linalg.cholesky(covariance)
+        diag = L.diagonal(dim1=-2, dim2=-1).clamp_min(sigma_min * (1 + 1e-6))  # (K, D)
+        rows, cols = torch.tril_indices(D, D, offset=-1, device=mu.device)
+        off = L[..., rows, cols] / diag[..., cols]  # from_raw multiplies by the column's diagonal
+        return torch.cat([log_pi, mu.reshape(-1), positive_inverse(diag, sigma_min, sigma_transform).reshape(-1),
+                          off.reshape(-1)])
+
+    @staticmethod
+    def component_rows(k, n_components, dim):
+        K, D = n_components, dim
+        n_off = D * (D - 1) // 2
+        return ([k], [K + k * D + d for d in range(D)],
+                [K + K * D + k * D + d for d in range(D)] + [K + 2 * K * D + k * n_off + j for j in range(n_off)])
 
     def component_log_prob(self, y):
         z = _solve_lower(self.scale_tril, y.unsqueeze(-2) - self.mu)
@@ -550,6 +606,35 @@ class MDNHead(nn.Module):
         rows = slice(K, K + K * D)  # every kind's raw layout: K logits, K*D means, then scales
         self.linear.bias[rows] = means.reshape(K * D).to(self.linear.bias)
         self.linear.weight[rows] *= weight_scale
+
+    @torch.no_grad()
+    def init_mixture(self, log_pi: Tensor, mu: Tensor, covariance: Tensor, weight_scale: float = 0.01) -> None:
+        """Start every input at the mixture (log_pi (K,), mu (K, D), covariance (K, D, D), in this
+        head's output units): the biases produce it, and all weights are shrunk by `weight_scale`,
+        so the features move it only a little until training makes use of them."""
+        raw = self.mixture_type.raw_from(log_pi.double(), mu.double(), covariance.double(), self.sigma_min,
+                                         self.sigma_transform)
+        self.linear.bias.copy_(raw.to(self.linear.bias))
+        self.linear.weight.mul_(weight_scale)
+
+    @torch.no_grad()
+    def revive(self, k: int, mean: Tensor, donors: list[int]) -> list[int]:
+        """Re-seed dead component k at `mean` ((D,), output units): its mean is `mean` for every
+        input (mean weights zeroed), its scale rows are the average of the `donors`' (live
+        components), and its logit gets the donors' average weights with a bias log K below their
+        highest, so it starts with a small but real share. Returns the raw-output rows it rewrote
+        (to clear the optimizer's memory of them)."""
+        rows = self.mixture_type.component_rows
+        K, D = self.n_components, self.out_dim
+        logit, means, scales = rows(k, K, D)
+        donor_rows = [rows(j, K, D) for j in donors]
+        w, b = self.linear.weight, self.linear.bias
+        w[logit] = torch.stack([w[r[0]] for r in donor_rows]).mean(0)
+        b[logit] = torch.stack([b[r[0]] for r in donor_rows]).max(0).values - math.log(K)
+        w[means], b[means] = 0.0, mean.to(b)
+        w[scales] = torch.stack([w[r[2]] for r in donor_rows]).mean(0)
+        b[scales] = torch.stack([b[r[2]] for r in donor_rows]).mean(0)
+        return logit + means + scales
 
     def forward(self, features: Tensor) -> Mixture:
         return self.mixture_type.from_raw(self.linear(features), self.n_components, self.out_dim,

@@ -171,13 +171,26 @@ class Network(nn.Module):
         self.y_std.copy_(y.std(0).clamp_min(1e-8))
 
     @torch.no_grad()
-    def init_means_from_targets(self, y: Tensor) -> None:
-        """Spread the MDN components over the targets: component k starts at the (k + 1/2)/K
-        quantile of the (standardised) training targets, per dimension."""
+    def init_from_targets(self, method: str, y: Tensor, seed: int = 0) -> None:
+        """Data-driven start of the MDN head from the training targets y (call after
+        fit_standardization; everything happens in standardised units):
+
+        default    the layer's random initialisation, untouched
+        quantiles  component k's mean starts at the (k + 1/2)/K quantile of the targets, per
+                   dimension (mean weights shrunk), so the components begin spread out
+        gmm        a K-component Gaussian mixture of the head's covariance kind is fitted to the
+                   targets (scikit-learn's GaussianMixture, seeded); every input starts at that
+                   mixture: pi, mu and the covariances from the fit, all weights shrunk (x 0.01)
+        """
         K = self.head.n_components
-        levels = (torch.arange(K, dtype=torch.float64) + 0.5) / K
         z = ((y - self.y_mean) / self.y_std).double().cpu()
-        self.head.init_means(torch.quantile(z, levels, dim=0))  # (K, D)
+        if method == "quantiles":
+            levels = (torch.arange(K, dtype=torch.float64) + 0.5) / K
+            self.head.init_means(torch.quantile(z, levels, dim=0))  # (K, D)
+        elif method == "gmm":
+            self.head.init_mixture(*fit_gmm(z, K, self.head.covariance, self.head.sigma_min, seed))
+        elif method != "default":
+            raise ValueError(f"init must be one of {INITS}, got {method!r}")
 
     def forward(self, x: Tensor) -> Mixture | Tensor:
         out = self.head(self.backbone((x - self.x_mean) / self.x_std))
@@ -220,6 +233,36 @@ def build_network(
     else:
         raise ValueError(f"head must be 'mdn' or 'mse', got {head!r}")
     return Network(backbone, head_module, input_shape, out_dim)
+
+
+INITS = ("default", "quantiles", "gmm")
+SKLEARN_COVARIANCE = {"diag": "diag", "isotropic": "spherical", "full": "full"}
+
+
+def require_sklearn():
+    """sklearn.mixture, or one clear error when scikit-learn is not installed."""
+    try:
+        from sklearn import mixture
+    except ImportError:
+        raise UserError("model.init=gmm needs scikit-learn, which is not installed: "
+                        "pip install scikit-learn (or the project's extra: pip install '.[gmm]')") from None
+    return mixture
+
+
+def fit_gmm(z: Tensor, n_components: int, covariance: str, sigma_min: float, seed: int) -> tuple[Tensor, Tensor, Tensor]:
+    """A Gaussian mixture fitted to targets z (N, D) by scikit-learn, as (log_pi (K,), mu (K, D),
+    covariance (K, D, D)) in float64. The covariance kind follows the head's."""
+    GaussianMixture = require_sklearn().GaussianMixture
+    K, D = n_components, z.shape[1]
+    gmm = GaussianMixture(K, covariance_type=SKLEARN_COVARIANCE[covariance], reg_covar=max(1e-6, sigma_min**2),
+                          n_init=1, random_state=seed).fit(z.numpy())
+    cov = torch.as_tensor(gmm.covariances_, dtype=torch.float64)
+    if covariance == "diag":
+        cov = torch.diag_embed(cov)
+    elif covariance == "isotropic":
+        cov = cov[:, None, None] * torch.eye(D, dtype=torch.float64)
+    return (torch.as_tensor(gmm.weights_, dtype=torch.float64).log(), torch.as_tensor(gmm.means_, dtype=torch.float64),
+            cov)
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -123,6 +123,34 @@ def loss_curves(path, history, baseline_history, title) -> Path:
     return _save(fig, Path(path))
 
 
+def health(path, history, n_components, title) -> Path:
+    """Component health against the epoch: effective and dead components, responsibility entropy
+    and the share of scales at the floor; dotted lines mark revivals (if any)."""
+    epochs = [row["epoch"] for row in history]
+    panels = [("effective_components", "effective components\n(exp entropy of mean $\\pi$)"),
+              ("dead_components", "dead components\n($\\pi$ < 0.01 everywhere)"),
+              ("responsibility_entropy", "responsibility entropy\n(nats)"),
+              ("sigma_floor_share", "share of scales\nat the floor")]
+    fig, axes = plt.subplots(1, 4, figsize=(14, 3.4))
+    revived = [row["epoch"] for row in history if row.get("revived")]
+    for ax, (key, label) in zip(axes, panels):
+        ax.plot(epochs, [row.get(key, np.nan) for row in history], color="tab:blue", lw=1.5)
+        for epoch in revived:
+            ax.axvline(epoch, color="tab:red", ls=":", lw=1)
+        ax.set(xlabel="epoch", ylabel=label)
+        ax.yaxis.label.set_fontsize(9)
+    axes[0].set_ylim(0.8, n_components + 0.2)
+    axes[1].set_ylim(-0.3, n_components - 0.7)
+    axes[1].yaxis.get_major_locator().set_params(integer=True)
+    axes[2].set_ylim(bottom=0)
+    axes[3].set_ylim(-0.02, 1.02)
+    if revived:
+        axes[0].plot([], [], color="tab:red", ls=":", label="revival")
+        axes[0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, Path(path))
+
+
 def _clip_ylim(ax, history) -> None:
     """Keep the first epochs' large losses from squashing the interesting part of the curve."""
     values = np.array([[row["train_loss"], row["val_loss"]] for row in history]).ravel()

@@ -17,7 +17,7 @@ import yaml
 from hydra.experimental.callback import Callback
 
 SUMMARY_COLUMNS = ["job", "dataset", "K", "seed", "status", "test_nll", "val_nll", "train_nll", "main_metric",
-                   "main_value", "n_params", "n_train", "bic", "reason"]
+                   "main_value", "effective_components", "dead_components", "n_params", "n_train", "bic", "reason"]
 # a job's status: ok, diverged, degenerate (from its metrics.json), failed (error.txt: an exception),
 # incomplete (neither: interrupted, still running, or killed). Only `ok` jobs enter the means.
 STATUSES = ("ok", "diverged", "degenerate", "failed", "incomplete")
@@ -44,6 +44,9 @@ def _job_row(job_dir: Path, sweep_dir: Path) -> dict[str, Any]:
                    test_nll=metrics["test_nll"], val_nll=metrics["val_nll"],
                    train_nll=metrics["train_nll"], main_metric=main, main_value=metrics.get(main, ""),
                    n_params=metrics["n_params"], n_train=metrics["n_train"],
+                   # runs from before the health metrics existed leave these empty
+                   effective_components=metrics.get("effective_components", math.nan),
+                   dead_components=metrics.get("dead_components", math.nan),
                    bic=bic(metrics["train_nll"], metrics["n_train"], metrics["n_params"]))
     elif error_path.exists():
         row.update(status="failed", reason=error_path.read_text().strip().splitlines()[0][:200])
@@ -79,7 +82,7 @@ def aggregate(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     for (dataset, K), members in sorted(groups.items()):
         entry: dict[str, Any] = {"K": K, "n_seeds": len(members), "n_not_ok": not_ok[(dataset, K)],
                                  "main_metric": members[0]["main_metric"]}
-        for key in ("test_nll", "val_nll", "main_value", "bic"):
+        for key in ("test_nll", "val_nll", "main_value", "bic", "effective_components", "dead_components"):
             entry[key], entry[f"{key}_std"] = _mean_std([float(m[key]) for m in members])
         table[dataset].append(entry)
     return dict(table)
@@ -111,13 +114,15 @@ def write_summary(sweep_dir: Path | str) -> dict[str, Any]:
     for dataset, entries in table.items():
         main = entries[0]["main_metric"]
         lines += [f"## {dataset}: mean ± std over seeds (ok jobs)", "",
-                  f"| K | seeds ok | not ok | test NLL | val NLL | {main} | BIC (train) |",
-                  "|---|---|---|---|---|---|---|"]
+                  f"| K | seeds ok | not ok | test NLL | val NLL | {main} | effective components | dead | BIC (train) |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for e in entries:
             lines.append(f"| {e['K']} | {e['n_seeds']} | {e['n_not_ok']} | "
                          f"{e['test_nll']:.4f} ± {e['test_nll_std']:.4f} | "
                          f"{e['val_nll']:.4f} ± {e['val_nll_std']:.4f} | {e['main_value']:.4g} ± "
-                         f"{e['main_value_std']:.2g} | {e['bic']:.1f} ± {e['bic_std']:.1f} |")
+                         f"{e['main_value_std']:.2g} | {e['effective_components']:.2f} ± "
+                         f"{e['effective_components_std']:.2f} | {e['dead_components']:.1f} | "
+                         f"{e['bic']:.1f} ± {e['bic_std']:.1f} |")
         c = choices[dataset]
         lines += ["", f"K chosen by validation NLL: **{c['by_val_nll']}**; by BIC: **{c['by_bic']}**.", ""]
     lines += ["## Jobs", "", "| " + " | ".join(SUMMARY_COLUMNS) + " |", "|" + "---|" * len(SUMMARY_COLUMNS)]

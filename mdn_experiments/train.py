@@ -14,7 +14,7 @@ import copy
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from mdn_experiments.checkpoint import rng_state, set_rng_state
+from mdn_experiments.evaluation import dead_mask, health
 from mdn_experiments.mdn import Mixture
 from mdn_experiments.models import Network
 
@@ -43,6 +44,7 @@ class FitResult:
     steps: int = 0
     rollbacks: list[dict[str, Any]] = field(default_factory=list)
     diverged: str = ""
+    revivals: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -57,6 +59,7 @@ class Progress(FitResult):
     norms: list[float] = field(default_factory=list)
     failures: int = 0
     finished: bool = False
+    hook_state: dict[str, Any] = field(default_factory=dict)  # what epoch hooks must keep across a resume
 
     def result(self) -> FitResult:
         return FitResult(**{name: getattr(self, name) for name in FitResult.__dataclass_fields__})
@@ -95,16 +98,22 @@ def predict(network: Network, x: Tensor, batch_size: int = 1024) -> Mixture | Te
 
 
 @torch.no_grad()
-def evaluate_loss(network: Network, x: Tensor, y: Tensor, batch_size: int = 1024) -> tuple[float, float]:
-    """Mean training objective over a dataset, and the share of sigmas at the floor."""
+def evaluate_loss(network: Network, x: Tensor, y: Tensor, batch_size: int = 1024) -> tuple[float, dict[str, float]]:
+    """Mean training objective over a dataset, and diagnostics: `sigma_floor_share` (NaN for an
+    MSE network) and, for an MDN, the component health of `evaluation.health`."""
     network.eval()
     total, floor, n = 0.0, 0.0, x.shape[0]
+    outputs = []
     for start in range(0, n, batch_size):
         xb, yb = x[start : start + batch_size], y[start : start + batch_size]
         loss, out = network.loss(xb, yb)
         total += loss.item() * xb.shape[0]
         floor += network.sigma_floor_share(out) * xb.shape[0]
-    return total / n, floor / n
+        outputs.append(out)
+    diagnostics = {"sigma_floor_share": floor / n}
+    if isinstance(outputs[0], Mixture):
+        diagnostics.update(health(Mixture.cat(outputs), y))
+    return total / n, diagnostics
 
 
 def _optimizer_step(
@@ -145,7 +154,9 @@ class Trainer:
     through a closure; pair it with grad_clip=None, since clipping distorts the curvature it
     builds). Every history row holds: epoch, train_loss (mean over the epoch's minibatches),
     val_loss, grad_norm (mean total gradient norm *before* clipping), grad_norm_max,
-    sigma_floor_share (validation set), lr and rollbacks (how many happened in that epoch).
+    sigma_floor_share (validation set), lr, rollbacks (how many happened in that epoch), seconds
+    (training time so far) and, for an MDN, the component health of `evaluation.health` on the
+    validation set (effective_components, dead_components, responsibility_entropy).
 
     Non-finite guard: a step whose loss or gradient is not finite is not applied, and neither is
     an epoch whose validation loss is not finite. With on_nonfinite="rollback" the trainer goes
@@ -156,6 +167,8 @@ class Trainer:
 
     `on_event(trainer, event)` is called after every applied step ("step") and every epoch
     ("epoch"): the place to checkpoint or to stop (it may raise to leave the loop).
+    `epoch_hooks`: callables hook(trainer, history_row) run after each epoch's row is written and
+    the best weights are kept; they may change the network (e.g. `ReviveDead`) and add columns.
     """
 
     def __init__(
@@ -177,6 +190,7 @@ class Trainer:
         on_nonfinite: str = "rollback",
         rollback_lr_factor: float = 0.5,
         max_consecutive_rollbacks: int = 5,
+        epoch_hooks: Sequence[Callable[[Trainer, dict[str, Any]], None]] = (),
         progress: bool = False,
         desc: str = "train",
         on_event: Callable[[Trainer, str], None] | None = None,
@@ -191,6 +205,7 @@ class Trainer:
         self.input_noise, self.on_nonfinite = input_noise, on_nonfinite
         self.rollback_lr_factor, self.max_consecutive_rollbacks = rollback_lr_factor, max_consecutive_rollbacks
         self.show_progress, self.desc, self.on_event = progress, desc, on_event
+        self.epoch_hooks = list(epoch_hooks)
 
         self.generator = torch.Generator().manual_seed(seed)
         self.optimizer = optimizer_factory(network.parameters(), lr=lr)
@@ -276,7 +291,7 @@ class Trainer:
                 self._good = self._snapshot()
             try:
                 self._run_epoch(x_train, y_train, n_train)
-                val_loss, floor_share = evaluate_loss(self.network, *self.val_data)
+                val_loss, diagnostics = evaluate_loss(self.network, *self.val_data)
                 if not math.isfinite(val_loss):
                     raise NonFinite(f"validation loss={val_loss}")
             except NonFinite as err:
@@ -290,13 +305,16 @@ class Trainer:
                 "val_loss": val_loss,
                 "grad_norm": sum(p.norms) / len(p.norms),
                 "grad_norm_max": max(p.norms),
-                "sigma_floor_share": floor_share,
+                **diagnostics,
                 "lr": self.lr,
                 "rollbacks": sum(r["epoch"] == p.epoch for r in p.rollbacks),
+                "seconds": p.seconds + time.perf_counter() - self._segment_start,  # training time so far
             })
             if val_loss < p.best_val_loss:
                 p.best_val_loss, p.best_epoch = val_loss, p.epoch
                 self.best_state = copy.deepcopy(self.network.state_dict())
+            for hook in self.epoch_hooks:  # after the best weights are kept: a hook may change them
+                hook(self, p.history[-1])
             bar.update(1)
             bar.set_postfix(train=f"{p.losses[-1]:.3f}", val=f"{val_loss:.3f}", best=f"{p.best_val_loss:.3f}")
             if self.patience is not None and p.epoch - p.best_epoch >= self.patience:
@@ -351,6 +369,48 @@ class Trainer:
             group["lr"] *= self.rollback_lr_factor
         self._good = self._snapshot()
         return True
+
+
+class ReviveDead:
+    """Epoch hook: a component whose pi has stayed below `evaluation.DEAD_PI` on every validation
+    input for `after` epochs in a row is re-seeded at the training target the model explains
+    worst (its lowest log-likelihood), with the average scale and weighting of the live
+    components (`MDNHead.revive`); the optimizer forgets its statistics for the rewritten rows.
+    Adds the column `revived` (components revived at that epoch) and one entry per revival to
+    `FitResult.revivals` ({epoch, component, at}: the target it was placed at)."""
+
+    def __init__(self, after: int = 10) -> None:
+        self.after = after
+
+    @torch.no_grad()
+    def __call__(self, trainer: Trainer, row: dict[str, Any]) -> None:
+        p, network = trainer.progress, trainer.network
+        row["revived"] = 0
+        dead = dead_mask(predict(network, trainer.val_data[0])).tolist()
+        counts = p.hook_state.setdefault("dead_epochs", [0] * len(dead))
+        counts[:] = [c + 1 if d else 0 for c, d in zip(counts, dead)]
+        due = [k for k, c in enumerate(counts) if c >= self.after]
+        donors = [k for k, d in enumerate(dead) if not d]
+        if not due or not donors:
+            return
+        x, y = trainer.train_data
+        worst = predict(network, x).log_prob(y).argsort()[: len(due)]  # lowest likelihood first
+        head = network.head
+        for k, i in zip(due, worst.tolist()):
+            rows = head.revive(k, ((y[i] - network.y_mean) / network.y_std), donors)
+            _forget(trainer.optimizer, head.linear, rows)
+            counts[k] = 0
+            p.revivals.append({"epoch": p.epoch, "component": k, "at": y[i].tolist()})
+        row["revived"] = len(due)
+        network.train()
+
+
+def _forget(optimizer: torch.optim.Optimizer, layer: nn.Linear, rows: list[int]) -> None:
+    """Zero the optimizer's per-parameter statistics (Adam's moments, momentum) for these output rows."""
+    for param in (layer.weight, layer.bias):
+        for value in optimizer.state.get(param, {}).values():
+            if isinstance(value, Tensor) and value.shape == param.shape:
+                value[rows] = 0
 
 
 def fit(

@@ -33,10 +33,12 @@ def check_sweep(sweep_dir, expected_ok: dict[str, int]):
         assert float(rows[name]["test_nll"]) == pytest.approx(metrics["test_nll"])
         assert float(rows[name]["val_nll"]) == pytest.approx(metrics["val_nll"])
         assert float(rows[name]["main_value"]) == pytest.approx(metrics[metrics["main_metric"]])
+        assert float(rows[name]["effective_components"]) == pytest.approx(metrics["effective_components"])
         assert float(rows[name]["bic"]) == pytest.approx(bic(metrics["train_nll"], metrics["n_train"],
                                                              metrics["n_params"]))
     assert (sweep_dir / "k_sweep.png").read_bytes()[:4] == b"\x89PNG"
     assert "K chosen by validation NLL" in (sweep_dir / "summary.md").read_text()
+    assert "| effective components |" in (sweep_dir / "summary.md").read_text()
     return rows
 
 

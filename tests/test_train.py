@@ -70,7 +70,9 @@ def test_history_rows_hold_the_documented_columns():
                  batch_size=100, lr_schedule="cosine", lr_min_factor=0.1)
     assert [row["epoch"] for row in result.history] == [1, 2, 3]
     assert set(result.history[0]) == {"epoch", "train_loss", "val_loss", "grad_norm", "grad_norm_max",
-                                      "sigma_floor_share", "lr", "rollbacks"}
+                                      "sigma_floor_share", "lr", "rollbacks", "seconds", "effective_components",
+                                      "dead_components", "responsibility_entropy"}
+    assert 0 < result.history[0]["seconds"] < result.history[2]["seconds"]
     assert result.steps == 3 * 3  # ceil(256 / 100) minibatches per epoch
     # the cosine schedule decays the learning rate towards lr * lr_min_factor
     lrs = [row["lr"] for row in result.history]
@@ -85,7 +87,7 @@ def test_sigma_floor_share_sees_sigmas_at_the_floor():
         sigma_slots = slice(K * (1 + D), None)  # raw layout: K logits, K*D means, K*D sigmas
         net.head.linear.bias[sigma_slots] = -1e3
         net.head.linear.weight[sigma_slots] = 0
-    assert evaluate_loss(net, x, y)[1] == 1.0
+    assert evaluate_loss(net, x, y)[1]["sigma_floor_share"] == 1.0
 
 
 def test_a_non_finite_loss_in_every_step_stops_after_the_allowed_rollbacks():
@@ -121,7 +123,8 @@ def test_same_seed_same_training():
     x, y = toy_data()
     runs = [fit(make_net(), (x, y), (x, y), optimizer_factory=torch.optim.Adam, lr=1e-2, epochs=5,
                 batch_size=32, seed=7, input_noise=0.1).history for _ in range(2)]
-    assert runs[0] == runs[1]
+    untimed = [[{k: v for k, v in row.items() if k != "seconds"} for row in run] for run in runs]
+    assert untimed[0] == untimed[1]
 
 
 def lbfgs_factory():
