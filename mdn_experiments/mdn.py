@@ -618,23 +618,20 @@ class MDNHead(nn.Module):
         self.linear.weight.mul_(weight_scale)
 
     @torch.no_grad()
-    def revive(self, k: int, mean: Tensor, donors: list[int]) -> list[int]:
-        """Re-seed dead component k at `mean` ((D,), output units): its mean is `mean` for every
-        input (mean weights zeroed), its scale rows are the average of the `donors`' (live
-        components), and its logit gets the donors' average weights with a bias log K below their
-        highest, so it starts with a small but real share. Returns the raw-output rows it rewrote
-        (to clear the optimizer's memory of them)."""
+    def split_into(self, k: int, donor: int, shift: float = 0.05) -> list[int]:
+        """Re-seed component k as a copy of component `donor` (the EM "split" move): k takes the
+        donor's rows of weights and biases, both logits drop by log 2 (so the two share the donor's
+        weight), and their mean biases move apart by +-`shift` (output units) so that training can
+        pull them to different targets. Returns the raw-output rows rewritten (k's and the donor's)."""
         rows = self.mixture_type.component_rows
         K, D = self.n_components, self.out_dim
-        logit, means, scales = rows(k, K, D)
-        donor_rows = [rows(j, K, D) for j in donors]
+        (lk, mk, sk), (ld, md, sd) = rows(k, K, D), rows(donor, K, D)
         w, b = self.linear.weight, self.linear.bias
-        w[logit] = torch.stack([w[r[0]] for r in donor_rows]).mean(0)
-        b[logit] = torch.stack([b[r[0]] for r in donor_rows]).max(0).values - math.log(K)
-        w[means], b[means] = 0.0, mean.to(b)
-        w[scales] = torch.stack([w[r[2]] for r in donor_rows]).mean(0)
-        b[scales] = torch.stack([b[r[2]] for r in donor_rows]).mean(0)
-        return logit + means + scales
+        w[lk + mk + sk], b[lk + mk + sk] = w[ld + md + sd], b[ld + md + sd]
+        b[lk + ld] -= math.log(2)
+        b[mk] += shift
+        b[md] -= shift
+        return lk + mk + sk + ld + md + sd
 
     def forward(self, features: Tensor) -> Mixture:
         return self.mixture_type.from_raw(self.linear(features), self.n_components, self.out_dim,
