@@ -16,7 +16,7 @@ export MDN_MNIST_ROOT ?= $(SHARED_MNIST)
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all run sweep reproduce bench init-study clean
+.PHONY: help install test test-all test-cluster run sweep reproduce bench init-study clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -32,10 +32,16 @@ $(STAMP): pyproject.toml
 install: $(STAMP) ## create .venv with the pinned CPU torch and the project (editable, dev extras)
 
 test: install ## run the fast test suite (what CI runs), on every core
-	$(BIN)/python -m pytest -m "not slow" -q -n auto
+	$(BIN)/python -m pytest -m "not slow and not cluster" -q -n auto
 
-test-all: install ## run every test, the slow ones included
-	$(BIN)/python -m pytest -q -n auto
+test-all: install ## run every test but the cluster ones, the slow ones included
+	$(BIN)/python -m pytest -m "not cluster" -q -n auto
+
+SLURM_DIR ?= /tmp/mdn-slurm-test
+test-cluster: install ## bring up a throwaway one-node SLURM (root, apt), run the cluster tests, tear it down
+	@tests/cluster/slurm-up.sh $(SLURM_DIR) || { echo "make test-cluster: no cluster, no cluster tests (see the line above)" >&2; exit 1; }
+	@SLURM_CONF=$(SLURM_DIR)/slurm.conf $(BIN)/python -m pytest -m cluster -q tests/cluster; status=$$?; \
+	  tests/cluster/slurm-down.sh $(SLURM_DIR); exit $$status
 
 run: install ## one run: make run ARGS="K=5 seed=1"
 	$(BIN)/mdn-run $(ARGS)

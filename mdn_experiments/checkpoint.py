@@ -112,21 +112,36 @@ class Interrupted(BaseException):
         self.signum, self.where = signum, where
 
 
+REQUEUE_SIGNAL = signal.SIGUSR2  # what SLURM sends (through submitit) before a time limit or a preemption
+
+
 class StopFlag:
-    """Set by SIGTERM/SIGINT. The training loop polls it between optimizer steps, saves the
-    state and raises Interrupted; outside the loop (data loading, evaluation) the handler
-    raises Interrupted at once, since the last saved state already covers that point."""
+    """Set by SIGTERM/SIGINT (and by SIGUSR2 when a handler for it was there before ours). The
+    training loop polls it between optimizer steps, saves the state, then `hand_on()` and raises
+    Interrupted; outside the loop (data loading, evaluation) the handler does the same at once,
+    since the last saved state already covers that point.
+
+    SIGUSR2 under submitit: submitit's own handler checkpoints the job and requeues it on SLURM.
+    Ours runs first, so the training state is on disk when the requeued job starts; then the
+    signal is handed on to submitit's handler, which requeues and exits."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
         self.polled = False  # True while a training loop polls the flag
+        self.forward = None  # the handler SIGUSR2 goes on to (submitit's requeue), if any
 
     def __bool__(self) -> bool:
         return self.signum is not None
 
+    def hand_on(self) -> None:
+        """After the save: give SIGUSR2 to the handler that was there before ours (it may exit)."""
+        if self.signum == REQUEUE_SIGNAL and callable(self.forward):
+            self.forward(self.signum, None)
+
     def handler(self, signum: int, frame) -> None:
         self.signum = signum
         if not self.polled:
+            self.hand_on()
             raise Interrupted(signum, "outside training")
 
 
@@ -138,6 +153,10 @@ def stop_on_signals(signals=(signal.SIGTERM, signal.SIGINT)) -> Iterator[StopFla
         yield flag  # signal handlers can only be set from the main thread
         return
     previous = {s: signal.signal(s, flag.handler) for s in signals}
+    requeue = signal.getsignal(REQUEUE_SIGNAL)
+    if callable(requeue):  # e.g. submitit's: save first, then hand the signal on
+        flag.forward = requeue
+        previous[REQUEUE_SIGNAL] = signal.signal(REQUEUE_SIGNAL, flag.handler)
     try:
         yield flag
     finally:

@@ -278,6 +278,7 @@ class RunCheckpoint:
     def check_stop(self) -> None:
         if self.stop:
             self.save()
+            self.stop.hand_on()  # SIGUSR2 under submitit: requeue (and exit) now that the state is saved
             where = {"mdn": "in the MDN phase", "baseline": "in the baseline phase"}.get(self.phase, "after training")
             raise Interrupted(self.stop.signum, where)
 
