@@ -199,3 +199,38 @@ def test_a_folder_with_another_runs_state_is_refused(tmp_path):
     proc = run_cli([*RUN, "K=5", f"hydra.run.dir={run_dir}"])
     assert proc.returncode == 2
     assert "holds an unfinished run with another config (K: 3 -> 5)" in proc.stderr
+
+
+REQUEUE_SCRIPT = """
+import pathlib, signal, sys
+run_dir = pathlib.Path(sys.argv[1])
+def requeue(signum, frame):  # stands in for submitit's handler: checkpoint, requeue, exit
+    (run_dir.parent / "requeued").write_text(str((run_dir / "state.pt").exists()))
+    sys.exit(3)
+signal.signal(signal.SIGUSR2, requeue)
+from mdn_experiments.cli import main
+sys.argv = ["mdn-run", *sys.argv[2:], f"hydra.run.dir={run_dir}"]
+main()
+"""
+
+
+def test_sigusr2_saves_the_state_before_handing_the_signal_to_submitit(reference, tmp_path):
+    """Under submitit, SIGUSR2 (SLURM's time-limit/preemption signal) belongs to submitit's requeue
+    handler; mdn-run saves the training state first, then hands the signal on."""
+    run_dir = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-c", REQUEUE_SCRIPT, str(run_dir), *RUN, "trainer.checkpoint_seconds=3600"],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "MDN_FAULT": "USR2@mdn:2:1"})
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    assert (tmp_path / "requeued").read_text() == "True"  # the state was on disk when submitit took over
+    assert not (run_dir / "metrics.json").exists()
+    assert resume(run_dir).returncode == 0
+    assert metrics_of(run_dir) == reference
+
+
+def test_without_a_previous_handler_sigusr2_is_left_alone():
+    """Outside submitit mdn-run does not take SIGUSR2 over (its default action stays)."""
+    from mdn_experiments.checkpoint import stop_on_signals
+
+    before = signal.getsignal(signal.SIGUSR2)
+    with stop_on_signals():
+        assert signal.getsignal(signal.SIGUSR2) == before
