@@ -317,11 +317,11 @@ def digit_mixtures(path, images, labels, top1, pi, mu, grid, density, n_typical,
         ax_mix.axvline(labels[i], color="tab:green", ls="--", lw=1)
         if modes is not None:
             location, mass = modes[i]
-            ax_mix.scatter(location, np.full(len(location), 1.12), marker="v", s=14, color="tab:orange", zorder=4)
+            ax_mix.scatter(location, np.full(len(location), 1.1), marker="v", s=14, color="tab:orange", zorder=4)
             for value, m in zip(location, mass):
-                ax_mix.annotate(f"{m:.2f}", (value, 1.12), fontsize=6, color="tab:orange", ha="center",
-                                xytext=(0, -12), textcoords="offset points")
-        ax_mix.set(xlim=(-0.7, 9.7), ylim=(0, 1.22), xticks=range(10), yticks=[0, 0.5, 1])
+                ax_mix.annotate(f"{m:.2f}", (value, 1.1), fontsize=6, color="tab:orange", ha="center",
+                                xytext=(0, 4), textcoords="offset points")
+        ax_mix.set(xlim=(-0.7, 9.7), ylim=(0, 1.32), xticks=range(10), yticks=[0, 0.5, 1])
         ax_mix.tick_params(labelsize=6)
         color = "tab:green" if top1[i] == labels[i] else "tab:red"
         ax_mix.set_title(f"top-1: {top1[i]}", fontsize=7, color=color)
