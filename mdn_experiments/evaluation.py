@@ -42,11 +42,6 @@ def hdr_levels(mixture: Mixture, y: Tensor, n_samples: int = 1000, seed: int = 0
     return torch.cat(out)
 
 
-def coverage(levels_of_targets: Tensor, nominal: float) -> float:
-    """Share of targets inside the `nominal` HDR."""
-    return float((levels_of_targets <= nominal).double().mean())
-
-
 def _normal_cdf(z: Tensor) -> Tensor:
     return 0.5 * torch.erfc(-z / math.sqrt(2.0))
 
@@ -144,7 +139,7 @@ def health(mixture: Mixture, y: Tensor) -> dict[str, float]:
     r = mixture.responsibilities(y).double()
     r_entropy = -(r * r.clamp_min(1e-300).log()).sum(-1).mean()
     return {"effective_components": float(entropy.exp()),
-            "dead_components": int((pi.amax(0) < DEAD_PI).sum()),
+            "dead_components": int(dead_mask(mixture).sum()),
             "responsibility_entropy": float(r_entropy)}
 
 
