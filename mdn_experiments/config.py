@@ -9,7 +9,7 @@ Dataset-specific ranges are checked by each dataset's constructor, also before t
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, List, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -18,6 +18,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from mdn_experiments.errors import ConfigError
 from mdn_experiments.mdn import COVARIANCES, SIGMA_TRANSFORMS
 from mdn_experiments.models import INITS
+from mdn_experiments.tracking import logger_names
 from mdn_experiments.train import LR_SCHEDULES, NONFINITE_POLICIES
 
 
@@ -92,11 +93,19 @@ class MnistConfig:
 
 
 @dataclass
+class TrackingConfig:
+    mlflow_uri: Optional[str] = None  # None: sqlite:///<cwd>/outputs/mlflow.db
+    experiment: Optional[str] = None  # None: the sweep folder (a sweep's jobs), else the dataset's name
+
+
+@dataclass
 class RunConfig:
     K: int = MISSING
     seed: int = 0
     baseline: bool = True
     figures: bool = True
+    logger: Any = "csv"  # csv | tensorboard | mlflow, or a list of them (mdn_experiments.tracking)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
     dataset: Any = MISSING
     model: Any = MISSING
     trainer: Any = MISSING
@@ -141,6 +150,7 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(found[0], found[1], "a finite number (nan and inf are not allowed)")
     _check(cfg.K >= 1, "K", cfg.K, "an integer >= 1 (the number of mixture components)")
     _check(cfg.seed >= 0, "seed", cfg.seed, "an integer >= 0")
+    logger_names(cfg.get("logger", "csv"))
     m = cfg.model
     _check(m.sigma_min > 0, "model.sigma_min", m.sigma_min, "a float > 0 (the floor on sigma)")
     _check(

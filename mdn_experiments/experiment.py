@@ -27,7 +27,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from mdn_experiments import plots
+from mdn_experiments import plots, tracking
 from mdn_experiments.checkpoint import (PREVIOUS_FILE, STATE_FILE, Interrupted, StopFlag, read_state,
                                         rng_state, set_rng_state, stop_on_signals, write_state)
 from mdn_experiments.config import validate
@@ -35,13 +35,15 @@ from mdn_experiments.datasets.base import Dataset, Splits
 from mdn_experiments.errors import ConfigError, RunFolderError, UserError
 from mdn_experiments.evaluation import HEALTH_KEYS, LEVELS, calibrate
 from mdn_experiments.models import Network, build_network, count_parameters, require_sklearn
+from mdn_experiments.tracking import Trackers, open_trackers
 from mdn_experiments.train import FitResult, ReviveDead, Trainer, evaluate_loss, predict, resolve_device
 
 log = logging.getLogger(__name__)
 
 PHASES = ("mdn", "baseline", "evaluate")  # what a saved state says the run was doing
 # keys that may differ between a run and its resumption: they do not change the results
-RESUME_FREE_KEYS = ("trainer.progress", "trainer.threads", "trainer.checkpoint_seconds", "figures")
+RESUME_FREE_KEYS = ("trainer.progress", "trainer.threads", "trainer.checkpoint_seconds", "figures", "logger",
+                    "tracking.mlflow_uri", "tracking.experiment")
 # fault injection for the resume tests: "SIGNAL@PHASE:EPOCH:STEP" (e.g. "KILL@mdn:3:2") sends
 # SIGNAL to this process after that optimizer step (before any checkpoint of it); "between" as
 # the phase means after the MDN phase's final state is written. MDN_FAULT_RUN, if set, limits
@@ -160,6 +162,7 @@ def check_config(cfg: DictConfig) -> tuple[Dataset, torch.device]:
     optimizer_factory(cfg)  # refuses a bad optimizer now, not after the MDN has trained
     if cfg.model.init == "gmm":
         require_sklearn()
+    tracking.check(cfg)  # a chosen logger's package is installed
     for head in ("mdn", "mse"):
         build(cfg, dataset, head)  # likewise a bad backbone
     return dataset, device
@@ -173,9 +176,16 @@ def prepare_network(cfg: DictConfig, network: Network, dataset: Dataset, splits:
         network.init_from_targets(cfg.model.init, splits.train[1], seed=cfg.seed)
 
 
+LOSS_NAMES = {"mdn": "nll", "baseline": "mse"}  # history.csv's loss columns per phase
+
+
 def make_trainer(cfg: DictConfig, network: Network, splits: Splits, progress: bool, desc: str,
-                 on_event=None) -> Trainer:
+                 on_event=None, trackers: Trackers | None = None) -> Trainer:
     t = cfg.trainer
+    hooks = [ReviveDead(t.revive_after)] if t.revive_dead and network.is_mdn else []
+    if trackers is not None:  # after the revival hook: its column is logged too
+        phase = "mdn" if network.is_mdn else "baseline"
+        hooks.append(trackers.hook(phase, loss_renames(LOSS_NAMES[phase])))
     return Trainer(
         network, splits.train, splits.val,
         optimizer_factory=optimizer_factory(cfg),
@@ -184,16 +194,20 @@ def make_trainer(cfg: DictConfig, network: Network, splits: Splits, progress: bo
         input_noise=t.input_noise, seed=cfg.seed,
         on_nonfinite=t.on_nonfinite, rollback_lr_factor=t.rollback_lr_factor,
         max_consecutive_rollbacks=t.max_consecutive_rollbacks,
-        epoch_hooks=[ReviveDead(t.revive_after)] if t.revive_dead and network.is_mdn else (),
+        epoch_hooks=hooks,
         progress=progress, desc=desc, on_event=on_event,
     )
+
+
+def loss_renames(loss_name: str) -> dict[str, str]:
+    return {"train_loss": f"train_{loss_name}", "val_loss": f"val_{loss_name}"}
 
 
 def write_history(path: Path, history: list[dict[str, float]], loss_name: str) -> None:
     """history.csv: one row per epoch; the loss columns are named after the objective."""
     if not history:
         return
-    rename = {"train_loss": f"train_{loss_name}", "val_loss": f"val_{loss_name}"}
+    rename = loss_renames(loss_name)
     with path.open("w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow([rename.get(key, key) for key in history[0]])
@@ -357,39 +371,60 @@ def run_experiment(cfg: DictConfig, run_dir: Path, progress: bool = False,
 
     with stop_on_signals() as stop:
         ckpt = RunCheckpoint(run_dir, saved["config"] if saved else plain_cfg, cfg.trainer.checkpoint_seconds, stop)
-        torch.manual_seed(cfg.seed)
-        mdn_net = build(cfg, dataset, "mdn").to(device)
-        prepare_network(cfg, mdn_net, dataset, splits)
-        trainer = make_trainer(cfg, mdn_net, splits, progress, f"MDN K={cfg.K}", on_event=ckpt)
-        result = _train_phase("mdn", trainer, ckpt, saved, "baseline" if cfg.baseline else "evaluate")
-        write_history(run_dir / "history.csv", result.history, "nll")
-        log.info("MDN: best val NLL %.4f at epoch %d (%.1fs)", result.best_val_loss, result.best_epoch, result.seconds)
-
-        baseline, baseline_result = None, None
-        if cfg.baseline:
-            torch.manual_seed(cfg.seed)
-            baseline = build(cfg, dataset, "mse").to(device)
-            prepare_network(cfg, baseline, dataset, splits)
-            trainer = make_trainer(cfg, baseline, splits, progress, "MSE baseline", on_event=ckpt)
-            baseline_result = _train_phase("baseline", trainer, ckpt, saved, "evaluate")
-            write_history(run_dir / "baseline_history.csv", baseline_result.history, "mse")
-            log.info("MSE baseline: best val MSE %.4g at epoch %d", baseline_result.best_val_loss,
-                     baseline_result.best_epoch)
-        if saved is not None and saved["phase"] == "evaluate":
-            set_rng_state(saved["rng"])  # the RNGs as they were when training ended
-
-        metrics = evaluate_run(cfg, dataset, splits, mdn_net, baseline, result, baseline_result, fig_dir)
-        checkpoint = {"config": ckpt.config, "state_dict": mdn_net.state_dict(), "metrics": metrics}
-        if baseline is not None:
-            checkpoint["baseline_state_dict"] = baseline.state_dict()
-        torch.save(checkpoint, run_dir / "model.pt")
-
-        metrics["wall_seconds"] = time.perf_counter() - wall_start
-        bad = {k: v for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)}
-        if bad:
-            log.warning("some metrics are not finite: %s", bad)
-        write_json_atomic(run_dir / "metrics.json", metrics)  # last: its presence means the run finished
+        trackers = open_trackers(cfg, run_dir, ckpt.config)
+        try:
+            metrics = _train_and_evaluate(cfg, run_dir, dataset, splits, device, saved, ckpt, trackers, progress,
+                                          fig_dir, wall_start)
+        except Interrupted:
+            trackers.close("killed")  # resumable: a resume continues the same tracked run
+            raise
+        except BaseException:
+            trackers.close("failed")
+            raise
+        trackers.final(metrics, run_dir)
+        trackers.close("finished")
     remove_state(run_dir)  # the finished run lives in model.pt and metrics.json
+    return metrics
+
+
+def _train_and_evaluate(cfg: DictConfig, run_dir: Path, dataset: Dataset, splits: Splits, device: torch.device,
+                        saved: dict | None, ckpt: RunCheckpoint, trackers: Trackers, progress: bool,
+                        fig_dir: Path, wall_start: float) -> dict[str, Any]:
+    """run_experiment's work once the run folder, the data and the trackers are ready."""
+    torch.manual_seed(cfg.seed)
+    mdn_net = build(cfg, dataset, "mdn").to(device)
+    prepare_network(cfg, mdn_net, dataset, splits)
+    trainer = make_trainer(cfg, mdn_net, splits, progress, f"MDN K={cfg.K}", on_event=ckpt,
+                           trackers=trackers)
+    result = _train_phase("mdn", trainer, ckpt, saved, "baseline" if cfg.baseline else "evaluate")
+    write_history(run_dir / "history.csv", result.history, "nll")
+    log.info("MDN: best val NLL %.4f at epoch %d (%.1fs)", result.best_val_loss, result.best_epoch, result.seconds)
+
+    baseline, baseline_result = None, None
+    if cfg.baseline:
+        torch.manual_seed(cfg.seed)
+        baseline = build(cfg, dataset, "mse").to(device)
+        prepare_network(cfg, baseline, dataset, splits)
+        trainer = make_trainer(cfg, baseline, splits, progress, "MSE baseline", on_event=ckpt,
+                               trackers=trackers)
+        baseline_result = _train_phase("baseline", trainer, ckpt, saved, "evaluate")
+        write_history(run_dir / "baseline_history.csv", baseline_result.history, "mse")
+        log.info("MSE baseline: best val MSE %.4g at epoch %d", baseline_result.best_val_loss,
+                 baseline_result.best_epoch)
+    if saved is not None and saved["phase"] == "evaluate":
+        set_rng_state(saved["rng"])  # the RNGs as they were when training ended
+
+    metrics = evaluate_run(cfg, dataset, splits, mdn_net, baseline, result, baseline_result, fig_dir)
+    checkpoint = {"config": ckpt.config, "state_dict": mdn_net.state_dict(), "metrics": metrics}
+    if baseline is not None:
+        checkpoint["baseline_state_dict"] = baseline.state_dict()
+    torch.save(checkpoint, run_dir / "model.pt")
+
+    metrics["wall_seconds"] = time.perf_counter() - wall_start
+    bad = {k: v for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)}
+    if bad:
+        log.warning("some metrics are not finite: %s", bad)
+    write_json_atomic(run_dir / "metrics.json", metrics)  # last: its presence means the run finished
     return metrics
 
 

@@ -1,0 +1,306 @@
+"""Experiment tracking: where a run's numbers go besides its folder (`logger: csv | tensorboard |
+mlflow`, or a list of them).
+
+`csv` is what every run writes anyway (history.csv, baseline_history.csv, metrics.json); the
+other two are optional (`pip install 'mdn-experiments[tracking]'`) and imported only when chosen:
+
+- `tensorboard`: an event file under RUN_DIR/tensorboard with the per-epoch scalars of both
+  trainings (`mdn/...`, `baseline/...`), the final metrics (`metrics/...` and the HParams tab,
+  which lines up the jobs of a sweep by their config) and the figures as images;
+  `tensorboard --logdir outputs/` shows every run.
+- `mlflow`: one MLflow run per job: the flattened config as params, the per-epoch metrics, the
+  numbers of metrics.json (its text values as tags), and the figures, model.pt, metrics.json and
+  the histories as artifacts. The tracking URI defaults to a SQLite file, outputs/mlflow.db
+  (artifacts beside it in outputs/mlartifacts), no server needed; the experiment defaults to the
+  sweep folder for the jobs of a sweep and to the dataset's name for single runs.
+
+A run that is stopped and resumed continues its MLflow run (the run id is kept in
+RUN_DIR/tracking.json). Tracking never costs a result: a failure to log after the run's files are
+written is a warning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import importlib
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from omegaconf import OmegaConf
+
+from mdn_experiments.errors import ConfigError, UserError
+
+log = logging.getLogger(__name__)
+
+LOGGERS = ("csv", "tensorboard", "mlflow")
+PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow"}  # logger -> the package it needs
+TRACKING_FILE = "tracking.json"  # the MLflow run of this folder (for a resume)
+TENSORBOARD_DIR = "tensorboard"
+FLUSH_SECONDS = 2.0  # MLflow: per-epoch metrics are sent in batches at most this often
+
+
+def logger_names(value: Any) -> list[str]:
+    """The configured `logger` as a list of known names (csv always included), or ConfigError."""
+    if OmegaConf.is_config(value):
+        value = OmegaConf.to_container(value, resolve=True)
+    names = [value] if isinstance(value, str) else value
+    allowed = f"one of {', '.join(LOGGERS)}, or a list of them, e.g. logger=[tensorboard,mlflow]"
+    if not isinstance(names, (list, tuple)) or not names:
+        raise ConfigError("logger", value, allowed)
+    for name in names:
+        if name not in LOGGERS:
+            raise ConfigError("logger", value, allowed)
+    return ["csv"] + [name for name in LOGGERS[1:] if name in names]
+
+
+def require(name: str) -> None:
+    """One line naming the extra to install when the package behind logger `name` is missing."""
+    package = PACKAGES.get(name)
+    if package is None:
+        return
+    try:
+        importlib.import_module(package)  # imported now, before training, only because it was chosen
+    except ImportError as err:
+        raise UserError(f"logger={name} needs the {package} package, which cannot be imported ({err}): "
+                        f"pip install 'mdn-experiments[tracking]' (or pip install {package})") from None
+
+
+def default_mlflow_uri() -> str:
+    """A SQLite file under outputs/ of the folder mdn-run was started in."""
+    return "sqlite:///" + str((Path.cwd() / "outputs" / "mlflow.db").resolve())
+
+
+def flatten(config: dict, prefix: str = "") -> dict[str, Any]:
+    """{"trainer": {"lr": 0.001}} -> {"trainer.lr": 0.001}; lists stay values."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def numbers(metrics: dict[str, Any]) -> dict[str, float]:
+    """The numeric entries of a metrics dict (bools excluded), as floats."""
+    return {key: float(value) for key, value in metrics.items()
+            if isinstance(value, (int, float)) and not isinstance(value, bool)}
+
+
+def job_context(run_dir: Path, dataset: str) -> tuple[str, str]:
+    """(default experiment name, run name) from Hydra's job: a sweep's jobs share one experiment."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        if HydraConfig.initialized():
+            hydra_cfg = HydraConfig.get()
+            if hydra_cfg.mode == RunMode.MULTIRUN:
+                name = hydra_cfg.job.override_dirname or f"job {hydra_cfg.job.num}"
+                return f"sweep {hydra_cfg.sweep.dir}", name
+    except Exception:  # noqa: BLE001 - no Hydra job (the Python API): plain names
+        pass
+    return dataset, f"{run_dir.parent.name} {run_dir.name}" if run_dir.parent.name.startswith("K=") else run_dir.name
+
+
+class Tracker:
+    """What a logger does with a run; the base does nothing (csv is written by the run itself)."""
+
+    def epoch(self, phase: str, row: dict[str, Any]) -> None:
+        """One history row of training `phase` (mdn or baseline), column names as in its csv."""
+
+    def final(self, metrics: dict[str, Any], run_dir: Path) -> None:
+        """The finished run: metrics.json's content and the files in its folder."""
+
+    def close(self, status: str) -> None:
+        """`status`: finished, failed or killed (stopped and resumable)."""
+
+
+class TensorBoardTracker(Tracker):
+    def __init__(self, run_dir: Path, config: dict[str, Any]) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(log_dir=str(run_dir / TENSORBOARD_DIR))
+        self.config = config
+
+    def epoch(self, phase: str, row: dict[str, Any]) -> None:
+        step = int(row["epoch"])
+        for key, value in numbers(row).items():
+            if key != "epoch":
+                self.writer.add_scalar(f"{phase}/{key}", value, step)
+
+    def final(self, metrics: dict[str, Any], run_dir: Path) -> None:
+        import matplotlib.image
+        from torch.utils.tensorboard.summary import hparams
+
+        values = {f"metrics/{key}": value for key, value in numbers(metrics).items()}
+        params = {key: value if isinstance(value, (int, float, str, bool)) else str(value)
+                  for key, value in flatten(self.config).items()}
+        for summary in hparams(params, {key: v for key, v in values.items() if math.isfinite(v)}):
+            self.writer.file_writer.add_summary(summary)
+        for key, value in values.items():
+            self.writer.add_scalar(key, value, 0)
+        for png in sorted((run_dir / "figures").glob("*.png")):
+            image = matplotlib.image.imread(png)[..., :3]  # RGBA floats in [0, 1]
+            self.writer.add_image(f"figures/{png.stem}", image, 0, dataformats="HWC")
+        self.writer.flush()
+
+    def close(self, status: str) -> None:
+        self.writer.close()
+
+
+@contextlib.contextmanager
+def _store_lock(uri: str):
+    """Parallel jobs of a sweep create the SQLite store and the experiment one at a time."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    path = Path(uri[len("sqlite:///"):])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+class MlflowTracker(Tracker):
+    STATUS = {"finished": "FINISHED", "failed": "FAILED", "killed": "KILLED"}
+
+    def __init__(self, run_dir: Path, config: dict[str, Any], uri: str | None, experiment: str | None,
+                 dataset: str) -> None:
+        logging.getLogger("alembic").setLevel(logging.WARNING)  # the store's table creation talks a lot
+        from mlflow.entities import Param
+        from mlflow.tracking import MlflowClient
+
+        saved = run_dir / TRACKING_FILE
+        previous = json.loads(saved.read_text()) if saved.is_file() else {}
+        self.uri = previous.get("mlflow_uri") or uri or default_mlflow_uri()
+        try:
+            with _store_lock(self.uri):
+                self.client = MlflowClient(tracking_uri=self.uri)
+                if previous.get("mlflow_run_id"):  # a resumed run continues its MLflow run
+                    self.run_id = previous["mlflow_run_id"]
+                    self.client.update_run(self.run_id, status="RUNNING")
+                    log.info("MLflow: continuing run %s in %s", self.run_id, self.uri)
+                else:
+                    default_experiment, run_name = job_context(run_dir, dataset)
+                    experiment_id = self._experiment(experiment or default_experiment)
+                    self.run_id = self.client.create_run(experiment_id, run_name=run_name, tags={
+                        "run_dir": str(run_dir.resolve())}).info.run_id
+                    self.client.log_batch(self.run_id, params=[
+                        Param(key, json.dumps(value) if isinstance(value, (list, dict)) else str(value))
+                        for key, value in flatten(config).items()])
+        except UserError:
+            raise
+        except Exception as err:  # noqa: BLE001 - a URI that cannot be opened, a store that refuses
+            raise UserError(f"tracking.mlflow_uri={self.uri!r} cannot be used by MLflow "
+                            f"({type(err).__name__}: {' '.join(str(err).split())[:200]}): give a tracking URI "
+                            f"such as sqlite:///PATH/mlflow.db, file:PATH or http://HOST:PORT") from None
+        saved.write_text(json.dumps({"mlflow_uri": self.uri, "mlflow_run_id": self.run_id}, indent=2) + "\n")
+        self.pending: list = []
+        self.last_flush = time.monotonic()
+
+    def _experiment(self, name: str) -> str:
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        location = None
+        if self.uri.startswith("sqlite:///"):  # artifacts beside the database, not in the working folder
+            location = (Path(self.uri[len("sqlite:///"):]).parent / "mlartifacts").resolve().as_uri()
+            location += "/" + "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+        return self.client.create_experiment(name, artifact_location=location)
+
+    def _flush(self) -> None:
+        if self.pending:
+            self.client.log_batch(self.run_id, metrics=self.pending)
+            self.pending = []
+        self.last_flush = time.monotonic()
+
+    def epoch(self, phase: str, row: dict[str, Any]) -> None:
+        from mlflow.entities import Metric
+
+        now, step = int(time.time() * 1000), int(row["epoch"])
+        self.pending += [Metric(f"{phase}/{key}", value, now, step)
+                         for key, value in numbers(row).items() if key != "epoch"]
+        if time.monotonic() - self.last_flush >= FLUSH_SECONDS:
+            self._flush()
+
+    def final(self, metrics: dict[str, Any], run_dir: Path) -> None:
+        from mlflow.entities import Metric, RunTag
+
+        self._flush()
+        now = int(time.time() * 1000)
+        self.client.log_batch(
+            self.run_id,
+            metrics=[Metric(key, value, now, 0) for key, value in numbers(metrics).items()],
+            tags=[RunTag(key, str(value)) for key, value in metrics.items()
+                  if isinstance(value, (str, bool)) and str(value)])
+        for name in ("metrics.json", "model.pt", "history.csv", "baseline_history.csv"):
+            if (run_dir / name).is_file():
+                self.client.log_artifact(self.run_id, str(run_dir / name))
+        if (run_dir / "figures").is_dir():
+            self.client.log_artifacts(self.run_id, str(run_dir / "figures"), "figures")
+
+    def close(self, status: str) -> None:
+        self._flush()
+        self.client.set_terminated(self.run_id, self.STATUS[status])
+
+
+class Trackers:
+    """The chosen loggers of one run, used as one: a hook per training phase, the final metrics,
+    and closing (with the run's fate) whatever happens."""
+
+    def __init__(self, trackers: Sequence[Tracker]) -> None:
+        self.trackers = list(trackers)
+
+    def hook(self, phase: str, renames: dict[str, str]):
+        """An epoch hook for Trainer (hook(trainer, row)); `renames` maps row keys to csv names."""
+        def log_epoch(trainer, row: dict[str, Any]) -> None:
+            named = {renames.get(key, key): value for key, value in row.items()}
+            for tracker in self.trackers:
+                tracker.epoch(phase, named)
+        return log_epoch
+
+    def final(self, metrics: dict[str, Any], run_dir: Path) -> None:
+        for tracker in self.trackers:
+            try:
+                tracker.final(metrics, run_dir)
+            except Exception as err:  # noqa: BLE001 - the run's files are written: warn, never lose them
+                log.warning("%s could not log the final results (%s: %s); the run folder holds them all",
+                            type(tracker).__name__, type(err).__name__, err)
+
+    def close(self, status: str) -> None:
+        for tracker in self.trackers:
+            try:
+                tracker.close(status)
+            except Exception as err:  # noqa: BLE001
+                log.warning("%s could not be closed (%s: %s)", type(tracker).__name__, type(err).__name__, err)
+
+
+def check(cfg) -> list[str]:
+    """The configured logger names, their packages present (UserError otherwise)."""
+    names = logger_names(cfg.get("logger", "csv"))
+    for name in names:
+        require(name)
+    return names
+
+
+def open_trackers(cfg, run_dir: Path, config: dict[str, Any]) -> Trackers:
+    """The trackers the config asks for, opened for run_dir (`config`: the run's plain config)."""
+    trackers: list[Tracker] = []
+    names: Iterable[str] = check(cfg)
+    options = cfg.get("tracking") or {}
+    for name in names:
+        if name == "tensorboard":
+            trackers.append(TensorBoardTracker(run_dir, config))
+        elif name == "mlflow":
+            trackers.append(MlflowTracker(run_dir, config, options.get("mlflow_uri"), options.get("experiment"),
+                                          cfg.dataset.name))
+    return Trackers(trackers)
