@@ -1,83 +1,519 @@
-"""`make bench`: speed, reported as ratios side by side (never asserted by tests).
+"""`make bench`: how fast, measured; never asserted by tests. Writes outputs/bench/bench.json,
+outputs/bench/scaling.png and prints the tables the README's Performance section holds.
 
-1. The MDN negative log-likelihood, forward + backward: this package's log-space formula against
-   torch.distributions.MixtureSameFamily on the same parameters.
-2. One training step of the toy MDN (64x64 tanh MLP, batch 128) with 1 and 2 torch threads.
+Every figure is a median over repeated runs with its min and max; every comparison is a ratio of
+two things timed side by side, interleaved, in the same process. The machine, the thread count
+and the versions are recorded.
+
+1. loss_step: the MDN loss, forward + backward from the same raw network outputs, against
+   torch.distributions.MixtureSameFamily and against the probability-space formulation
+   (softmax weights, product of densities, log of the sum); and a case where the latter
+   underflows to inf.
+2. runner_overhead: fit() against a minimal hand-written loop doing the same optimizer steps.
+3. time_to_quality: whole `mdn-run` wall time until a quality target, and where a run's time goes.
+4. cost_curves: seconds per epoch against n_train, K and D (diag and full), with fitted exponents.
+5. mnist_throughput: training and inference images per second of the default CNN-MDN.
+
+`--only SECTION[,SECTION]` runs some sections (the others keep their previous entry in
+bench.json); `--quick` shrinks every section to seconds (a smoke test of this script).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
+from typing import Any, Callable
 
 import torch
 
 from mdn_experiments import mdn
 from mdn_experiments.models import MLP, build_network
+from mdn_experiments.train import fit
+
+SECTIONS = ("loss_step", "runner_overhead", "time_to_quality", "cost_curves", "mnist_throughput")
+OUT = Path("outputs/bench")
 
 
-def _time(fn, repeats: int) -> float:
-    """Median seconds per call over `repeats` calls, after a warm-up."""
-    for _ in range(max(3, repeats // 10)):
-        fn()
-    samples = []
+# --- timing --------------------------------------------------------------------------------------
+
+def summary(samples: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(samples), "min": min(samples), "max": max(samples), "n": len(samples)}
+
+
+def side_by_side(fns: dict[str, Callable[[], Any]], repeats: int, inner: int = 1, warmup: int = 3
+                 ) -> dict[str, dict[str, float]]:
+    """Seconds per call of each fn, timed interleaved (a, b, c, a, b, c, ...) so that drifts of the
+    machine hit all of them alike; each sample averages `inner` calls."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return sorted(samples)[len(samples) // 2]
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            for _ in range(inner):
+                fn()
+            samples[name].append((time.perf_counter() - start) / inner)
+    return {name: summary(values) for name, values in samples.items()}
 
 
-def bench_nll(n: int, K: int, D: int, repeats: int) -> tuple[float, float]:
-    g = torch.Generator().manual_seed(0)
-    raw = torch.randn(n, K * (1 + 2 * D), generator=g).requires_grad_(True)
-    y = torch.randn(n, D, generator=g)
+def ratio(a: dict[str, float], b: dict[str, float]) -> float:
+    return a["median"] / b["median"]
 
-    def ours():
+
+# --- 1. loss step --------------------------------------------------------------------------------
+
+def prob_space_nll(mixture: mdn.Mixture, y: torch.Tensor) -> torch.Tensor:
+    """What several popular MDN implementations compute: softmax weights times the product of the
+    per-dimension Gaussian densities (or the full-covariance density), summed, then the log."""
+    pi = torch.softmax(mixture.log_pi, -1)
+    diff = y.unsqueeze(-2) - mixture.mu  # (N, K, D)
+    D = y.shape[-1]
+    if isinstance(mixture, mdn.FullMixture):
+        L = mixture.scale_tril
+        z = torch.linalg.solve_triangular(L, diff.unsqueeze(-1), upper=False).squeeze(-1)
+        det = torch.diagonal(L, dim1=-2, dim2=-1).prod(-1)
+        density = torch.exp(-0.5 * z.square().sum(-1)) / ((2 * math.pi) ** (D / 2) * det)
+    else:
+        sigma = mixture.sigma if mixture.sigma.shape[-1] == D else mixture.sigma.expand_as(diff)
+        density = (torch.exp(-0.5 * (diff / sigma).square()) / (math.sqrt(2 * math.pi) * sigma)).prod(-1)
+    return -torch.log((pi * density).sum(-1)).mean()
+
+
+def loss_inputs(n: int, K: int, D: int, covariance: str, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    raw = torch.randn(n, mdn.MIXTURES[covariance].n_raw(K, D), generator=g).requires_grad_(True)
+    return raw, torch.randn(n, D, generator=g)
+
+
+def loss_step(quick: bool) -> dict[str, Any]:
+    repeats = 5 if quick else 30
+    rows = []
+    cases = [(n, K, D, cov) for cov in ("diag", "full") for D in (1, 2) for K in (3, 10) for n in (1000, 4096)
+             if not (cov == "full" and D == 1)]  # a 1-D full covariance is the diagonal one
+    for n, K, D, covariance in cases[:2] if quick else cases:
+        raw, y = loss_inputs(n, K, D, covariance)
+
+        def step(loss_of):
+            def run():
+                raw.grad = None
+                loss_of(mdn.mixture_from_raw(raw, K, D, covariance), y).backward()
+            return run
+
+        times = side_by_side({
+            "ours": step(mdn.nll),
+            "mixture_same_family": step(lambda m, t: -m.to_distribution().log_prob(t).mean()),
+            "prob_space": step(prob_space_nll),
+        }, repeats, inner=5)
+        rows.append({"n": n, "K": K, "D": D, "covariance": covariance, **{f"{k}_seconds": v for k, v in times.items()},
+                     "ours_over_msf": ratio(times["ours"], times["mixture_same_family"]),
+                     "ours_over_prob_space": ratio(times["ours"], times["prob_space"])})
+        print(f"  loss step N={n:5d} K={K:2d} D={D} {covariance:4s}: ours {times['ours']['median'] * 1e3:7.3f} ms, "
+              f"MixtureSameFamily {times['mixture_same_family']['median'] * 1e3:7.3f} ms "
+              f"(ours/MSF {rows[-1]['ours_over_msf']:.2f}), prob-space {times['prob_space']['median'] * 1e3:7.3f} ms",
+              flush=True)
+    return {"rows": rows, "underflow": underflow_case()}
+
+
+def underflow_case() -> dict[str, Any]:
+    """Targets a few hundred σ from every component mean (σ at its floor): every density underflows
+    to 0 in float32, the probability-space loss becomes inf and its gradient NaN; the log-space
+    loss stays finite."""
+    K, D, n = 3, 2, 256
+    raw, _ = loss_inputs(n, K, D, "diag")
+    with torch.no_grad():
+        raw[:, K * (1 + D):] = -30.0  # softplus(-30) ~ 1e-13: every sigma sits at its floor, 1e-3
+        raw[:, K:K * (1 + D)] = 0.0  # every mean at 0
+    y = torch.full((n, D), 0.5)  # 500 sigma away
+    out = {}
+    for name, loss_of in (("ours", mdn.nll), ("prob_space", prob_space_nll)):
         raw.grad = None
-        mdn.nll(mdn.mixture_from_raw(raw, K, D), y).backward()
+        loss = loss_of(mdn.mixture_from_raw(raw, K, D, "diag"), y)
+        loss.backward()
+        out[name] = {"loss": float(loss.detach()), "gradient_finite": bool(torch.isfinite(raw.grad).all())}
+    out["setup"] = "K=3, D=2, every sigma at the floor 1e-3, targets 500 sigma from every mean, float32"
+    print(f"  underflow: ours loss {out['ours']['loss']:.4g} (finite gradient: {out['ours']['gradient_finite']}), "
+          f"prob-space loss {out['prob_space']['loss']} (finite gradient: {out['prob_space']['gradient_finite']})")
+    return out
 
-    def reference():
-        raw.grad = None
-        (-mdn.mixture_from_raw(raw, K, D).to_distribution().log_prob(y).mean()).backward()
 
-    return _time(ours, repeats), _time(reference, repeats)
+# --- 2. runner overhead --------------------------------------------------------------------------
+
+def toy_problem(n: int, D: int = 1, seed: int = 0) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    t = torch.rand(2 * n, D, generator=g)
+    x = t[:, :1] + 0.3 * torch.sin(2 * math.pi * t[:, :1]) + 0.2 * (torch.rand(2 * n, 1, generator=g) - 0.5)
+    return (x[:n], t[:n]), (x[n:], t[n:])
 
 
-def bench_train_step(threads: int, repeats: int) -> float:
-    torch.set_num_threads(threads)
+def toy_network(K: int = 3, D: int = 1, covariance: str = "diag", seed: int = 0):
+    torch.manual_seed(seed)
+    return build_network(MLP([1], [64, 64]), [1], D, "mdn", n_components=K, covariance=covariance)
+
+
+def minimal_loop(network, train, epochs: int, batch_size: int, lr: float, grad_clip: float, seed: int) -> None:
+    """The loop a researcher writes by hand: Adam, shuffled minibatches, clipping, cosine decay."""
+    x, y = train
+    optimizer = torch.optim.Adam(network.parameters(), lr=lr)
+    steps = epochs * math.ceil(x.shape[0] / batch_size)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps, eta_min=lr * 0.01)
+    g = torch.Generator().manual_seed(seed)
+    network.train()
+    for _ in range(epochs):
+        order = torch.randperm(x.shape[0], generator=g)
+        for start in range(0, x.shape[0], batch_size):
+            index = order[start:start + batch_size]
+            loss, _ = network.loss(x[index], y[index])
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(network.parameters(), grad_clip)
+            optimizer.step()
+            scheduler.step()
+
+
+def runner_overhead(quick: bool) -> dict[str, Any]:
+    """fit() (validation and component health every epoch, best weights, the non-finite guard,
+    history) against minimal_loop, same model, data, batches per epoch, optimizer and schedule."""
+    epochs, repeats = (3, 3) if quick else (20, 9)
+    rows = []
+    for n_train, batch_size in ((1000, 128), (10000, 128)):
+        train, val = toy_problem(n_train)
+        start = toy_network()
+        kwargs = dict(lr=3e-3, batch_size=batch_size, grad_clip=5.0)
+
+        def with_fit():
+            fit(copy.deepcopy(start), train, val, epochs=epochs, lr_schedule="cosine", lr_min_factor=0.01, **kwargs)
+
+        def by_hand():
+            minimal_loop(copy.deepcopy(start), train, epochs, seed=0, **kwargs)
+
+        times = side_by_side({"fit": with_fit, "minimal_loop": by_hand}, repeats, warmup=1)
+        rows.append({"n_train": n_train, "n_val": n_train, "batch_size": batch_size, "epochs": epochs,
+                     **{f"{k}_seconds": v for k, v in times.items()},
+                     "fit_over_minimal": ratio(times["fit"], times["minimal_loop"])})
+        print(f"  runner n_train={n_train}: fit {times['fit']['median']:.3f} s, minimal loop "
+              f"{times['minimal_loop']['median']:.3f} s, ratio {rows[-1]['fit_over_minimal']:.3f}", flush=True)
+    return {"rows": rows, "threads": torch.get_num_threads()}
+
+
+# --- 3. time to quality --------------------------------------------------------------------------
+
+def mdn_run(args: list[str], cwd: Path) -> tuple[float, dict[str, Any], Path]:
+    run_dir = cwd / f"run{len(list(cwd.glob('run*')))}"
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "mdn_experiments.cli", *args, f"hydra.run.dir={run_dir}",
+                           "trainer.progress=false"], capture_output=True, text=True, cwd=cwd)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"mdn-run {' '.join(args)} failed: {proc.stderr.strip().splitlines()[-1:]}")
+    return wall, json.loads((run_dir / "metrics.json").read_text()), run_dir
+
+
+def breakdown(wall: float, metrics: dict[str, Any]) -> dict[str, float]:
+    """Where a whole mdn-run's wall time went (seconds)."""
+    parts = {key: metrics.get(f"{key}_seconds", 0.0) for key in ("data", "metrics", "figures")}
+    parts["mdn_training"] = metrics["train_seconds"]
+    parts["baseline_training"] = metrics.get("baseline_train_seconds", 0.0)
+    inside = metrics["wall_seconds"] + parts["data"]
+    parts["other_in_run"] = max(0.0, metrics["wall_seconds"] - sum(v for k, v in parts.items() if k != "data"))
+    parts["imports_and_startup"] = max(0.0, wall - inside)
+    return {"whole_run": wall, **parts}
+
+
+def first_epoch_reaching(run_dir: Path, column: str, target: float) -> tuple[int, float] | None:
+    import csv
+
+    with (run_dir / "history.csv").open() as fh:
+        for row in csv.DictReader(fh):
+            if float(row[column]) <= target:
+                return int(row["epoch"]), float(row["seconds"])
+    return None
+
+
+def time_to_quality(quick: bool) -> dict[str, Any]:
+    """Per experiment: the whole mdn-run wall time until the target is reached. The toy's target is
+    read off the default run's per-epoch validation NLL (start-up + training seconds at the first
+    epoch reaching it); the arm's and MNIST's targets are test metrics, so the shortest budget of a
+    ladder of epochs that reaches them is timed as a whole run (baseline and figures off)."""
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        cwd = Path(tmp)
+        quick_args = ["dataset.n_train=300", "dataset.n_val=200", "dataset.n_test=300"] if quick else []
+        # the default toy run, whole, with its breakdown
+        wall, metrics, run_dir = mdn_run(["dataset=inverse_sine", "K=3", *quick_args], cwd)
+        reached = first_epoch_reaching(run_dir, "val_nll", -1.10)
+        startup = wall - metrics["wall_seconds"] - metrics.get("data_seconds", 0.0)
+        out["inverse_sine"] = {
+            "target": "validation NLL <= -1.10 (K=3)",
+            "epoch": reached[0] if reached else None,
+            "seconds_to_target": startup + metrics.get("data_seconds", 0.0) + reached[1] if reached else None,
+            "default_run": breakdown(wall, metrics), "test_nll": metrics["test_nll"]}
+        print(f"  toy: {out['inverse_sine']}", flush=True)
+        ladders = {
+            "robot_arm": (["dataset=robot_arm", "K=3"], "positioning_rmse", 0.0053, [25, 50, 100, 200, 300]),
+            "mnist": (["dataset=mnist"], "accuracy_top1", -0.990, [1, 2, 3, 4, 6]),
+        }
+        for name, (args, key, target, epochs_ladder) in ladders.items():
+            if name == "mnist" and not os.environ.get("MDN_MNIST_ROOT") and not Path("data/mnist").is_dir():
+                out[name] = {"skipped": "no MNIST files (MDN_MNIST_ROOT)"}
+                continue
+            tried = []
+            for epochs in epochs_ladder[:1] if quick else epochs_ladder:
+                extra = ["dataset.n_train=1000", "dataset.n_val=500", "dataset.n_test=500"] if quick else []
+                wall, metrics, run_dir = mdn_run([*args, f"trainer.epochs={epochs}", "baseline=false",
+                                                  "figures=false", *extra], cwd)
+                value = metrics[key]
+                tried.append({"epochs": epochs, "wall": wall, key: value, "breakdown": breakdown(wall, metrics)})
+                print(f"  {name}: {epochs} epochs -> {key} {value:.5g} in {wall:.1f} s", flush=True)
+                if (value <= target) if target > 0 else (value >= -target):
+                    break
+            hit = tried[-1] if ((tried[-1][key] <= target) if target > 0 else (tried[-1][key] >= -target)) else None
+            out[name] = {"target": f"{key} {'<=' if target > 0 else '>='} {abs(target)}", "ladder": tried,
+                         "seconds_to_target": hit["wall"] if hit else None, "epochs": hit["epochs"] if hit else None}
+    return out
+
+
+# --- 4. cost curves ------------------------------------------------------------------------------
+
+def seconds_per_epoch(n_train: int, K: int, D: int, covariance: str, epochs: int, batch_size: int = 128) -> float:
+    train, val = toy_problem(n_train, D)
+    val = (val[0][:1000], val[1][:1000])  # validation cost fixed: the curve is about training
+    network = toy_network(K, D, covariance)
+    result = fit(network, train, val, epochs=epochs, batch_size=batch_size, grad_clip=5.0)
+    seconds = [row["seconds"] for row in result.history]
+    per_epoch = [b - a for a, b in zip([0.0] + seconds[:-1], seconds)]
+    return statistics.median(per_epoch[1:] if len(per_epoch) > 1 else per_epoch)
+
+
+def exponent(xs: list[float], ys: list[float]) -> float:
+    """Least-squares slope of log y against log x: cost ~ x^slope."""
+    lx, ly = [math.log(x) for x in xs], [math.log(y) for y in ys]
+    mx, my = sum(lx) / len(lx), sum(ly) / len(ly)
+    return sum((a - mx) * (b - my) for a, b in zip(lx, ly)) / sum((a - mx) ** 2 for a in lx)
+
+
+def cost_curves(quick: bool) -> dict[str, Any]:
+    epochs = 2 if quick else 4
+    curves: dict[str, Any] = {}
+    axes = {
+        "n_train": [(n, 3, 1, "diag") for n in ([1000, 3000] if quick else [1000, 3000, 10000, 30000, 100000])],
+        "K": [(3000, K, 1, "diag") for K in ([1, 3] if quick else [1, 3, 10, 30])],
+        "D_diag": [(3000, 3, D, "diag") for D in ([1, 2] if quick else [1, 2, 5])],
+        "D_full": [(3000, 3, D, "full") for D in ([1, 2] if quick else [1, 2, 5])],
+    }
+    for axis, cases in axes.items():
+        points = []
+        for n, K, D, covariance in cases:
+            s = seconds_per_epoch(n, K, D, covariance, epochs if n < 30000 else 2)
+            x = {"n_train": n, "K": K}.get(axis, D)
+            points.append({"x": x, "seconds_per_epoch": s, "n_train": n, "K": K, "D": D, "covariance": covariance})
+            print(f"  cost {axis}: x={x}: {s * 1e3:.1f} ms per epoch", flush=True)
+        curves[axis] = {"points": points, "exponent": exponent([p["x"] for p in points],
+                                                               [p["seconds_per_epoch"] for p in points])}
+    return curves
+
+
+def scaling_figure(curves: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+    panels = [("n_train", ["n_train"], "training points (K=3, D=1)"), ("K", ["K"], "components K (n=3000, D=1)"),
+              ("D", ["D_diag", "D_full"], "target dimension D (n=3000, K=3)")]
+    for ax, (title, keys, xlabel) in zip(axes, panels):
+        for key in keys:
+            pts = curves[key]["points"]
+            label = {"D_diag": "diag", "D_full": "full"}.get(key, "diag")
+            ax.loglog([p["x"] for p in pts], [p["seconds_per_epoch"] for p in pts], "o-",
+                      label=f"{label}: slope {curves[key]['exponent']:.2f}")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("seconds per epoch (batch 128)")
+        ax.set_title(f"cost against {title}")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    fig.suptitle(f"MDN training cost, 64x64 tanh MLP, Adam, {torch.get_num_threads()} threads, "
+                 f"{platform.processor() or platform.machine()}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# --- 5. MNIST throughput -------------------------------------------------------------------------
+
+def mnist_throughput(quick: bool) -> dict[str, Any]:
+    from hydra import compose, initialize_config_dir
+
+    from mdn_experiments.cli import config_dir
+    from mdn_experiments.experiment import build
+    from hydra.utils import instantiate
+
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose("config", overrides=["dataset=mnist"])
+    dataset = instantiate(cfg.dataset)
     torch.manual_seed(0)
-    net = build_network(MLP([1], [64, 64]), [1], 1, "mdn", n_components=3)
-    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
-    x, y = torch.randn(128, 1), torch.randn(128, 1)
+    network = build(cfg, dataset, "mdn")
+    batch = int(cfg.trainer.batch_size)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(batch, *dataset.input_shape, generator=g)
+    y = torch.randint(0, 10, (batch, 1), generator=g).float()
+    network.fit_standardization(x, y, per_feature=dataset.per_feature_standardization)
+    optimizer = torch.optim.Adam(network.parameters(), lr=1e-3)
+    x_inf = torch.rand(1000, *dataset.input_shape, generator=g)
 
-    def step():
-        loss, _ = net.loss(x, y)
+    def train_step():
+        network.train()
+        loss, _ = network.loss(x, y)
         optimizer.zero_grad()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
         optimizer.step()
 
-    return _time(step, repeats)
+    @torch.no_grad()
+    def infer():
+        network.eval()
+        network(x_inf)
+
+    repeats = 3 if quick else 15
+    times = side_by_side({"train_step": train_step, "inference_1000": infer}, repeats, inner=3 if quick else 10)
+    out = {"batch_size": batch, "train_images_per_second": batch / times["train_step"]["median"],
+           "train_images_per_second_range": [batch / times["train_step"]["max"], batch / times["train_step"]["min"]],
+           "inference_images_per_second": 1000 / times["inference_1000"]["median"],
+           "inference_images_per_second_range": [1000 / times["inference_1000"]["max"],
+                                                 1000 / times["inference_1000"]["min"]],
+           "n_params": sum(p.numel() for p in network.parameters())}
+    print(f"  MNIST: training {out['train_images_per_second']:.0f} images/s (batch {batch}), inference "
+          f"{out['inference_images_per_second']:.0f} images/s (batch 1000)", flush=True)
+    return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=200)
-    args = parser.parse_args()
-    threads = torch.get_num_threads()
+# --- the report ----------------------------------------------------------------------------------
 
-    print(f"torch {torch.__version__}, {threads} threads, CPU\n")
-    print("MDN NLL, forward + backward (median ms per call)")
-    print(f"{'N':>6} {'K':>3} {'D':>2} | {'mdn.nll':>9} {'torch.distributions':>20} | ratio")
-    for n, K, D in [(1000, 3, 1), (1000, 3, 2), (4096, 10, 1), (4096, 10, 2), (16384, 5, 3)]:
-        ours, reference = bench_nll(n, K, D, args.repeats)
-        print(f"{n:>6} {K:>3} {D:>2} | {ours * 1e3:>9.3f} {reference * 1e3:>20.3f} | {reference / ours:4.2f}x")
+def machine() -> dict[str, Any]:
+    import numpy
 
-    print("\nToy MDN training step, 64x64 tanh MLP, batch 128 (median ms per step)")
-    one = bench_train_step(1, args.repeats)
-    two = bench_train_step(min(2, max(threads, 1)), args.repeats)
-    print(f"1 thread: {one * 1e3:.3f}   2 threads: {two * 1e3:.3f}   ratio 2/1: {two / one:.2f}")
+    info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+            "torch": torch.__version__, "numpy": numpy.__version__,
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    try:
+        model = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                 if line.startswith("model name")]
+        info["cpu_model"] = model[0] if model else None
+    except OSError:
+        info["cpu_model"] = None
+    return info
+
+
+def fmt_range(entry: dict[str, float], scale: float = 1e3, digits: int = 3) -> str:
+    return f"{entry['median'] * scale:.{digits}f} [{entry['min'] * scale:.{digits}f}–{entry['max'] * scale:.{digits}f}]"
+
+
+def markdown(bench: dict[str, Any]) -> str:
+    """The tables of the README's Performance section."""
+    m = bench["machine"]
+    lines = [f"Machine: {m.get('cpu_model') or m['processor']}, {m['cpu_count']} cores, {m['torch_threads']} torch "
+             f"threads, torch {m['torch']}, Python {m['python']}{', ' + m['cuda'] if m.get('cuda') else ''}; "
+             f"{bench['date']}.", ""]
+    s = bench["sections"]
+    if "loss_step" in s:
+        lines += ["**Loss step** (forward + backward from the same raw outputs; ms, median [min–max]):", "",
+                  "| N | K | D | Σ | ours | MixtureSameFamily | prob-space | ours / MSF | ours / prob-space |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for r in s["loss_step"]["rows"]:
+            lines.append(f"| {r['n']} | {r['K']} | {r['D']} | {r['covariance']} | {fmt_range(r['ours_seconds'])} | "
+                         f"{fmt_range(r['mixture_same_family_seconds'])} | {fmt_range(r['prob_space_seconds'])} | "
+                         f"{r['ours_over_msf']:.2f} | {r['ours_over_prob_space']:.2f} |")
+        u = s["loss_step"]["underflow"]
+        lines += ["", f"Underflow ({u['setup']}): ours {u['ours']['loss']:.4g} (gradient finite: "
+                  f"{u['ours']['gradient_finite']}), probability space {u['prob_space']['loss']} (gradient finite: "
+                  f"{u['prob_space']['gradient_finite']}).", ""]
+    if "runner_overhead" in s:
+        lines += ["**Runner overhead** (`fit()` against a hand-written loop, same steps; seconds, median [min–max]):",
+                  "", "| n_train | epochs | fit | minimal loop | fit / loop |", "|---|---|---|---|---|"]
+        for r in s["runner_overhead"]["rows"]:
+            lines.append(f"| {r['n_train']} | {r['epochs']} | {fmt_range(r['fit_seconds'], 1)} | "
+                         f"{fmt_range(r['minimal_loop_seconds'], 1)} | {r['fit_over_minimal']:.3f} |")
+        lines.append("")
+    if "time_to_quality" in s:
+        t = s["time_to_quality"]
+        lines += ["**Time to quality** (whole `mdn-run` wall time, seconds):", "",
+                  "| experiment | target | reached | seconds |", "|---|---|---|---|"]
+        toy = t["inverse_sine"]
+        lines.append(f"| inverse sine K=3 | {toy['target']} | epoch {toy['epoch']} | "
+                     f"{toy['seconds_to_target']:.1f} |" if toy["seconds_to_target"] else
+                     f"| inverse sine K=3 | {toy['target']} | not reached | — |")
+        for name in ("robot_arm", "mnist"):
+            e = t.get(name, {})
+            if "skipped" in e or not e:
+                continue
+            lines.append(f"| {name} | {e['target']} | {e['epochs']} epochs | {e['seconds_to_target']:.1f} |"
+                         if e["seconds_to_target"] else f"| {name} | {e['target']} | not reached | — |")
+        b = toy["default_run"]
+        lines += ["", "Where a default toy run's time goes (seconds): " + ", ".join(
+            f"{k.replace('_', ' ')} {v:.1f}" for k, v in b.items()) + ".", ""]
+    if "cost_curves" in s:
+        c = s["cost_curves"]
+        lines += ["**Cost curves** (seconds per epoch, batch 128, 64×64 MLP; fitted exponent of cost ~ xᵃ):", "",
+                  "| axis | points (x: ms per epoch) | exponent |", "|---|---|---|"]
+        for axis, curve in c.items():
+            pts = ", ".join(f"{p['x']}: {p['seconds_per_epoch'] * 1e3:.0f}" for p in curve["points"])
+            lines.append(f"| {axis} | {pts} | {curve['exponent']:.2f} |")
+        lines.append("")
+    if "mnist_throughput" in s and "train_images_per_second" in s["mnist_throughput"]:
+        t = s["mnist_throughput"]
+        lines += [f"**MNIST throughput** (default CNN-MDN, {t['n_params']} weights): training "
+                  f"{t['train_images_per_second']:.0f} images/s (batch {t['batch_size']}; range "
+                  f"{t['train_images_per_second_range'][0]:.0f}–{t['train_images_per_second_range'][1]:.0f}), "
+                  f"inference {t['inference_images_per_second']:.0f} images/s (batch 1000; range "
+                  f"{t['inference_images_per_second_range'][0]:.0f}–{t['inference_images_per_second_range'][1]:.0f}).", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="mdn-bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated: {', '.join(SECTIONS)}")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: checks this script in seconds")
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args(argv)
+    chosen = [name.strip() for name in args.only.split(",") if name.strip()]
+    unknown = [name for name in chosen if name not in SECTIONS]
+    if unknown:
+        print(f"mdn-bench: error: --only {','.join(unknown)}: no such section; choose from {', '.join(SECTIONS)}",
+              file=sys.stderr)
+        sys.exit(2)
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / "bench.json"
+    previous = json.loads(path.read_text()) if path.is_file() else {}
+    keep = not args.quick and not previous.get("quick", True)
+    bench = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(), "quick": args.quick,
+             "sections": previous.get("sections", {}) if keep else {},
+             "section_seconds": previous.get("section_seconds", {}) if keep else {}}
+    print(f"[bench] {bench['machine'].get('cpu_model')}, {bench['machine']['torch_threads']} torch threads, "
+          f"torch {torch.__version__}", flush=True)
+    for name in chosen:
+        print(f"[bench] {name}", flush=True)
+        start = time.perf_counter()
+        bench["sections"][name] = globals()[name](args.quick)
+        bench.setdefault("section_seconds", {})[name] = time.perf_counter() - start
+        path.write_text(json.dumps(bench, indent=2) + "\n")  # a section at a time: nothing lost
+    if "cost_curves" in bench["sections"]:
+        scaling_figure(bench["sections"]["cost_curves"], args.out / "scaling.png")
+    (args.out / "bench.md").write_text(markdown(bench) + "\n")
+    print("\n" + markdown(bench))
+    print(f"[bench] {path}, {args.out / 'bench.md'}" + (f", {args.out / 'scaling.png'}" if "cost_curves" in
+                                                         bench["sections"] else ""))
 
 
 if __name__ == "__main__":

@@ -362,7 +362,9 @@ def run_experiment(cfg: DictConfig, run_dir: Path, progress: bool = False,
             OmegaConf.update(cfg, key, value, force_add=True)
         log.info("resuming from the training state in %s (phase: %s)", run_dir, saved["phase"])
     dataset, device = check_config(cfg)
+    data_start = time.perf_counter()
     splits = dataset.load(cfg.seed).to(device)
+    data_seconds = time.perf_counter() - data_start
     log.info("run folder: %s", run_dir)
     fig_dir = run_dir / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
@@ -374,7 +376,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path, progress: bool = False,
         trackers = open_trackers(cfg, run_dir, ckpt.config)
         try:
             metrics = _train_and_evaluate(cfg, run_dir, dataset, splits, device, saved, ckpt, trackers, progress,
-                                          fig_dir, wall_start)
+                                          fig_dir, wall_start, data_seconds)
         except Interrupted:
             trackers.close("killed")  # resumable: a resume continues the same tracked run
             raise
@@ -389,7 +391,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path, progress: bool = False,
 
 def _train_and_evaluate(cfg: DictConfig, run_dir: Path, dataset: Dataset, splits: Splits, device: torch.device,
                         saved: dict | None, ckpt: RunCheckpoint, trackers: Trackers, progress: bool,
-                        fig_dir: Path, wall_start: float) -> dict[str, Any]:
+                        fig_dir: Path, wall_start: float, data_seconds: float) -> dict[str, Any]:
     """run_experiment's work once the run folder, the data and the trackers are ready."""
     torch.manual_seed(cfg.seed)
     mdn_net = build(cfg, dataset, "mdn").to(device)
@@ -421,6 +423,7 @@ def _train_and_evaluate(cfg: DictConfig, run_dir: Path, dataset: Dataset, splits
     torch.save(checkpoint, run_dir / "model.pt")
 
     metrics["wall_seconds"] = time.perf_counter() - wall_start
+    metrics["data_seconds"] = data_seconds
     bad = {k: v for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)}
     if bad:
         log.warning("some metrics are not finite: %s", bad)
@@ -439,6 +442,7 @@ def evaluate_run(cfg: DictConfig, dataset: Dataset, splits: Splits, mdn_net: Net
     """metrics.json's content (wall time aside) and the figures; sets `status`:
     ok, diverged (a phase stopped by the non-finite guard) or degenerate (the MDN's test NLL is
     no better than `unconditional_nll`)."""
+    metrics_start = time.perf_counter()
     test_nll, _ = evaluate_loss(mdn_net, *splits.test)
     train_nll, _ = evaluate_loss(mdn_net, *splits.train)
     _, val_diagnostics = evaluate_loss(mdn_net, *splits.val)  # component health of the kept weights
@@ -491,6 +495,8 @@ def evaluate_run(cfg: DictConfig, dataset: Dataset, splits: Splits, mdn_net: Net
         metrics["status_reason"] = (f"test NLL {test_nll:.4g} is no better than {metrics['unconditional_nll']:.4g}, "
                                     f"the NLL of one Gaussian fitted to the training targets")
 
+    metrics["metrics_seconds"] = time.perf_counter() - metrics_start
+    figures_start = time.perf_counter()
     if cfg.figures:
         dataset.figures(mdn_net, baseline, splits, fig_dir)
         plots.calibration(fig_dir / "calibration.png", LEVELS, [calibration.coverage(a) for a in LEVELS],
@@ -499,6 +505,7 @@ def evaluate_run(cfg: DictConfig, dataset: Dataset, splits: Splits, mdn_net: Net
                      "on the validation set")
         plots.loss_curves(fig_dir / "loss.png", result.history,
                           baseline_result.history if baseline_result else None, f"{dataset.name}, K={cfg.K}")
+    metrics["figures_seconds"] = time.perf_counter() - figures_start
     return metrics
 
 

@@ -20,6 +20,12 @@ TINY = [
 ]
 
 
+def without_timings(metrics: dict) -> dict:
+    """metrics.json less its timings (every key ending in _seconds or _per_second): what two runs
+    of the same config must agree on."""
+    return {key: value for key, value in metrics.items() if not key.endswith(("_seconds", "_per_second"))}
+
+
 def compose_config(overrides: list[str] | None = None):
     """The composed config for these overrides, exactly as `mdn-run` would see it."""
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):

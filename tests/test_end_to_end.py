@@ -12,12 +12,11 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from helpers import REPO, compose_config, run_cli
+from helpers import REPO, compose_config, run_cli, without_timings
 from mdn_experiments.errors import RunFolderError
 from mdn_experiments.experiment import load_run, run_experiment
 
 FIGURES = ["contour.png", "alphas.png", "means.png", "comparison.png", "loss.png", "calibration.png"]
-TIMING_KEYS = {"train_seconds", "baseline_train_seconds", "wall_seconds", "samples_per_second"}
 
 
 def is_png(path: Path) -> bool:
@@ -72,8 +71,7 @@ def test_a_saved_run_reloads_to_the_same_predictions(tmp_path, tiny_overrides):
 def test_the_same_seed_twice_gives_identical_metrics(tmp_path, tiny_overrides):
     first = run_experiment(compose_config(tiny_overrides), tmp_path / "a")
     second = run_experiment(compose_config(tiny_overrides), tmp_path / "b")
-    strip = lambda m: {k: v for k, v in m.items() if k not in TIMING_KEYS}  # noqa: E731
-    assert strip(first) == strip(second)
+    assert without_timings(first) == without_timings(second)
     other = run_experiment(compose_config(tiny_overrides + ["seed=1"]), tmp_path / "c")
     assert other["test_nll"] != first["test_nll"]
 
@@ -165,5 +163,4 @@ def test_figures_can_be_left_out_without_changing_the_metrics(tmp_path, tiny_ove
     with_figures = run_experiment(compose_config(tiny_overrides), tmp_path / "a")
     without = run_experiment(compose_config(tiny_overrides + ["figures=false"]), tmp_path / "b")
     assert list((tmp_path / "b" / "figures").iterdir()) == []
-    strip = lambda m: {k: v for k, v in m.items() if k not in TIMING_KEYS}  # noqa: E731
-    assert strip(with_figures) == strip(without)
+    assert without_timings(with_figures) == without_timings(without)

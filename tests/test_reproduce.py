@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from helpers import run_cli
+from helpers import run_cli, without_timings
 from mdn_experiments.reproduce import QUICK, fmt, new_run_folder, newest_unfinished, stats
 from test_mnist import find_mnist_root
 
@@ -41,8 +41,7 @@ def test_reproduce_quick_is_killed_resumed_and_writes_a_report_with_numbers_and_
     # the resumed job equals the same run left alone
     alone = tmp_path / "alone"
     assert run_cli(["dataset=robot_arm", "K=3", "seed=1", *QUICK, f"hydra.run.dir={alone}"]).returncode == 0
-    timing = {"train_seconds", "baseline_train_seconds", "wall_seconds", "samples_per_second"}
-    strip = lambda m: {k: v for k, v in m.items() if k not in timing}  # noqa: E731
+    strip = without_timings
     assert strip(json.loads((run / "robot_arm" / "seed=1" / "metrics.json").read_text())) == \
         strip(json.loads((alone / "metrics.json").read_text()))
 

@@ -12,18 +12,17 @@ import time
 import pytest
 import torch
 
-from helpers import TINY, run_cli
+from helpers import TINY, run_cli, without_timings
 from mdn_experiments.checkpoint import StateFileError, read_state, write_state
 from test_mnist import mnist_root  # noqa: F401  (fixture: the MNIST files, or a skip/fail)
 
-TIMING_KEYS = {"train_seconds", "baseline_train_seconds", "wall_seconds", "samples_per_second", "images_per_second"}
 # four epochs of 4 minibatches; the state is written after every optimizer step
 # (figures are drawn after the metrics and do not enter them: left out to save time)
 RUN = [*TINY, "trainer.epochs=4", "trainer.checkpoint_seconds=0", "figures=false"]
 
 
 def strip(metrics: dict) -> dict:
-    return {key: value for key, value in metrics.items() if key not in TIMING_KEYS}
+    return without_timings(metrics)
 
 
 def metrics_of(run_dir) -> dict:

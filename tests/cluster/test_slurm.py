@@ -12,12 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REPO, TINY, run_cli
+from helpers import REPO, TINY, run_cli, without_timings
 
 pytestmark = pytest.mark.cluster
 SLURM = ["hydra/launcher=slurm", "hydra.launcher.partition=debug", "hydra.launcher.cpus_per_task=1",
          "hydra.launcher.timeout_min=10", "hydra.launcher.mem_gb=1"]
-TIMING_KEYS = {"train_seconds", "baseline_train_seconds", "wall_seconds", "samples_per_second"}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -33,7 +32,7 @@ def job_dirs(sweep_dir: Path) -> list[Path]:
 
 
 def untimed(path: Path) -> dict:
-    return {k: v for k, v in json.loads(path.read_text()).items() if k not in TIMING_KEYS}
+    return without_timings(json.loads(path.read_text()))
 
 
 def test_a_two_job_sweep_writes_both_jobs_and_the_summary(tmp_path):
