@@ -27,6 +27,7 @@ class TrainerConfig:
     optimizer: Any = MISSING  # {_target_: torch.optim.Adam, _partial_: true, ...}
     lr: float = MISSING
     epochs: int = MISSING
+    baseline_epochs: Optional[int] = None  # the MSE baseline's epochs; None: the same as epochs
     batch_size: Optional[int] = None  # None: full batch
     grad_clip: Optional[float] = None  # max total gradient norm; None: no clipping
     lr_schedule: str = "constant"
@@ -165,6 +166,8 @@ def validate(cfg: DictConfig) -> None:
     t = cfg.trainer
     _check(t.lr > 0, "trainer.lr", t.lr, "a float > 0")
     _check(t.epochs >= 1, "trainer.epochs", t.epochs, "an integer >= 1")
+    _check(t.get("baseline_epochs") is None or t.baseline_epochs >= 1, "trainer.baseline_epochs",
+           t.get("baseline_epochs"), "an integer >= 1, or null for the same as trainer.epochs")
     _check(t.batch_size is None or t.batch_size >= 1, "trainer.batch_size", t.batch_size,
            "an integer >= 1, or null for full batch")
     _check(t.grad_clip is None or t.grad_clip > 0, "trainer.grad_clip", t.grad_clip,

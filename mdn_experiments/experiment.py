@@ -36,7 +36,8 @@ from mdn_experiments.errors import ConfigError, RunFolderError, UserError
 from mdn_experiments.evaluation import HEALTH_KEYS, LEVELS, calibrate
 from mdn_experiments.models import Network, build_network, count_parameters, require_sklearn
 from mdn_experiments.tracking import Trackers, open_trackers
-from mdn_experiments.train import FitResult, ReviveDead, Trainer, evaluate_loss, predict, resolve_device
+from mdn_experiments.train import (FitResult, ReviveDead, Trainer, cached_predictions, evaluate_loss, predict,
+                                   resolve_device)
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +177,7 @@ def prepare_network(cfg: DictConfig, network: Network, dataset: Dataset, splits:
         network.init_from_targets(cfg.model.init, splits.train[1], seed=cfg.seed)
 
 
+TRAIN_NLL_POINTS = 10_000  # train_nll: on the first this many training points (all of the synthetic sets)
 LOSS_NAMES = {"mdn": "nll", "baseline": "mse"}  # history.csv's loss columns per phase
 
 
@@ -189,7 +191,8 @@ def make_trainer(cfg: DictConfig, network: Network, splits: Splits, progress: bo
     return Trainer(
         network, splits.train, splits.val,
         optimizer_factory=optimizer_factory(cfg),
-        lr=t.lr, epochs=t.epochs, batch_size=t.batch_size, grad_clip=t.grad_clip,
+        lr=t.lr, epochs=t.epochs if network.is_mdn or t.get("baseline_epochs") is None else t.baseline_epochs,
+        batch_size=t.batch_size, grad_clip=t.grad_clip,
         lr_schedule=t.lr_schedule, lr_min_factor=t.lr_min_factor, patience=t.patience,
         input_noise=t.input_noise, seed=cfg.seed,
         on_nonfinite=t.on_nonfinite, rollback_lr_factor=t.rollback_lr_factor,
@@ -416,7 +419,8 @@ def _train_and_evaluate(cfg: DictConfig, run_dir: Path, dataset: Dataset, splits
     if saved is not None and saved["phase"] == "evaluate":
         set_rng_state(saved["rng"])  # the RNGs as they were when training ended
 
-    metrics = evaluate_run(cfg, dataset, splits, mdn_net, baseline, result, baseline_result, fig_dir)
+    with cached_predictions():  # the networks are trained: each is asked about each set once
+        metrics = evaluate_run(cfg, dataset, splits, mdn_net, baseline, result, baseline_result, fig_dir)
     checkpoint = {"config": ckpt.config, "state_dict": mdn_net.state_dict(), "metrics": metrics}
     if baseline is not None:
         checkpoint["baseline_state_dict"] = baseline.state_dict()
@@ -444,7 +448,7 @@ def evaluate_run(cfg: DictConfig, dataset: Dataset, splits: Splits, mdn_net: Net
     no better than `unconditional_nll`)."""
     metrics_start = time.perf_counter()
     test_nll, _ = evaluate_loss(mdn_net, *splits.test)
-    train_nll, _ = evaluate_loss(mdn_net, *splits.train)
+    train_nll, _ = evaluate_loss(mdn_net, *(part[:TRAIN_NLL_POINTS] for part in splits.train))
     _, val_diagnostics = evaluate_loss(mdn_net, *splits.val)  # component health of the kept weights
     metrics: dict[str, Any] = {
         "dataset": dataset.name,

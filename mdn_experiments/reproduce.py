@@ -26,10 +26,11 @@ from mdn_experiments.datasets.idx import DataError, ensure_mnist_files
 from mdn_experiments.cli import RESUME_ENV
 from mdn_experiments.report import collect, write_summary
 
+REFERENCES_FILE = "references.yaml"  # the reference values and bands, beside this module
 REPRODUCE_FILE = "reproduce.json"  # the reproduction's steps and their state (mdn-resume reads it)
 SWEEPS = ("toy_k_sweep", "toy_bishop", "robot_arm", "mnist")  # its sweep folders, in the order they run
 
-SEEDS = "0,1,2"
+PARALLEL_JOBS = 2  # the synthetic experiments' jobs at a time (one torch thread each)
 # shrink every run to seconds (for tests of this pipeline, not for results)
 QUICK = ["dataset.n_train=200", "dataset.n_val=100", "dataset.n_test=300", "trainer.epochs=3"]
 QUICK_MNIST = ["dataset.n_train=300", "dataset.n_val=200", "dataset.n_test=300", "trainer.epochs=1"]
@@ -56,6 +57,12 @@ def mdn_run(args: list[str]) -> tuple[float, int]:
         for s, handler in previous.items():
             signal.signal(s, handler)
     return time.perf_counter() - start, code
+
+
+def interrupted_jobs(sweep_dir: Path) -> list[str]:
+    """Jobs of a sweep that started but neither finished (metrics.json) nor failed (error.txt)."""
+    return sorted(p.parent.parent.name for p in sweep_dir.glob("*/.hydra/config.yaml")
+                  if not (p.parent.parent / "metrics.json").exists() and not (p.parent.parent / "error.txt").exists())
 
 
 def load_jobs(sweep_dir: Path) -> dict[str, dict]:
@@ -108,9 +115,47 @@ def machine() -> str:
     return f"{platform.platform()}, {os.cpu_count()} CPU cores, {device}"
 
 
+def references() -> list[dict]:
+    """The rows of references.yaml (the reference values and bands the report uses)."""
+    import yaml
+
+    return yaml.safe_load((Path(__file__).with_name(REFERENCES_FILE)).read_text())["rows"]
+
+
+def band_check(row: dict, mean: float) -> str:
+    """'held', 'missed' or '' (no band) for a row's mean."""
+    if "band" not in row:
+        return ""
+    if math.isnan(mean):
+        return "not run"
+    low, high = row["band"]
+    scale, unit = (100, " %") if row.get("percent") else (1, "")
+    text = " – ".join("…" if v is None else f"{v * scale:g}{unit}" for v in (low, high))
+    held = (low is None or mean >= low) and (high is None or mean <= high)
+    return f"{text}: **{'held' if held else 'missed'}**"
+
+
+def reference_row(row: dict, jobs_by_sweep: dict[str, dict[str, dict]]) -> str:
+    summary = stats(jobs_by_sweep.get(row["sweep"], {}), row["metric"], **(row.get("match") or {}))
+    return (f"| {row['what']} | {fmt(summary, percent=bool(row.get('percent')))} | {row['reference']} | "
+            f"{band_check(row, summary[0])} |")
+
+
+def bands(root: Path) -> list[tuple[str, str]]:
+    """(what, held/missed text) for every row with a band."""
+    jobs_by_sweep = {name: load_jobs(root / name) for name in SWEEPS}
+    out = []
+    for row in references():
+        if "band" in row:
+            summary = stats(jobs_by_sweep.get(row["sweep"], {}), row["metric"], **(row.get("match") or {}))
+            out.append((row["what"], band_check(row, summary[0])))
+    return out
+
+
 def build_report(root: Path, timings: dict[str, float], mnist_note: str | None, prefix: str = "") -> str:
     """REPORT.md's text; figure links are prefixed with `prefix` (the run folder, seen from the file)."""
-    toy, bishop, arm, mnist = (load_jobs(root / name) for name in SWEEPS)
+    jobs_by_sweep = {name: load_jobs(root / name) for name in SWEEPS}
+    toy, bishop, arm, mnist = (jobs_by_sweep[name] for name in SWEEPS)
     toy_summary = write_summary(root / "toy_k_sweep") if toy else None
     fig = lambda rel: f"{prefix}{rel}"  # noqa: E731
     lines = [
@@ -128,27 +173,12 @@ def build_report(root: Path, timings: dict[str, float], mnist_note: str | None, 
         *job_status_lines(root),
         "## Our numbers beside the references",
         "",
-        "| quantity | ours | reference |",
-        "|---|---|---|",
-        f"| robot arm, MSE network, RMS positioning error | {fmt(stats(arm, 'baseline_positioning_rmse'))} "
-        "| 0.0578 (Bishop 1994); 0.0584 for the ideal conditional mean |",
-        f"| robot arm, MDN K=3 (most probable component), RMS positioning error | "
-        f"{fmt(stats(arm, 'positioning_rmse'))} | 0.0053 (Bishop 1994) |",
-        f"| robot arm, MDN, largest π/σ rule | {fmt(stats(arm, 'positioning_rmse_alpha_over_sigma'))} | — |",
-        f"| robot arm, MDN, highest mode | {fmt(stats(arm, 'positioning_rmse_top_mode'))} | — |",
-        f"| robot arm, MDN, best of the modes with mass ≥ 0.05 | {fmt(stats(arm, 'positioning_rmse_best_of_modes'))} "
-        "| — |",
-        f"| inverse sine, K=3, test NLL (nats) | {fmt(stats(toy, 'test_nll', K=3))} | Bayes-optimal −1.28 |",
-        f"| inverse sine, K=3, Bishop's setup (20 tanh units, full-batch L-BFGS), test NLL | "
-        f"{fmt(stats(bishop, 'test_nll'))} | Bayes-optimal −1.28 |",
-        f"| inverse sine, Bayes-optimal NLL on our test points | {fmt(stats(toy, 'bayes_nll', K=3))} | −1.28 |",
-        f"| MNIST, MDN top-1 accuracy | {fmt(stats(mnist, 'accuracy_top1'), percent=True)} | none published |",
-        f"| MNIST, MDN highest-mode accuracy | {fmt(stats(mnist, 'accuracy_top_mode'), percent=True)} "
-        "| none published |",
-        f"| MNIST, some component with π ≥ 0.05 right | {fmt(stats(mnist, 'accuracy_any'), percent=True)} "
-        "| none published |",
-        f"| MNIST, MSE network (rounded) accuracy | {fmt(stats(mnist, 'baseline_accuracy'), percent=True)} "
-        "| none published |",
+        f"Reference values and bands from `mdn_experiments/{REFERENCES_FILE}`; a band is held when the "
+        "mean over the seeds lies inside it.",
+        "",
+        "| quantity | ours | reference | band |",
+        "|---|---|---|---|",
+        *[reference_row(row, jobs_by_sweep) for row in references()],
         "",
     ]
     if mnist_note:
@@ -281,19 +311,28 @@ def newest_unfinished(out: Path) -> Path | None:
     return max(candidates, key=lambda p: p.name) if candidates else None
 
 
+def parallel_launcher() -> list[str]:
+    """Hydra's joblib launcher, two jobs at a time with one torch thread each, when installed: the
+    small synthetic jobs run about twice as fast so (measured in the README's Performance section)."""
+    import importlib.util
+
+    if importlib.util.find_spec("hydra_plugins.hydra_joblib_launcher") is None:
+        return []
+    return ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={PARALLEL_JOBS}"]
+
+
 def steps(root: Path, quick: bool) -> list[tuple[str, list[str]]]:
-    """The reproduction's steps: (name, mdn-run arguments), each a sweep into its own folder."""
+    """The reproduction's steps: (name, mdn-run arguments), each an experiment preset
+    (conf/experiment/) swept into its own folder."""
     q = QUICK if quick else []
+    parallel = parallel_launcher()
     return [
-        ("inverse sine, K = 1..5 x 3 seeds", ["sweep=k_grid", *q, f"hydra.sweep.dir={root / 'toy_k_sweep'}",
-                                              "hydra.sweep.subdir='K=${K},seed=${seed}'"]),
-        ("inverse sine, Bishop's setup x 3 seeds",
-         ["-m", "model=mlp", "trainer=lbfgs", "K=3", f"seed={SEEDS}", "baseline=false", *q,
-          f"hydra.sweep.dir={root / 'toy_bishop'}", "hydra.sweep.subdir='seed=${seed}'"]),
-        ("robot arm, K=3 x 3 seeds", ["-m", "dataset=robot_arm", "K=3", f"seed={SEEDS}", *q,
-                                      f"hydra.sweep.dir={root / 'robot_arm'}", "hydra.sweep.subdir='seed=${seed}'"]),
-        ("MNIST x 3 seeds", ["-m", "dataset=mnist", f"seed={SEEDS}", *(QUICK_MNIST if quick else []),
-                             f"hydra.sweep.dir={root / 'mnist'}", "hydra.sweep.subdir='seed=${seed}'"]),
+        ("inverse sine, K = 1..5 x 3 seeds", ["experiment=toy_k_sweep", *parallel, *q,
+                                              f"hydra.sweep.dir={root / 'toy_k_sweep'}"]),
+        ("inverse sine, Bishop's setup x 3 seeds", ["experiment=toy_bishop", *parallel, *q,
+                                                    f"hydra.sweep.dir={root / 'toy_bishop'}"]),
+        ("robot arm, K=3 x 3 seeds", ["experiment=robot_arm", *parallel, *q, f"hydra.sweep.dir={root / 'robot_arm'}"]),
+        ("MNIST x 3 seeds", ["experiment=mnist", *(QUICK_MNIST if quick else []), f"hydra.sweep.dir={root / 'mnist'}"]),
     ]
 
 
@@ -345,9 +384,14 @@ def main(argv: list[str] | None = None) -> None:
             continue
         seconds, code = mdn_run(mdn_args)
         step["seconds"] += seconds
-        if code < 0 or code >= 128:  # stopped or killed by a signal: its state is saved; so is ours
+        sweep_dir = Path(next(a for a in mdn_args if a.startswith("hydra.sweep.dir=")).split("=", 1)[1])
+        interrupted = interrupted_jobs(sweep_dir)
+        if code < 0 or code >= 128 or (code != 0 and interrupted):
+            # stopped or killed by a signal (mdn-run itself, or a job's worker process under the
+            # parallel launcher): the training states are saved; so is ours
             save()
-            print(f"[reproduce] stopped; resume with `make reproduce` or `mdn-resume {root}`", flush=True)
+            print(f"[reproduce] stopped ({len(interrupted)} job(s) interrupted: {', '.join(interrupted[:4])}); "
+                  f"resume with `make reproduce` or `mdn-resume {root}`", flush=True)
             sys.exit(code if code > 0 else 128 - code)
         step["done"] = True
         save()
