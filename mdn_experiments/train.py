@@ -90,6 +90,22 @@ def _batches(n: int, batch_size: int | None, order: Tensor | None) -> list[Tenso
     return [order[start : start + batch_size] for start in range(0, n, batch_size)]
 
 
+def _clone(obj: Any) -> Any:
+    """A copy of nested dicts, lists and tuples whose tensors are cloned (other leaves are
+    immutable: numbers, strings, None): what a state snapshot needs, at a fraction of
+    copy.deepcopy's cost (the per-epoch rollback snapshot was 8 % of a toy training run)."""
+    if isinstance(obj, Tensor):
+        return obj.detach().clone()
+    if isinstance(obj, dict):
+        out = type(obj)((key, _clone(value)) for key, value in obj.items())
+        if hasattr(obj, "_metadata"):  # a module state_dict's version information
+            out._metadata = obj._metadata
+        return out
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_clone(value) for value in obj)
+    return obj
+
+
 _cache: list[tuple[Network, Tensor, Mixture | Tensor]] | None = None  # see cached_predictions
 
 
@@ -245,7 +261,7 @@ class Trainer:
         # the learning rate is always base_lr * factor(step): a rollback scales base_lr
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
         self.progress = Progress()
-        self.best_state = copy.deepcopy(network.state_dict())
+        self.best_state = _clone(network.state_dict())
         self._good: dict[str, Any] | None = None  # snapshot at the start of the epoch (rollbacks)
         self._segment_start = time.perf_counter()
 
@@ -256,8 +272,8 @@ class Trainer:
         rollback snapshot hold."""
         return {
             "network": {key: value.clone() for key, value in self.network.state_dict().items()},
-            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
-            "scheduler": copy.deepcopy(self.scheduler.state_dict()),
+            "optimizer": _clone(self.optimizer.state_dict()),
+            "scheduler": _clone(self.scheduler.state_dict()),
             "generator": self.generator.get_state(),
             "rng": rng_state(),
         }
@@ -273,11 +289,11 @@ class Trainer:
         """Everything needed to continue exactly from here, as plain data (weights_only-loadable)."""
         progress = asdict(self.progress)
         progress["seconds"] = self.progress.seconds + time.perf_counter() - self._segment_start
-        return {**self._modules_state(), "best_state": copy.deepcopy(self.best_state), "progress": progress}
+        return {**self._modules_state(), "best_state": _clone(self.best_state), "progress": progress}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._load_modules_state(state)
-        self.best_state = copy.deepcopy(state["best_state"])
+        self.best_state = _clone(state["best_state"])
         self.progress = Progress(**copy.deepcopy(state["progress"]))
         self._segment_start = time.perf_counter()
 
@@ -336,7 +352,7 @@ class Trainer:
             })
             if val_loss < p.best_val_loss:
                 p.best_val_loss, p.best_epoch = val_loss, p.epoch
-                self.best_state = copy.deepcopy(self.network.state_dict())
+                self.best_state = _clone(self.network.state_dict())
             for hook in self.epoch_hooks:  # after the best weights are kept: a hook may change them
                 hook(self, p.history[-1])
             bar.update(1)
