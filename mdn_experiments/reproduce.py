@@ -312,9 +312,10 @@ def newest_unfinished(out: Path) -> Path | None:
 
 def parallel_launcher(n_jobs: int) -> list[str]:
     """Hydra's joblib launcher, n_jobs at a time, when installed. Each job gets cores // n_jobs torch
-    threads (at least one). Measured on 2 cores: processes with one thread each do ~1.5x the work
-    of one process with two threads (MNIST training: 3 processes 9 011 images/s in all, one
-    2-thread process 6 066), so every step runs its jobs side by side."""
+    threads (at least one). Measured on 2 cores: the toy sweep took 112-115 s so against 122 s one
+    job at a time on two threads, the arm 30-31 s against 33 s, MNIST 182 s against 187 s (a
+    training-step benchmark showed 3 one-thread processes doing 9 011 images/s in all against 6 066
+    for one two-thread process; the whole runs gain less). Runs on this machine vary by up to 25 %."""
     import importlib.util
 
     if importlib.util.find_spec("hydra_plugins.hydra_joblib_launcher") is None:
