@@ -241,19 +241,9 @@ def unconditional_nll(train_y: torch.Tensor, test_y: torch.Tensor) -> float:
     return float(-gaussian.log_prob(test_y.double().cpu()).mean())
 
 
-def _flat(config: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def config_changes(saved: dict, current: dict) -> list[str]:
     """`key: saved -> current` for every result-affecting key that differs."""
-    a, b = _flat(saved), _flat(current)
+    a, b = tracking.flatten(saved), tracking.flatten(current)
     return [f"{key}: {a.get(key)!r} -> {b.get(key)!r}" for key in sorted(set(a) | set(b))
             if key not in RESUME_FREE_KEYS and a.get(key) != b.get(key)]
 
