@@ -1,0 +1,97 @@
+"""make bench's script on tiny sizes (it is timed by hand, never by tests), the experiment presets
+and the reference file the report reads."""
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from helpers import compose_config
+from mdn_experiments import bench, mdn
+from mdn_experiments.cli import config_dir
+from mdn_experiments.reproduce import SWEEPS, band_check, references
+
+
+def test_bench_quick_writes_json_markdown_and_the_scaling_figure(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "mdn_experiments.bench", "--quick", "--only",
+                           "loss_step,runner_overhead,cost_curves", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads((tmp_path / "bench.json").read_text())
+    assert set(data["sections"]) == {"loss_step", "runner_overhead", "cost_curves"}
+    assert data["machine"]["torch"] and data["machine"]["torch_threads"] >= 1
+    for row in data["sections"]["loss_step"]["rows"]:
+        for name in ("ours", "mixture_same_family", "prob_space"):
+            t = row[f"{name}_seconds"]
+            assert 0 < t["min"] <= t["median"] <= t["max"]
+        assert row["ours_over_msf"] == pytest.approx(row["ours_seconds"]["median"] /
+                                                     row["mixture_same_family_seconds"]["median"])
+    for curve in data["sections"]["cost_curves"].values():
+        assert len(curve["points"]) >= 2 and math.isfinite(curve["exponent"])
+    assert (tmp_path / "scaling.png").stat().st_size > 10_000
+    assert "**Loss step**" in (tmp_path / "bench.md").read_text()
+
+
+def test_bench_refuses_an_unknown_section_in_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "mdn_experiments.bench", "--only", "warp", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "no such section" in proc.stderr
+
+
+def test_the_probability_space_loss_underflows_where_ours_does_not():
+    case = bench.underflow_case()
+    assert math.isinf(case["prob_space"]["loss"]) and not case["prob_space"]["gradient_finite"]
+    assert math.isfinite(case["ours"]["loss"]) and case["ours"]["gradient_finite"]
+    # both formulas agree where nothing underflows, for every kind (the benchmark compares like with like)
+    for covariance in ("diag", "isotropic", "full"):
+        raw, y = bench.loss_inputs(256, 3, 2, covariance)
+        mixture = mdn.mixture_from_raw(raw.detach().double(), 3, 2, covariance)
+        assert float(bench.prob_space_nll(mixture, y.double())) == pytest.approx(float(mdn.nll(mixture, y.double())),
+                                                                                 rel=1e-9)
+
+
+def test_the_minimal_loop_makes_the_same_number_of_steps_as_fit():
+    train, val = bench.toy_problem(300)
+    net = bench.toy_network()
+    steps = []
+    original = net.loss
+
+    def counting(x, y):
+        steps.append(x.shape[0])
+        return original(x, y)
+
+    net.loss = counting
+    bench.minimal_loop(net, train, epochs=2, batch_size=128, lr=1e-3, grad_clip=5.0, seed=0)
+    assert steps == [128, 128, 44] * 2
+
+
+@pytest.mark.parametrize("preset, dataset, K, seeds", [
+    ("toy_k_sweep", "inverse_sine", None, "0,1,2"), ("toy_bishop", "inverse_sine", 3, "0,1,2"),
+    ("robot_arm", "robot_arm", 3, "0,1,2"), ("mnist", "mnist", 10, "0,1,2")])
+def test_each_experiment_preset_is_a_sweep_of_its_dataset(preset, dataset, K, seeds):
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose("config", overrides=[f"experiment={preset}"], return_hydra_config=True)
+    assert cfg.dataset.name == dataset and str(cfg.hydra.mode) == "RunMode.MULTIRUN"
+    assert cfg.hydra.sweeper.params.seed == seeds
+    if K is not None:
+        assert cfg.K == K
+    plain = compose_config([f"dataset={dataset}"])
+    assert cfg.trainer.epochs == (100 if preset == "toy_bishop" else plain.trainer.epochs)
+
+
+def test_references_name_known_sweeps_and_well_formed_bands():
+    rows = references()
+    assert {row["sweep"] for row in rows} <= set(SWEEPS)
+    banded = [row for row in rows if "band" in row]
+    assert len(banded) == 5
+    for row in banded:
+        low, high = row["band"]
+        assert low is None or high is None or low < high
+    arm = next(row for row in banded if row["metric"] == "positioning_rmse")
+    assert band_check(arm, 0.0008).endswith("**held**") and band_check(arm, 0.002).endswith("**missed**")
+    top1 = next(row for row in banded if row["metric"] == "accuracy_top1")
+    assert band_check(top1, 0.991).endswith("**held**") and band_check(top1, 0.989).endswith("**missed**")
+    assert band_check(top1, float("nan")) == "not run"
