@@ -15,6 +15,7 @@ from mdn_experiments.cli import config_dir
 from mdn_experiments.reproduce import SWEEPS, band_check, references
 
 
+@pytest.mark.slow  # 30 s: a smoke test of the timing script (make test-all)
 def test_bench_quick_writes_json_markdown_and_the_scaling_figure(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "mdn_experiments.bench", "--quick", "--only",
                            "loss_step,runner_overhead,cost_curves", "--out", str(tmp_path)],

@@ -155,6 +155,7 @@ def test_mnist_with_batch_norm_and_dropout_resumes_bit_for_bit(mnist_root, tmp_p
         assert metrics_of(run_dir) == metrics_of(alone), fault
 
 
+@pytest.mark.slow  # 30 s; a sweep job killed and resumed is also covered by test_reproduce (make test-all runs this)
 def test_a_sweep_killed_part_way_resumes_to_the_summary_of_the_sweep_left_alone(tmp_path):
     args = ["-m", "K=1,2,3", *RUN]
     alone, stopped = tmp_path / "alone", tmp_path / "stopped"
