@@ -140,17 +140,6 @@ def reference_row(row: dict, jobs_by_sweep: dict[str, dict[str, dict]]) -> str:
             f"{band_check(row, summary[0])} |")
 
 
-def bands(root: Path) -> list[tuple[str, str]]:
-    """(what, held/missed text) for every row with a band."""
-    jobs_by_sweep = {name: load_jobs(root / name) for name in SWEEPS}
-    out = []
-    for row in references():
-        if "band" in row:
-            summary = stats(jobs_by_sweep.get(row["sweep"], {}), row["metric"], **(row.get("match") or {}))
-            out.append((row["what"], band_check(row, summary[0])))
-    return out
-
-
 def build_report(root: Path, timings: dict[str, float], mnist_note: str | None, prefix: str = "") -> str:
     """REPORT.md's text; figure links are prefixed with `prefix` (the run folder, seen from the file)."""
     jobs_by_sweep = {name: load_jobs(root / name) for name in SWEEPS}

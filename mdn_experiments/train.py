@@ -271,7 +271,7 @@ class Trainer:
         """Weights, optimizer, schedule and every RNG, copied: what both a checkpoint and a
         rollback snapshot hold."""
         return {
-            "network": {key: value.clone() for key, value in self.network.state_dict().items()},
+            "network": _clone(self.network.state_dict()),
             "optimizer": _clone(self.optimizer.state_dict()),
             "scheduler": _clone(self.scheduler.state_dict()),
             "generator": self.generator.get_state(),
