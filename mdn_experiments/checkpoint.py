@@ -39,10 +39,14 @@ def write_state(run_dir: Path, payload: dict[str, Any]) -> Path:
     torch.save(payload, buffer)
     data = buffer.getvalue()
     path, tmp = run_dir / STATE_FILE, run_dir / (STATE_FILE + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(MAGIC + hashlib.sha256(data).digest() + data)
-        fh.flush()
-        os.fsync(fh.fileno())
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(MAGIC + hashlib.sha256(data).digest() + data)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a full disk: the last complete state stays as it is
+        raise
     if path.exists():
         os.replace(path, run_dir / PREVIOUS_FILE)
     os.replace(tmp, path)
@@ -51,13 +55,22 @@ def write_state(run_dir: Path, payload: dict[str, Any]) -> Path:
 
 def read_state_file(path: Path) -> dict[str, Any]:
     """One state file, verified; raises StateFileError naming the file and what is wrong."""
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as err:  # a folder where the file should be, no permission, ...
+        raise StateFileError(f"{path}: cannot be read ({err.strerror})") from None
     header = len(MAGIC) + 32
     if not raw.startswith(MAGIC):
         raise StateFileError(f"{path}: not a training-state file (unknown header)")
     if len(raw) <= header or hashlib.sha256(raw[header:]).digest() != raw[len(MAGIC):header]:
         raise StateFileError(f"{path}: truncated or corrupted (checksum mismatch, {len(raw)} bytes)")
-    return torch.load(io.BytesIO(raw[header:]), map_location="cpu", weights_only=True)
+    try:
+        payload = torch.load(io.BytesIO(raw[header:]), map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - a payload that is not plain data (refused by weights_only)
+        raise StateFileError(f"{path}: not a training state ({type(err).__name__})") from None
+    if not isinstance(payload, dict):
+        raise StateFileError(f"{path}: not a training state (a {type(payload).__name__}, not a mapping)")
+    return payload
 
 
 def read_state(run_dir: Path, warn=print) -> dict[str, Any] | None:
@@ -69,7 +82,7 @@ def read_state(run_dir: Path, warn=print) -> dict[str, Any] | None:
     damaged = []
     for name in (STATE_FILE, PREVIOUS_FILE):
         path = run_dir / name
-        if not path.exists():
+        if not path.exists() and not path.is_symlink():
             continue
         try:
             payload = read_state_file(path)

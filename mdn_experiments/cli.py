@@ -8,6 +8,8 @@ printed as one line too. Exit status 2 for all of them.
 
 from __future__ import annotations
 
+import copy
+import errno
 import io
 import logging
 import os
@@ -23,16 +25,18 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 import mdn_experiments.config  # noqa: F401  (registers the schemas in the ConfigStore)
+from mdn_experiments import locking
 from mdn_experiments.checkpoint import Interrupted
 from mdn_experiments.errors import UserError
-from mdn_experiments.report import FAILED_JOBS
+from mdn_experiments.launch import RESUME_ENV
+from mdn_experiments.report import FAILED_JOBS, SWEEP_DONE_FILE
+from mdn_experiments.safety import HYDRA_SLOTS, check_overrides, check_targets
 
 log = logging.getLogger("mdn_experiments")
 PROG = "mdn-run"
-RESUME_ENV = "MDN_RESUME"  # set by mdn-resume: a saved run's own config wins over the composed one
 HEADLINE_METRICS = ("test_nll", "nll_gap", "baseline_test_rmse", "positioning_rmse", "baseline_positioning_rmse",
                     "accuracy_top1", "accuracy_any", "baseline_accuracy")
 
@@ -89,28 +93,131 @@ def _release_stderr() -> None:
 _resume_target: list[str] = []
 
 
-def _check_output_folder(path: str, key: str) -> None:
+def _refuse(message: str, code: int = 2) -> None:
+    """One line on stderr and exit: a refusal, made before Hydra writes anything into the folder."""
+    _release_stderr()
+    print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(code)
+
+
+def _resuming() -> bool:
+    return os.environ.get(RESUME_ENV) == "1"
+
+
+# files that mark a folder as one of ours; anything else in a folder makes it someone else's
+OUR_MARKERS = (".hydra", ".lock", "state.pt", "state.prev.pt", SWEEP_DONE_FILE, "multirun.yaml")
+
+
+def _check_foreign(folder: Path, key: str) -> None:
+    """A folder that holds files but none of a run's or a sweep's is not ours to write into."""
+    if folder.is_dir() and any(folder.iterdir()) and not any((folder / name).exists() for name in OUR_MARKERS):
+        _refuse(f"{key}={str(folder)!r} holds other files and no run or sweep of mdn-experiments: choose a new "
+                f"or empty folder (nothing was written)")
+
+
+def _make_folder(folder: Path, key: str) -> None:
     """Create the run or sweep folder now, so that one that cannot be made is a one-line error."""
     try:
-        Path(path).mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        print(f"{PROG}: error: {key}={path!r} cannot be created ({err.strerror or err}): {key} must be a "
-              f"folder path you can write to", file=sys.stderr)
-        raise SystemExit(2) from None
-    _resume_target[:] = [str(Path(path).resolve())]
+        _refuse(f"{key}={str(folder)!r} cannot be created ({err.strerror or err}): {key} must be a folder "
+                f"path you can write to")
+
+
+def _lock(folder: Path, what: str) -> None:
+    """Hold folder's lock for the rest of this process (the kernel drops it at exit)."""
+    try:
+        locking.acquire(folder, what)
+    except UserError as err:
+        _refuse(str(err))
+
+
+def _check_hydra(config: DictConfig) -> None:
+    """The composed Hydra config builds only the project's callbacks and Hydra's launchers and sweeper."""
+    tree = {"hydra": {name: OmegaConf.to_container(config.hydra[name], resolve=False)
+                      for name in ("callbacks", "launcher", "sweeper") if config.hydra.get(name) is not None}}
+    try:
+        check_targets(tree, "", slots=HYDRA_SLOTS)
+    except UserError as err:
+        _refuse(str(err))
+
+
+def claim_run_folder(config: DictConfig) -> None:
+    """Every refusal a single run can meet, before Hydra writes into its folder; then its lock.
+
+    Refused: a path that is a file, a folder that holds other files, a finished run, a sweep or
+    reproduction folder, a run of another config (unless resuming), a folder another process
+    writes into (the run's own, or the sweep it belongs to)."""
+    run_dir = Path(config.hydra.run.dir).expanduser().absolute()
+    if run_dir.exists() and not run_dir.is_dir():
+        _refuse(f"hydra.run.dir={str(run_dir)!r} is a file: hydra.run.dir must be a folder")
+    _check_foreign(run_dir, "hydra.run.dir")
+    task_cfg = copy.deepcopy(config)
+    with read_write(task_cfg), open_dict(task_cfg):
+        del task_cfg["hydra"]
+    from mdn_experiments.experiment import check_config, check_run_folder  # torch & co. once a run is on its way
+
+    try:
+        saved = check_run_folder(run_dir, OmegaConf.to_container(task_cfg, resolve=True), trust_saved_config=_resuming())
+        if saved is None:  # a new run: its config is checked now, so that a refused one leaves no folder behind
+            check_config(task_cfg)
+    except (UserError, InstantiationException) as err:
+        _refuse(" ".join(str(err).split()))
+    _make_folder(run_dir, "hydra.run.dir")
+    if (run_dir.parent / "multirun.yaml").exists():  # a job of a sweep: the sweep's writer is the other writer
+        _lock(run_dir.parent, "sweep")
+    _lock(run_dir, "run")
+    _resume_target[:] = [str(run_dir.resolve())]
+
+
+def claim_sweep_folder(config: DictConfig) -> None:
+    """Every refusal a sweep can meet, before Hydra writes into its folder; then its lock.
+
+    A folder that already holds a sweep is taken only by a resume (mdn-resume, make reproduce),
+    and only with the overrides it was started with: a new sweep never mixes its jobs with an
+    old one's."""
+    sweep_dir = Path(config.hydra.sweep.dir).expanduser().absolute()
+    if sweep_dir.exists() and not sweep_dir.is_dir():
+        _refuse(f"hydra.sweep.dir={str(sweep_dir)!r} is a file: hydra.sweep.dir must be a folder")
+    for marker, what in (("metrics.json", "a run"), ("reproduce.json", "a reproduction")):
+        if (sweep_dir / marker).exists():
+            _refuse(f"hydra.sweep.dir={str(sweep_dir)!r} is {what} folder ({marker}): choose another folder")
+    _check_foreign(sweep_dir, "hydra.sweep.dir")
+    recorded = sweep_dir / "multirun.yaml"
+    if recorded.exists() or any(sweep_dir.glob("*/.hydra")):
+        if not _resuming():
+            _refuse(f"hydra.sweep.dir={str(sweep_dir)!r} already holds a sweep: continue it with "
+                    f"`mdn-resume {shlex.quote(str(sweep_dir))}`, or choose another folder (nothing was written)")
+        from mdn_experiments.report import read_yaml
+
+        try:
+            before = (read_yaml(recorded).get("hydra") or {}).get("overrides", {}).get("task") or []
+        except (UserError, AttributeError) as err:
+            _refuse(f"{recorded} cannot be read ({err}): the sweep cannot be continued safely")
+        now = list(config.hydra.overrides.task)
+        if before != now:
+            _refuse(f"{sweep_dir} holds a sweep started with other overrides ({' '.join(before) or 'none'}; now: "
+                    f"{' '.join(now) or 'none'}): choose another folder")
+    _make_folder(sweep_dir, "hydra.sweep.dir")
+    _lock(sweep_dir, "sweep")
+    _resume_target[:] = [str(sweep_dir.resolve())]
 
 
 class ReleaseStderr(Callback):
     """Hydra callback: the config is composed, so stderr goes back to normal; the output folder
-    is checked before Hydra tries to write into it."""
+    is checked (and locked) before Hydra writes anything into it."""
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         _release_stderr()
-        _check_output_folder(config.hydra.run.dir, "hydra.run.dir")
+        os.environ["HYDRA_FULL_ERROR"] = "1"  # from here on, errors reach cli.main (one line, or a bug's traceback)
+        _check_hydra(config)
+        claim_run_folder(config)
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         _release_stderr()
-        _check_output_folder(config.hydra.sweep.dir, "hydra.sweep.dir")
+        os.environ["HYDRA_FULL_ERROR"] = "1"
+        _check_hydra(config)
+        claim_sweep_folder(config)
 
 
 def one_line(message: str) -> str:
@@ -148,20 +255,17 @@ def _run(cfg: DictConfig) -> float | None:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     progress = cfg.trainer.progress if cfg.trainer.progress is not None else sys.stderr.isatty()
     threads = cfg.trainer.threads if cfg.trainer.threads is not None else threads_per_job(hydra_cfg)
-    if threads is not None and threads >= 1:  # a bad value is reported by validate() in one line
+    if threads is not None and 1 <= threads <= (os.cpu_count() or 1) * 64:  # validate() reports bad values
         torch_set_threads(threads)
-    trust_saved = os.environ.get(RESUME_ENV) == "1"
+    trust_saved = _resuming()
     if hydra_cfg.mode == RunMode.MULTIRUN:
-        if (run_dir / "metrics.json").exists():  # a resumed sweep: this job finished earlier
-            log.info("%s already finished: skipped", run_dir)
-            return None
-        # a failing job is recorded in its folder and the sweep goes on; the summary marks it
         try:
-            metrics = run_experiment(cfg, run_dir, progress=progress, trust_saved_config=trust_saved)
-        except Exception as err:  # noqa: BLE001 - every failure, ours or not, is the job's own
-            detail = "" if isinstance(err, (UserError, InstantiationException)) else "\n" + traceback.format_exc()
-            (run_dir / "error.txt").write_text(f"{type(err).__name__}: {' '.join(str(err).split())}{detail}\n")
-            log.error("job failed: %s (details in %s)", " ".join(str(err).split()), run_dir / "error.txt")
+            with locking.FolderLock(run_dir, "job"):
+                metrics = _run_job(cfg, run_dir, progress, trust_saved)
+        except UserError as err:  # the job's folder is another process's: leave it alone
+            log.error("job not run: %s", err)
+            return None
+        if metrics is None:
             return None
     else:
         try:
@@ -170,9 +274,13 @@ def _run(cfg: DictConfig) -> float | None:
             message = " ".join(str(err).split())  # Hydra's instantiate errors span several lines
             print(f"{PROG}: error: {message}", file=sys.stderr)
             sys.exit(2)
-    summary = ", ".join(
-        f"{key}={metrics[key]:.4g}" for key in HEADLINE_METRICS if key in metrics
-    )
+        except OSError as err:
+            if err.errno not in DISK_ERRORS:
+                raise
+            print(f"{PROG}: error: {disk_error(err)}; what the run had saved is kept: once there is room, "
+                  f"continue with mdn-resume {shlex.quote(str(run_dir))}", file=sys.stderr)
+            sys.exit(1)
+    summary = ", ".join(f"{key}={metrics[key]:.4g}" for key in HEADLINE_METRICS if isinstance(metrics.get(key), float))
     print(f"[{PROG}] done: {summary}; metrics, figures and model in {run_dir}", flush=True)
     if metrics["status"] != "ok":
         print(f"[{PROG}] warning: this run is {metrics['status']}: {metrics['status_reason']}", file=sys.stderr,
@@ -180,6 +288,35 @@ def _run(cfg: DictConfig) -> float | None:
         if hydra_cfg.mode != RunMode.MULTIRUN:
             sys.exit(1)  # all files are written; the status says what they are worth
     return metrics["test_nll"]
+
+
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EIO)
+
+
+def disk_error(err: OSError) -> str:
+    return f"cannot write {err.filename or 'a file'}: {err.strerror or err}"
+
+
+def _run_job(cfg: DictConfig, run_dir: Path, progress: bool, trust_saved: bool) -> dict | None:
+    """One job of a sweep; its failure is recorded in its folder (error.txt) and the sweep goes on."""
+    from mdn_experiments.experiment import run_experiment
+
+    if (run_dir / "metrics.json").exists():  # a resumed sweep: this job finished earlier
+        log.info("%s already finished: skipped", run_dir)
+        return None
+    try:
+        return run_experiment(cfg, run_dir, progress=progress, trust_saved_config=trust_saved)
+    except Exception as err:  # noqa: BLE001 - every failure, ours or not, is the job's own
+        expected = isinstance(err, (UserError, InstantiationException)) or (
+            isinstance(err, OSError) and err.errno in DISK_ERRORS)
+        message = disk_error(err) if isinstance(err, OSError) and expected else " ".join(str(err).split())
+        detail = "" if expected else "\n" + traceback.format_exc()
+        try:
+            (run_dir / "error.txt").write_text(f"{type(err).__name__}: {message}{detail}\n")
+        except OSError as write_err:
+            log.error("could not write %s: %s", run_dir / "error.txt", write_err.strerror)
+        log.error("job failed: %s (details in %s)", message, run_dir / "error.txt")
+        return None
 
 
 def threads_per_job(hydra_cfg) -> int | None:
@@ -201,13 +338,38 @@ def torch_set_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+def check_command_line(argv: list[str]) -> None:
+    """The overrides on the command line build only what the project allows (safety.check_overrides),
+    checked before Hydra instantiates anything; a line Hydra cannot parse is left to Hydra."""
+    from hydra._internal.utils import get_args_parser
+
+    try:
+        args, _ = get_args_parser().parse_known_args(argv)
+    except SystemExit:
+        return
+    try:
+        check_overrides(args.overrides or [], "", replay=False)
+    except UserError as err:
+        if "a valid Hydra override" not in str(err):
+            raise
+
+
+def _worker_died(err: BaseException) -> bool:
+    """A launcher's worker process was killed (joblib/loky, concurrent.futures)."""
+    return type(err).__name__ in ("TerminatedWorkerError", "BrokenProcessPool")
+
+
 def main() -> None:
     """Console entry point."""
     global _gate
     real_stderr = sys.stderr
     _gate = _StderrGate(real_stderr)
     sys.stderr = _gate
+    full_error = os.environ.get("HYDRA_FULL_ERROR")
     try:
+        check_command_line(sys.argv[1:])
+        # once composed, errors reach this function instead of Hydra's traceback printer (see
+        # ReleaseStderr): a user's mistake becomes one line, a bug keeps its traceback
         _run()
         if FAILED_JOBS:
             print(f"{PROG}: error: {len(FAILED_JOBS)} sweep job(s) failed or are not ok (see the summary); "
@@ -229,9 +391,27 @@ def main() -> None:
             print(f"{PROG}: error: {message}", file=real_stderr)
             sys.exit(2)
         raise
+    except UserError as err:
+        _gate.release()
+        print(f"{PROG}: error: {' '.join(str(err).split())}", file=real_stderr)
+        sys.exit(2)
+    except Exception as err:  # noqa: BLE001 - known failures in one line; anything else is a bug: traceback
+        _gate.release()
+        target = shlex.quote(_resume_target[0]) if _resume_target else "FOLDER"
+        if _worker_died(err):
+            print(f"{PROG}: error: a worker process of the sweep died (killed, or out of memory); the jobs that "
+                  f"finished are kept: continue with mdn-resume {target}", file=real_stderr)
+            sys.exit(1)
+        if isinstance(err, OSError) and err.errno in DISK_ERRORS:
+            print(f"{PROG}: error: {disk_error(err)}; what was saved is kept: once there is room, continue "
+                  f"with mdn-resume {target}", file=real_stderr)
+            sys.exit(1)
+        raise
     finally:
         _gate.release()  # anything still buffered (warnings) is shown, never swallowed
         sys.stderr = real_stderr
+        if full_error is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
 
 
 if __name__ == "__main__":

@@ -8,14 +8,18 @@ Dataset-specific ranges are checked by each dataset's constructor, also before t
 
 from __future__ import annotations
 
+import hashlib
 import math
+import secrets
 from dataclasses import dataclass, field
 from typing import Any, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from mdn_experiments.errors import ConfigError
+from mdn_experiments.errors import ConfigError, RunFolderError
+from mdn_experiments.safety import check_targets
 from mdn_experiments.mdn import COVARIANCES, SIGMA_TRANSFORMS
 from mdn_experiments.models import INITS
 from mdn_experiments.tracking import logger_names
@@ -125,6 +129,70 @@ def register_configs() -> None:
 
 register_configs()
 
+DATASET_SCHEMAS = {"mdn_experiments.datasets.inverse_sine.InverseSine": InverseSineConfig,
+                   "mdn_experiments.datasets.robot_arm.RobotArm": RobotArmConfig,
+                   "mdn_experiments.datasets.mnist.Mnist": MnistConfig}
+
+
+def saved_config(data: Any, source: str) -> DictConfig:
+    """A config read back from a run folder (model.pt, state.pt), as a typed DictConfig.
+
+    The file is data: every `_target_` is checked against the allow-lists of `safety` before
+    anything else, no value may be an interpolation, and the values are merged into the typed
+    schema (the run's, its dataset's, the model's and the trainer's), so a wrong type or an
+    unknown key is refused here. Raises RunFolderError naming `source` and the key."""
+    if not isinstance(data, dict):
+        raise RunFolderError(f"{source}: the saved config is not a mapping ({type(data).__name__})")
+    check_targets(data, source, saved=True)
+    dataset = data.get("dataset")
+    schema = DATASET_SCHEMAS.get(dataset.get("_target_") if isinstance(dataset, dict) else None)
+    if schema is None:  # check_targets let it through only when dataset names no class at all
+        raise RunFolderError(f"{source}: dataset._target_ is missing: the saved config names no dataset")
+    try:
+        typed = OmegaConf.merge(OmegaConf.structured(RunConfig), {
+            "dataset": OmegaConf.structured(schema), "model": OmegaConf.structured(ModelConfig),
+            "trainer": OmegaConf.structured(TrainerConfig)}, data)
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None) or "config"
+        raise RunFolderError(f"{source}: {key}: {str(err).splitlines()[0]}: not a config this version of "
+                             "mdn-experiments wrote") from None
+    missing = sorted(OmegaConf.missing_keys(typed))
+    if missing:
+        raise RunFolderError(f"{source}: the saved config has no value for {', '.join(missing[:5])}")
+    return typed
+
+
+# --- folder names ---------------------------------------------------------------------------------
+
+_PROCESS_TOKEN = secrets.token_hex(3)  # one per process: two runs started in the same second differ
+MAX_NAME_BYTES = 200  # file systems allow 255 bytes per name
+
+
+def safe_name(text: Any, fallback: str = "job") -> str:
+    """`text` as one folder name that cannot leave its parent: '/', '\\', '%' and control
+    characters are %-encoded (so distinct texts stay distinct), '.' and '..' are escaped, and a
+    name too long for the file system is cut and ends in a hash of the whole."""
+    text = str(text)
+    if not text:
+        return fallback
+    out = "".join(f"%{ord(c):02X}" if c in "%/\\" or ord(c) < 32 or ord(c) == 127 else c for c in text)
+    if out in (".", ".."):
+        out = out.replace(".", "%2E")
+    if len(out.encode()) > MAX_NAME_BYTES:
+        digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+        out = out.encode()[:MAX_NAME_BYTES - 13].decode("utf-8", "ignore") + "~" + digest
+    return out
+
+
+OmegaConf.register_new_resolver("mdn.token", lambda: _PROCESS_TOKEN, use_cache=True, replace=True)
+OmegaConf.register_new_resolver("mdn.safe_name", lambda text, fallback="job": safe_name(text, str(fallback)),
+                                replace=True)
+
+
+MAX_K = 1_000_000  # beyond memory long before this; the memory estimate refuses what cannot fit
+MAX_SEED = 2**32 - 1  # what numpy and scikit-learn take as a seed
+MAX_EXPERIMENT_NAME = 500  # MLflow refuses longer experiment names
+
 
 def _check(ok: bool, key: str, value: object, allowed: str) -> None:
     if not ok:
@@ -149,9 +217,12 @@ def validate(cfg: DictConfig) -> None:
     found = _non_finite(OmegaConf.to_container(cfg, resolve=True))
     if found:
         raise ConfigError(found[0], found[1], "a finite number (nan and inf are not allowed)")
-    _check(cfg.K >= 1, "K", cfg.K, "an integer >= 1 (the number of mixture components)")
-    _check(cfg.seed >= 0, "seed", cfg.seed, "an integer >= 0")
+    _check(1 <= cfg.K <= MAX_K, "K", cfg.K, f"an integer from 1 to {MAX_K} (the number of mixture components)")
+    _check(0 <= cfg.seed <= MAX_SEED, "seed", cfg.seed, f"an integer from 0 to {MAX_SEED}")
     logger_names(cfg.get("logger", "csv"))
+    experiment = (cfg.get("tracking") or {}).get("experiment")
+    _check(experiment is None or 1 <= len(str(experiment)) <= MAX_EXPERIMENT_NAME, "tracking.experiment", experiment,
+           f"a name of 1 to {MAX_EXPERIMENT_NAME} characters (MLflow's limit), or null")
     m = cfg.model
     _check(m.sigma_min > 0, "model.sigma_min", m.sigma_min, "a float > 0 (the floor on sigma)")
     _check(

@@ -27,10 +27,11 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from mdn_experiments import plots, tracking
+from mdn_experiments import locking, plots, resources, tracking
 from mdn_experiments.checkpoint import (PREVIOUS_FILE, STATE_FILE, Interrupted, StopFlag, read_state,
                                         rng_state, set_rng_state, stop_on_signals, write_state)
-from mdn_experiments.config import validate
+from mdn_experiments.config import saved_config, validate
+from mdn_experiments.safety import TASK_SLOTS, check_targets
 from mdn_experiments.datasets.base import Dataset, Splits
 from mdn_experiments.errors import ConfigError, RunFolderError, UserError
 from mdn_experiments.evaluation import HEALTH_KEYS, LEVELS, calibrate
@@ -81,6 +82,9 @@ def _target_class(node: Any, key: str, kind: str, example: str) -> type:
     if not OmegaConf.is_dict(node) or "_target_" not in node:
         raise ConfigError(key, node if not OmegaConf.is_config(node) else OmegaConf.to_container(node),
                           f"a config node naming {kind}, e.g. {example}")
+    allowed = TASK_SLOTS[key]
+    if str(node._target_) not in allowed:  # nothing outside the allow-list is ever imported
+        raise ConfigError(f"{key}._target_", node._target_, f"one of {', '.join(allowed)}")
     try:
         return locate(str(node._target_))
     except (ImportError, AttributeError, ValueError):
@@ -114,7 +118,15 @@ def optimizer_factory(cfg: DictConfig):
     if node.get("_partial_") is not True:
         raise ConfigError("trainer.optimizer._partial_", node.get("_partial_"),
                           "true (the parameters and the learning rate are passed in by the trainer)")
-    return instantiate_checked(node)
+    factory = instantiate_checked(node)
+    try:  # the arguments' ranges are the optimizer's own: ask it, on a throwaway parameter
+        factory([torch.zeros(1, requires_grad=True)], lr=cfg.trainer.lr)
+    except (ValueError, TypeError, RuntimeError) as err:
+        arguments = {key: OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+                     for key, value in node.items() if not key.startswith("_")}
+        raise ConfigError("trainer.optimizer", arguments, f"arguments {cls.__name__} accepts "
+                          f"({' '.join(str(err).split())[:160]})") from None
+    return factory
 
 
 def build(cfg: DictConfig, dataset: Dataset, head: str) -> Network:
@@ -151,22 +163,48 @@ def device_for(name: str) -> torch.device:
     return device
 
 
-def check_config(cfg: DictConfig) -> tuple[Dataset, torch.device]:
-    """Every check that can be made before training: ranges, the dataset's arguments, the device,
-    the optimizer and the backbone. Raises a UserError (one line for the CLI) on bad input."""
-    validate(cfg)
+def make_dataset(cfg: DictConfig) -> Dataset:
+    """The configured dataset object (its constructor checks its own ranges)."""
     cls = _target_class(cfg.dataset, "dataset", "a dataset class", "dataset=inverse_sine")
     if not (isinstance(cls, type) and issubclass(cls, Dataset)):
         raise ConfigError("dataset._target_", cfg.dataset._target_, "a subclass of mdn_experiments.datasets.Dataset")
-    dataset: Dataset = instantiate_checked(cfg.dataset)  # dataset-specific range checks happen here
+    return instantiate_checked(cfg.dataset)
+
+
+def check_config(cfg: DictConfig, source: str = "") -> tuple[Dataset, torch.device]:
+    """Every check that can be made before training: the objects the config names (allow-lists,
+    at every depth), ranges, the dataset's arguments, the device, the optimizer, the backbone and
+    the memory the run needs. Raises a UserError (one line for the CLI) on bad input; `source`
+    names where the config came from."""
+    check_targets(OmegaConf.to_container(cfg, resolve=True), source)
+    validate(cfg)
+    dataset = make_dataset(cfg)
     device = device_for(cfg.trainer.device)
     optimizer_factory(cfg)  # refuses a bad optimizer now, not after the MDN has trained
     if cfg.model.init == "gmm":
         require_sklearn()
+        if cfg.K > dataset.n_train:
+            raise ConfigError("K", cfg.K, f"at most dataset.n_train={dataset.n_train} with model.init=gmm (a "
+                              "Gaussian mixture needs a training point per component)")
     tracking.check(cfg)  # a chosen logger's package is installed
-    for head in ("mdn", "mse"):
-        build(cfg, dataset, head)  # likewise a bad backbone
+    with torch.device("meta"):  # built without memory: a bad backbone is refused, sizes are counted
+        networks = [build(cfg, dataset, head) for head in ("mdn", "mse")]
+    check_memory(cfg, dataset, device, networks)
     return dataset, device
+
+
+def check_memory(cfg: DictConfig, dataset: Dataset, device: torch.device, networks: list[Network]) -> None:
+    """Refuse (ResourceError, with the estimate) a run whose memory cannot fit on `device`."""
+    sizes = [dataset.n_train, dataset.n_val, dataset.n_test]
+    batch = cfg.trainer.batch_size or dataset.n_train
+    estimate = resources.run_estimate(
+        n_data=sum(sizes), input_size=math.prod(dataset.input_shape), out_dim=dataset.output_dim, K=cfg.K,
+        n_eval=max(dataset.n_val, dataset.n_test), parameters=sum(count_parameters(n) for n in networks),
+        activations_per_input=max(resources.activation_count(n, dataset.input_shape) for n in networks),
+        batch=min(batch, dataset.n_train))
+    estimate.check(resources.available_memory(str(device)), f"this run (K={cfg.K}, {sum(sizes)} examples)",
+                   "use a smaller K, smaller data sets (dataset.n_train, n_val, n_test), a smaller "
+                   "trainer.batch_size or a smaller model")
 
 
 def prepare_network(cfg: DictConfig, network: Network, dataset: Dataset, splits: Splits) -> None:
@@ -218,9 +256,27 @@ def write_history(path: Path, history: list[dict[str, float]], loss_name: str) -
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Standard JSON (a non-finite float is refused: see finite_metrics), written whole or not at all."""
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def non_finite(metrics: dict[str, Any]) -> dict[str, float]:
+    """The metrics whose value is a float that is not finite (nan, inf, -inf)."""
+    return {key: value for key, value in metrics.items() if isinstance(value, float) and not math.isfinite(value)}
+
+
+def finite_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """metrics as standard JSON holds them: a non-finite value becomes null, and `non_finite`
+    says which keys they were and what they held ("bayes_nll=inf; nll_gap=-inf")."""
+    bad = non_finite(metrics)
+    out = {key: None if key in bad else value for key, value in metrics.items()}
+    out["non_finite"] = "; ".join(f"{key}={value}" for key, value in bad.items())
+    return out
 
 
 @torch.no_grad()
@@ -337,24 +393,59 @@ def run_experiment(cfg: DictConfig, run_dir: Path, progress: bool = False,
     `trust_saved_config` (what mdn-resume sets) says to take the saved one regardless.
     """
     run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with locking.FolderLock(run_dir, "run"):  # one writer per folder (mdn-run took it already: re-entrant)
+        saved = check_run_folder(run_dir, OmegaConf.to_container(cfg, resolve=True), trust_saved_config)
+        if saved is not None:
+            keep = {key: OmegaConf.select(cfg, key) for key in RESUME_FREE_KEYS}
+            cfg = saved_config(saved["config"], str(run_dir / STATE_FILE))
+            for key, value in keep.items():  # progress bar, threads, interval, figures: this session's choice
+                OmegaConf.update(cfg, key, value, force_add=True)
+            log.info("resuming from the training state in %s (phase: %s)", run_dir, saved["phase"])
+        return _run_locked(cfg, run_dir, saved, progress)
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    """A damaged state file is reported once per process (mdn-run checks the folder twice)."""
+    if message not in _warned:
+        _warned.add(message)
+        log.warning(message)
+
+
+def check_run_folder(run_dir: Path, config: dict, trust_saved_config: bool = False) -> dict | None:
+    """The refusals a run folder can cause, checked before anything is written into it; returns
+    the saved training state it holds (None if none).
+
+    Refused (RunFolderError): a finished run, a sweep or reproduction folder, and (unless
+    `trust_saved_config`) an unfinished run whose saved config differs from `config` in a key
+    that changes results. A damaged state is a StateFileError."""
     if (run_dir / "metrics.json").exists():
         raise RunFolderError(f"{run_dir} already holds a finished run (metrics.json); choose another folder")
+    for marker, what in (("multirun.yaml", "a sweep"), ("reproduce.json", "a reproduction")):
+        if (run_dir / marker).exists():
+            raise RunFolderError(f"{run_dir} is {what} folder ({marker}), not a run folder; choose another folder")
+    saved = read_state(run_dir, warn=_warn_once) if run_dir.is_dir() else None
+    if saved is None:
+        return None
+    if not isinstance(saved.get("config"), dict) or saved.get("phase") not in PHASES:
+        raise RunFolderError(f"{run_dir / STATE_FILE}: not a training state of mdn-experiments (no config or phase)")
+    changes = config_changes(saved["config"], config)
+    if changes and not trust_saved_config:
+        raise RunFolderError(
+            f"{run_dir} holds an unfinished run with another config ({'; '.join(changes[:3])}); "
+            f"resume it with `mdn-resume {run_dir}` or choose another folder")
+    if changes:
+        log.warning("using the config saved in the run folder; the current one differs: %s", "; ".join(changes))
+    return saved
+
+
+def _run_locked(cfg: DictConfig, run_dir: Path, saved: dict | None, progress: bool) -> dict[str, Any]:
+    """run_experiment's work, with the folder's lock held and its state read."""
     plain_cfg = OmegaConf.to_container(cfg, resolve=True)
-    saved = read_state(run_dir, warn=log.warning) if run_dir.is_dir() else None
-    if saved is not None:
-        changes = config_changes(saved["config"], plain_cfg)
-        if changes and not trust_saved_config:
-            raise RunFolderError(
-                f"{run_dir} holds an unfinished run with another config ({'; '.join(changes[:3])}); "
-                f"resume it with `mdn-resume {run_dir}` or choose another folder")
-        if changes:
-            log.warning("using the config saved in the run folder; the current one differs: %s", "; ".join(changes))
-        keep = {key: OmegaConf.select(cfg, key) for key in RESUME_FREE_KEYS}
-        cfg = OmegaConf.create(saved["config"])
-        for key, value in keep.items():  # progress bar, threads, interval, figures: this session's choice
-            OmegaConf.update(cfg, key, value, force_add=True)
-        log.info("resuming from the training state in %s (phase: %s)", run_dir, saved["phase"])
-    dataset, device = check_config(cfg)
+    dataset, device = check_config(cfg, str(run_dir / STATE_FILE) if saved else "")
     data_start = time.perf_counter()
     splits = dataset.load(cfg.seed).to(device)
     data_seconds = time.perf_counter() - data_start
@@ -418,9 +509,7 @@ def _train_and_evaluate(cfg: DictConfig, run_dir: Path, dataset: Dataset, splits
 
     metrics["wall_seconds"] = time.perf_counter() - wall_start
     metrics["data_seconds"] = data_seconds
-    bad = {k: v for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)}
-    if bad:
-        log.warning("some metrics are not finite: %s", bad)
+    metrics = finite_metrics(metrics)
     write_json_atomic(run_dir / "metrics.json", metrics)  # last: its presence means the run finished
     return metrics
 
@@ -488,6 +577,10 @@ def evaluate_run(cfg: DictConfig, dataset: Dataset, splits: Splits, mdn_net: Net
         metrics["status"] = "degenerate"
         metrics["status_reason"] = (f"test NLL {test_nll:.4g} is no better than {metrics['unconditional_nll']:.4g}, "
                                     f"the NLL of one Gaussian fitted to the training targets")
+    elif non_finite(metrics):
+        metrics["status"] = "nonfinite"
+        metrics["status_reason"] = ("metrics that are not finite numbers (null in metrics.json): "
+                                    + "; ".join(f"{key}={value}" for key, value in non_finite(metrics).items()))
 
     metrics["metrics_seconds"] = time.perf_counter() - metrics_start
     figures_start = time.perf_counter()
@@ -504,7 +597,17 @@ def evaluate_run(cfg: DictConfig, dataset: Dataset, splits: Splits, mdn_net: Net
 
 
 def load_run(run_dir: Path | str, map_location: str = "cpu") -> tuple[Network, Network | None, dict]:
-    """Rebuild the trained MDN (and baseline, if saved) of a run folder from model.pt alone."""
+    """Rebuild the trained MDN (and baseline, if saved) of a run folder from model.pt alone.
+
+    The folder is data: its config is checked (allow-lists, types) before anything is built from
+    it, and only the project's own classes are. Raises RunFolderError (one line) when the file is
+    missing, damaged, tampered with or does not fit its weights."""
+    mdn_net, baseline, _, checkpoint = load_trained(run_dir, map_location)
+    return mdn_net, baseline, checkpoint["config"]
+
+
+def load_trained(run_dir: Path | str, map_location: str = "cpu") -> tuple[Network, Network | None, Dataset, dict]:
+    """load_run's work: (MDN, baseline or None, the dataset object, the checkpoint dict)."""
     path = Path(run_dir) / "model.pt"
     if not path.is_file():
         raise RunFolderError(f"{path} does not exist: {run_dir} holds no finished run"
@@ -517,12 +620,23 @@ def load_run(run_dir: Path | str, map_location: str = "cpu") -> tuple[Network, N
                              f"({type(err).__name__})") from None
     if not isinstance(checkpoint, dict) or not {"config", "state_dict"} <= set(checkpoint):
         raise RunFolderError(f"{path} is not a model.pt of mdn-experiments (no config and state_dict)")
-    cfg = OmegaConf.create(checkpoint["config"])
-    dataset = instantiate(cfg.dataset)
-    mdn_net = build(cfg, dataset, "mdn")
-    mdn_net.load_state_dict(checkpoint["state_dict"])
-    baseline = None
-    if "baseline_state_dict" in checkpoint:
-        baseline = build(cfg, dataset, "mse")
-        baseline.load_state_dict(checkpoint["baseline_state_dict"])
-    return mdn_net.eval(), baseline.eval() if baseline is not None else None, checkpoint["config"]
+    cfg = saved_config(checkpoint["config"], str(path))
+    try:
+        validate(cfg)
+        dataset = make_dataset(cfg)
+    except UserError as err:
+        raise RunFolderError(f"{path}: {err}") from None
+    networks = []
+    for head, key in (("mdn", "state_dict"), ("mse", "baseline_state_dict")):
+        if key not in checkpoint:
+            networks.append(None)
+            continue
+        network = build(cfg, dataset, head)
+        try:
+            network.load_state_dict(checkpoint[key])
+        except (RuntimeError, TypeError, AttributeError, KeyError) as err:
+            first = " ".join(str(err).split())[:200]
+            raise RunFolderError(f"{path}: the weights in {key} do not fit the network its config describes "
+                                 f"({first})") from None
+        networks.append(network.eval())
+    return networks[0], networks[1], dataset, checkpoint

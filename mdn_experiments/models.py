@@ -7,6 +7,7 @@ the MSE head), so metrics and figures never deal with the scaling.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -57,7 +58,7 @@ class MLP(nn.Module):
         check_widths("hidden", hidden)
         check_activation(activation)
         super().__init__()
-        in_features = int(torch.tensor(list(input_shape)).prod())
+        in_features = math.prod(int(size) for size in input_shape)
         layers: list[nn.Module] = [nn.Flatten()]
         for width in hidden:
             layers += [nn.Linear(in_features, width), activation_layer(activation)]

@@ -15,6 +15,7 @@ import argparse
 import csv
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,10 @@ def _parse_x(values: list[str], n_features: int) -> np.ndarray:
         try:
             row = [float(v) for v in text.split(",")]
         except ValueError:
-            raise PredictError(f"--x {text!r} is not a number or comma-separated numbers") from None
+            raise PredictError(f"--x {text!r} is not a number or comma-separated real numbers") from None
+        if not all(math.isfinite(v) and abs(v) <= np.finfo(np.float32).max for v in row):
+            raise PredictError(f"--x {text!r}: inputs must be finite numbers within the float32 range (nan and inf "
+                               "are not allowed)")
         if len(row) != n_features:
             raise PredictError(f"--x {text!r} has {len(row)} value(s); this model takes {n_features} "
                                f"input value(s) per example" + (", e.g. --x 0.5,0.6" if n_features == 2 else ""))
@@ -72,37 +76,100 @@ def _parse_x(values: list[str], n_features: int) -> np.ndarray:
     return np.asarray(rows, dtype=np.float32)
 
 
+def _is_name(text: str) -> bool:
+    """A header field: a column name, starting with a letter or an underscore (not a number with a typo)."""
+    text = text.strip().strip('"').strip("'")
+    return bool(text) and (text[0].isalpha() or text[0] == "_")
+
+
+def _read_csv(path: Path) -> tuple[np.ndarray, list[str] | None]:
+    """The numbers of a CSV file, one row per input, and its header if it has one. The first row
+    is a header only when every field of it is a name; any other field that is not a number is
+    an error naming its row and column: no row is ever dropped."""
+    try:
+        with path.open(newline="") as fh:
+            rows = [row for row in csv.reader(fh) if any(field.strip() for field in row)]
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise PredictError(f"--file {path} cannot be read as CSV text ({getattr(err, 'strerror', None) or err})") from None
+    header = None
+    if rows and all(_is_name(field) for field in rows[0]):
+        header, rows = [field.strip() for field in rows[0]], rows[1:]
+    if not rows:
+        raise PredictError(f"--file {path} holds no data rows" + (" (only a header)" if header else ""))
+    width = len(rows[0])
+    values = []
+    for number, row in enumerate(rows, start=2 if header else 1):
+        if len(row) != width:
+            raise PredictError(f"--file {path}, line {number}: {len(row)} fields where the first data row has {width}")
+        try:
+            values.append([float(field) for field in row])
+        except ValueError:
+            column = next(i for i, field in enumerate(row) if not _is_float(field))
+            raise PredictError(f"--file {path}, line {number}, column {column + 1}: {row[column]!r} is not a number"
+                               + ("" if header or number > 1 else " (a header row must hold only column names)")) from None
+    return np.asarray(values, dtype=np.float64), header
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
 def _read_file(path: Path, input_shape: tuple[int, ...]) -> np.ndarray:
     if not path.is_file():
         raise PredictError(f"--file {path}: no such file")
     n_features = int(np.prod(input_shape))
-    try:
-        if path.suffix == ".npy":
+    header = None
+    if path.suffix == ".npy":
+        try:
             data = np.load(path, allow_pickle=False)
-        elif path.suffix == ".csv":
-            try:
-                data = np.loadtxt(path, delimiter=",", ndmin=2, dtype=np.float64)
-            except ValueError:  # a header line
-                data = np.loadtxt(path, delimiter=",", ndmin=2, dtype=np.float64, skiprows=1)
-        else:
-            raise PredictError(f"--file {path}: unknown format {path.suffix!r}; allowed: .csv, .npy")
-    except (ValueError, OSError) as err:
-        raise PredictError(f"--file {path} cannot be read as numbers: {err}") from None
-    data = np.asarray(data, dtype=np.float32)
+        except (ValueError, OSError, EOFError) as err:
+            raise PredictError(f"--file {path} cannot be read as a .npy array ({' '.join(str(err).split())[:120]})") from None
+        if np.iscomplexobj(data):
+            raise PredictError(f"--file {path} holds complex numbers ({data.dtype}); inputs must be real numbers")
+        if not (np.issubdtype(data.dtype, np.number) or data.dtype == np.bool_):
+            raise PredictError(f"--file {path} holds an array of {data.dtype} values; inputs must be numbers")
+    elif path.suffix == ".csv":
+        data, header = _read_csv(path)
+    else:
+        raise PredictError(f"--file {path}: unknown format {path.suffix!r}; allowed: .csv, .npy")
+    data = np.asarray(data, dtype=np.float64)
     if data.ndim == 1 and n_features == 1:
         data = data[:, None]
     if data.ndim < 1 or data.shape[0] == 0 or int(np.prod(data.shape[1:])) != n_features:
-        raise PredictError(f"--file {path} holds an array of shape {data.shape}; this model takes "
-                           f"(N, {', '.join(map(str, input_shape))}) or (N, {n_features})")
+        raise PredictError(f"--file {path} holds an array of shape {data.shape}"
+                           + (f" (columns {', '.join(header)})" if header else "")
+                           + f"; this model takes (N, {', '.join(map(str, input_shape))}) or (N, {n_features})")
     if not np.isfinite(data).all():
-        raise PredictError(f"--file {path} holds non-finite values (nan or inf)")
-    return data.reshape(data.shape[0], *input_shape)
+        row = int(np.argwhere(~np.isfinite(data.reshape(data.shape[0], -1)))[0][0])
+        raise PredictError(f"--file {path} holds non-finite values (nan or inf), first in row {row + 1}; "
+                           "inputs must be finite numbers")
+    if np.abs(data).max() > np.finfo(np.float32).max:
+        raise PredictError(f"--file {path} holds values beyond the float32 range (±3.4e38)")
+    if header:
+        print(f"[{PROG}] {path}: first line read as a header ({', '.join(header)}); {data.shape[0]} data rows",
+              file=sys.stderr)
+    return data.astype(np.float32).reshape(data.shape[0], *input_shape)
+
+
+def _finite(value: Any) -> Any:
+    """Standard JSON: a non-finite float (a log density of -inf) becomes null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite(item) for item in value]
+    return value
 
 
 def _write(path: Path, header: dict[str, Any], inputs: list[dict[str, Any]], records: list[dict[str, Any]]) -> None:
     rows = [{**inp, **rec} for inp, rec in zip(inputs, records)]
     if path.suffix == ".json":
-        path.write_text(json.dumps({**header, "predictions": rows}, indent=1) + "\n")
+        path.write_text(json.dumps(_finite({**header, "predictions": rows}), indent=1, allow_nan=False) + "\n")
         return
     # .csv: one row per component, mode and sample ("long" format)
     D = len(records[0]["components"][0]["mu"])
@@ -149,11 +216,10 @@ def _print(inputs: list[dict[str, Any]], records: list[dict[str, Any]], min_mass
 
 def run(args: argparse.Namespace) -> None:
     import torch
-    from hydra.utils import instantiate
-    from omegaconf import OmegaConf
 
+    from mdn_experiments import resources
     from mdn_experiments.errors import UserError
-    from mdn_experiments.experiment import load_run
+    from mdn_experiments.experiment import load_trained
     from mdn_experiments.train import predict
 
     sources = sum(bool(s) for s in (args.x, args.file, args.index))
@@ -162,15 +228,20 @@ def run(args: argparse.Namespace) -> None:
                            "or --index N (repeatable, test-set examples)")
     if args.samples < 0:
         raise PredictError(f"--samples {args.samples}: must be >= 0")
-    if not (args.temperature_pi > 0 and args.temperature_sigma > 0):
-        raise PredictError("--temperature-pi and --temperature-sigma must be > 0")
+    for flag, value in (("--temperature-pi", args.temperature_pi), ("--temperature-sigma", args.temperature_sigma)):
+        if not (math.isfinite(value) and value > 0):
+            raise PredictError(f"{flag} {value}: must be a finite number > 0")
+    if not (math.isfinite(args.min_mass) and 0 <= args.min_mass <= 1):
+        raise PredictError(f"--min-mass {args.min_mass}: must be a number in [0, 1]")
+    if not 0 <= args.seed <= 2**63 - 1:
+        raise PredictError(f"--seed {args.seed}: must be an integer from 0 to {2**63 - 1}")
     if args.out is not None and args.out.suffix not in (".json", ".csv"):
         raise PredictError(f"--out {args.out}: allowed formats are .json and .csv")
     try:
-        network, _, config = load_run(args.run_dir)
-        dataset = instantiate(OmegaConf.create(config["dataset"]))
+        network, _, dataset, checkpoint = load_trained(args.run_dir)
     except UserError as err:
         raise PredictError(str(err)) from None
+    config = checkpoint["config"]
     input_shape = tuple(dataset.input_shape)
     inputs: list[dict[str, Any]]
     if args.index:
@@ -196,6 +267,13 @@ def run(args: argparse.Namespace) -> None:
         x = torch.from_numpy(array)
         inputs = [{"x": [float(f"{v:.7g}") for v in row.reshape(-1)]} for row in array] if len(input_shape) == 1 \
             else [{"row": i} for i in range(len(array))]
+    head = network.head
+    try:
+        resources.sample_estimate(x.shape[0], args.samples, head.n_components, head.out_dim).check(
+            resources.available_memory(), f"--samples {args.samples} for {x.shape[0]} input(s)",
+            "ask for fewer samples or fewer inputs at a time")
+    except UserError as err:
+        raise PredictError(str(err)) from None
     with torch.no_grad():
         mixture = predict(network, x)
         records = describe(mixture, args.samples, args.temperature_pi, args.temperature_sigma, args.seed)
@@ -235,11 +313,15 @@ def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     try:
         run(args)
+        sys.stdout.flush()
     except PredictError as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
+        print(f"{PROG}: error: {' '.join(str(err).split())}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
+    except BrokenPipeError:  # `mdn-predict ... | head -1`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        sys.exit(141)
 
 
 if __name__ == "__main__":

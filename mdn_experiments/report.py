@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import math
+import os
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -16,13 +18,45 @@ from typing import Any
 import yaml
 from hydra.experimental.callback import Callback
 
+from mdn_experiments import locking
+from mdn_experiments.errors import RunFolderError, UserError
+
 SUMMARY_COLUMNS = ["job", "dataset", "K", "seed", "status", "test_nll", "val_nll", "train_nll", "main_metric",
                    "main_value", "effective_components", "dead_components", "n_params", "n_train", "bic", "reason"]
-# a job's status: ok, diverged, degenerate (from its metrics.json), failed (error.txt: an exception),
-# incomplete (neither: interrupted, still running, or killed). Only `ok` jobs enter the means.
-STATUSES = ("ok", "diverged", "degenerate", "failed", "incomplete")
-SWEEP_DONE_FILE = "sweep_done.json"  # written when a multirun ends; mdn-resume reads it
+# a job's status: ok, diverged, degenerate, nonfinite (from its metrics.json), failed (error.txt: an
+# exception), incomplete (neither: interrupted, still running, or killed), damaged (a file of the job
+# cannot be read). Only `ok` jobs enter the means.
+STATUSES = ("ok", "diverged", "degenerate", "nonfinite", "failed", "incomplete", "damaged")
+SWEEP_DONE_FILE = "sweep_done.json"  # written when a multirun ends (its job folders); mdn-resume reads it
+SUMMARY_FILES = ("summary.md", "summary.csv", "k_sweep.png")  # what a summary writes into a sweep folder
+SUMMARY_TITLE = "# Sweep summary"
 FAILED_JOBS: list[str] = []  # filled by the callback; the CLI exits non-zero when it is not empty
+METRIC_KEYS = ("test_nll", "val_nll", "train_nll", "n_params", "n_train")  # a summary row needs these
+
+
+def read_yaml(path: Path) -> dict:
+    """A YAML mapping from a run folder (safe_load: data only); RunFolderError in one line when
+    the file is missing, unreadable, not YAML or not a mapping."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        reason = err.strerror if isinstance(err, OSError) else " ".join(str(err).split())[:120]
+        raise RunFolderError(f"{path} cannot be read ({reason})") from None
+    if not isinstance(data, dict):
+        raise RunFolderError(f"{path} is empty or not a mapping")
+    return data
+
+
+def read_json(path: Path) -> dict:
+    """A JSON object from a run folder; RunFolderError in one line when it cannot be read."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        reason = err.strerror if isinstance(err, OSError) else " ".join(str(err).split())[:120]
+        raise RunFolderError(f"{path} cannot be read ({reason})") from None
+    if not isinstance(data, dict):
+        raise RunFolderError(f"{path} is not a JSON object")
+    return data
 
 
 def bic(train_nll: float, n_train: int, n_params: int) -> float:
@@ -32,34 +66,69 @@ def bic(train_nll: float, n_train: int, n_params: int) -> float:
 
 
 def _job_row(job_dir: Path, sweep_dir: Path) -> dict[str, Any]:
-    config = yaml.safe_load((job_dir / ".hydra" / "config.yaml").read_text()) or {}
     row: dict[str, Any] = {column: "" for column in SUMMARY_COLUMNS}
-    row.update(job=str(job_dir.relative_to(sweep_dir)), dataset=config.get("dataset", {}).get("name", ""),
-               K=config.get("K", ""), seed=config.get("seed", ""))
-    metrics_path, error_path = job_dir / "metrics.json", job_dir / "error.txt"
-    if metrics_path.exists():
-        metrics = json.loads(metrics_path.read_text())
-        main = metrics.get("main_metric", "test_nll")
-        row.update(status=metrics.get("status", "ok"), reason=metrics.get("status_reason", ""),
-                   test_nll=metrics["test_nll"], val_nll=metrics["val_nll"],
-                   train_nll=metrics["train_nll"], main_metric=main, main_value=metrics.get(main, ""),
-                   n_params=metrics["n_params"], n_train=metrics["n_train"],
-                   # runs from before the health metrics existed leave these empty
-                   effective_components=metrics.get("effective_components", math.nan),
-                   dead_components=metrics.get("dead_components", math.nan),
-                   bic=bic(metrics["train_nll"], metrics["n_train"], metrics["n_params"]))
-    elif error_path.exists():
-        row.update(status="failed", reason=error_path.read_text().strip().splitlines()[0][:200])
-    else:
-        row.update(status="incomplete", reason="no metrics.json: interrupted (mdn-resume continues it), "
-                                               "still running, or killed")
+    row["job"] = str(job_dir.relative_to(sweep_dir))
+    try:
+        config = read_yaml(job_dir / ".hydra" / "config.yaml")
+        dataset = config.get("dataset")
+        row.update(dataset=dataset.get("name", "") if isinstance(dataset, dict) else "",
+                   K=config.get("K", ""), seed=config.get("seed", ""))
+        metrics_path, error_path = job_dir / "metrics.json", job_dir / "error.txt"
+        if metrics_path.exists():
+            metrics = read_json(metrics_path)
+            missing = [key for key in METRIC_KEYS if not isinstance(metrics.get(key), (int, float))]
+            status = metrics.get("status", "ok")
+            if missing and status == "ok":
+                raise RunFolderError(f"{metrics_path} has no number for {', '.join(missing)}")
+            number = lambda key: metrics[key] if isinstance(metrics.get(key), (int, float)) else math.nan  # noqa: E731
+            main = metrics.get("main_metric", "test_nll")
+            row.update(status=status, reason=metrics.get("status_reason", ""),
+                       test_nll=number("test_nll"), val_nll=number("val_nll"), train_nll=number("train_nll"),
+                       main_metric=main, main_value=number(main), n_params=number("n_params"),
+                       n_train=number("n_train"),
+                       # runs from before the health metrics existed leave these empty
+                       effective_components=number("effective_components"),
+                       dead_components=number("dead_components"),
+                       bic=bic(number("train_nll"), number("n_train"), number("n_params")) if not missing else math.nan)
+        elif error_path.exists():
+            try:
+                lines = error_path.read_text(errors="replace").strip().splitlines()
+            except OSError as err:
+                raise RunFolderError(f"{error_path} cannot be read ({err.strerror})") from None
+            row.update(status="failed", reason=lines[0][:200] if lines else "error.txt is empty (no reason recorded)")
+        else:
+            row.update(status="incomplete", reason="no metrics.json: interrupted (mdn-resume continues it), "
+                                                   "still running, or killed")
+    except RunFolderError as err:
+        row.update(status="damaged", reason=" ".join(str(err).split())[:200])
     return row
 
 
+def job_folders(sweep_dir: Path) -> list[Path]:
+    """The job folders of a sweep: every folder under it (not itself) that holds a .hydra folder."""
+    return sorted(p.parent for p in Path(sweep_dir).rglob(".hydra") if p.is_dir() and p.parent != Path(sweep_dir))
+
+
 def collect(sweep_dir: Path) -> list[dict[str, Any]]:
-    """One row per job folder (any folder under sweep_dir holding .hydra/config.yaml)."""
-    jobs = sorted(p.parent.parent for p in sweep_dir.rglob(".hydra/config.yaml") if p.parent.parent != sweep_dir)
-    return [_job_row(job, sweep_dir) for job in jobs]
+    """One row per job folder (see job_folders); a damaged job is a row with status `damaged`."""
+    return [_job_row(job, Path(sweep_dir)) for job in job_folders(sweep_dir)]
+
+
+def sweep_finished(sweep_dir: Path, failed_ok: bool = False) -> bool:
+    """Whether the sweep ended (sweep_done.json) and every job it had then still holds its metrics
+    (or, with failed_ok, its error.txt): a job folder deleted since makes it unfinished."""
+    try:
+        done = read_json(Path(sweep_dir) / SWEEP_DONE_FILE)
+    except RunFolderError:
+        return False
+    names = done.get("job_folders")
+    if not isinstance(names, list):  # a sweep from before the list was kept: every job folder found now
+        names = [str(job.relative_to(sweep_dir)) for job in job_folders(sweep_dir)]
+        if len(names) < done.get("jobs", 0):
+            return False
+    ends = ("metrics.json", "error.txt") if failed_ok else ("metrics.json",)
+    return all(isinstance(name, str) and any((Path(sweep_dir) / name / end).is_file() for end in ends)
+               for name in names)
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -97,18 +166,16 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
 
 
-def write_summary(sweep_dir: Path | str) -> dict[str, Any]:
-    """Write summary.csv, summary.md and k_sweep.png into sweep_dir; return what was found."""
-    sweep_dir = Path(sweep_dir)
-    rows = collect(sweep_dir)
-    with (sweep_dir / "summary.csv").open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=SUMMARY_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
+def summary_text(sweep_dir: Path, rows: list[dict[str, Any]]) -> tuple[str, str, dict, dict]:
+    """summary.md's and summary.csv's text, the table per dataset and the K chosen, from the rows."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=SUMMARY_COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
     table = aggregate(rows)
     choices = {dataset: chosen_k(entries) for dataset, entries in table.items()}
 
-    lines = [f"# Sweep summary: {sweep_dir}", "",
+    lines = [f"{SUMMARY_TITLE}: {sweep_dir}", "",
              f"{len(rows)} jobs: " + ", ".join(f"{sum(r['status'] == s for r in rows)} {s}" for s in STATUSES)
              + ". Means are over the ok jobs only; the others are listed under Jobs with the reason.", ""]
     for dataset, entries in table.items():
@@ -126,13 +193,53 @@ def write_summary(sweep_dir: Path | str) -> dict[str, Any]:
         c = choices[dataset]
         lines += ["", f"K chosen by validation NLL: **{c['by_val_nll']}**; by BIC: **{c['by_bic']}**.", ""]
     lines += ["## Jobs", "", "| " + " | ".join(SUMMARY_COLUMNS) + " |", "|" + "---|" * len(SUMMARY_COLUMNS)]
-    lines += ["| " + " | ".join(_fmt(r[c]) for c in SUMMARY_COLUMNS) + " |" for r in rows]
-    (sweep_dir / "summary.md").write_text("\n".join(lines) + "\n")
+    lines += ["| " + " | ".join(_fmt(r[c]).replace("|", "\\|") for c in SUMMARY_COLUMNS) + " |" for r in rows]
+    return "\n".join(lines) + "\n", buffer.getvalue(), table, choices
+
+
+def owned(path: Path) -> bool:
+    """Whether a summary file may be overwritten: absent, or written by a summary (its first line)."""
+    if not path.exists():
+        return True
+    if path.suffix == ".png":
+        return owned(path.with_name("summary.md")) and path.with_name("summary.md").exists()
+    try:
+        with path.open(errors="replace") as fh:
+            first = fh.readline()
+    except OSError:
+        return False
+    return first.startswith(SUMMARY_TITLE) if path.suffix == ".md" else first.strip() == ",".join(SUMMARY_COLUMNS)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_summary(sweep_dir: Path | str, rows: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Write summary.csv, summary.md and k_sweep.png into sweep_dir; return what was found.
+
+    Checks first, writes second: a summary file that was not written by a summary (a user's own
+    summary.md) is never overwritten (RunFolderError), and each file is replaced whole or not at
+    all. The caller holds the sweep's lock (the sweep itself, or mdn-report)."""
+    sweep_dir = Path(sweep_dir)
+    rows = collect(sweep_dir) if rows is None else rows
+    markdown, csv_text, table, choices = summary_text(sweep_dir, rows)
+    foreign = [name for name in SUMMARY_FILES if not owned(sweep_dir / name)]
+    if foreign:
+        raise RunFolderError(f"{sweep_dir / foreign[0]} was not written by a sweep summary: it is left as it is, "
+                             f"and no summary was written (move it away to get one)")
+    write_atomic(sweep_dir / "summary.csv", csv_text)
+    write_atomic(sweep_dir / "summary.md", markdown)
     if table:
         from mdn_experiments import plots  # matplotlib only when there is something to draw
 
         plots.k_sweep(sweep_dir / "k_sweep.png", table)
-    return {"rows": rows, "table": table, "chosen_k": choices}
+    return {"rows": rows, "table": table, "chosen_k": choices, "markdown": markdown}
 
 
 class SweepSummary(Callback):
@@ -140,9 +247,15 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        result = write_summary(sweep_dir)
-        (sweep_dir / SWEEP_DONE_FILE).write_text(json.dumps(
-            {"jobs": len(result["rows"]), **{s: sum(r["status"] == s for r in result["rows"]) for s in STATUSES}}) + "\n")
+        try:
+            result = write_summary(sweep_dir)
+        except (UserError, OSError) as err:
+            rows = collect(sweep_dir)
+            result = {"rows": rows, "chosen_k": {}}
+            print(f"[mdn-run] warning: the sweep summary was not written: {err}", file=sys.stderr, flush=True)
+        write_atomic(sweep_dir / SWEEP_DONE_FILE, json.dumps(
+            {"jobs": len(result["rows"]), "job_folders": [row["job"] for row in result["rows"]],
+             **{s: sum(r["status"] == s for r in result["rows"]) for s in STATUSES}}) + "\n")
         failed = [row["job"] for row in result["rows"] if row["status"] != "ok"]
         FAILED_JOBS[:] = failed
         for dataset, choice in result["chosen_k"].items():
@@ -158,14 +271,31 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="mdn-report", description=__doc__)
     parser.add_argument("path", type=Path, help="a sweep folder (outputs/multirun/<date>_<time>)")
     args = parser.parse_args(argv)
+
+    def fail(message: str, code: int = 2) -> None:
+        print(f"mdn-report: error: {message}", file=sys.stderr)
+        sys.exit(code)
+
     if not args.path.is_dir():
-        print(f"mdn-report: error: {args.path} is not a folder", file=sys.stderr)
-        sys.exit(2)
-    result = write_summary(args.path)
-    if not result["rows"]:
-        print(f"mdn-report: error: {args.path} holds no job folders (no */.hydra/config.yaml)", file=sys.stderr)
-        sys.exit(2)
-    print(f"mdn-report: {len(result['rows'])} jobs summarised in {args.path / 'summary.md'}")
+        fail(f"{args.path} is not a folder: give a sweep folder (outputs/multirun/<date>_<time>)")
+    rows = collect(args.path)
+    if not rows:  # checked before anything is written
+        fail(f"{args.path} holds no job folders (no */.hydra/): nothing to summarise, nothing written")
+    damaged = [row["job"] for row in rows if row["status"] == "damaged"]
+    try:
+        with locking.FolderLock(args.path, "sweep summary"):
+            result = write_summary(args.path, rows)
+    except (UserError, OSError) as err:  # busy, read-only, full, or a file that is not ours
+        markdown = summary_text(args.path, rows)[0]
+        try:
+            sys.stdout.write(markdown)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            pass
+        reason = err if isinstance(err, UserError) else f"{err.strerror or err} ({err.filename or args.path})"
+        fail(f"the summary above was not written into {args.path}: {reason}", 1)
+    print(f"mdn-report: {len(result['rows'])} jobs summarised in {args.path / 'summary.md'}"
+          + (f"; {len(damaged)} damaged (marked in the summary): {', '.join(damaged[:5])}" if damaged else ""))
 
 
 if __name__ == "__main__":

@@ -17,14 +17,15 @@ import math
 import os
 import platform
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+from mdn_experiments import launch, locking
 from mdn_experiments.datasets.idx import DataError, ensure_mnist_files
-from mdn_experiments.cli import RESUME_ENV
-from mdn_experiments.report import collect, write_summary
+from mdn_experiments.errors import RunFolderError, UserError
+from mdn_experiments.report import collect, read_json, sweep_finished, write_atomic, write_summary
+from mdn_experiments.safety import quote
 
 REFERENCES_FILE = "references.yaml"  # the reference values and bands, beside this module
 REPRODUCE_FILE = "reproduce.json"  # the reproduction's steps and their state (mdn-resume reads it)
@@ -43,8 +44,7 @@ def mdn_run(args: list[str]) -> tuple[float, int]:
     """
     print(f"\n[reproduce] mdn-run {' '.join(args)}", flush=True)
     start = time.perf_counter()
-    child = subprocess.Popen([sys.executable, "-m", "mdn_experiments.cli", *args],
-                             env={**os.environ, RESUME_ENV: "1"})
+    child = launch.start("mdn_experiments.cli", args, resume=True)
 
     def forward(signum, frame):
         child.send_signal(signum)
@@ -65,15 +65,22 @@ def interrupted_jobs(sweep_dir: Path) -> list[str]:
 
 
 def load_jobs(sweep_dir: Path) -> dict[str, dict]:
-    """metrics.json of every finished job, by job folder name."""
-    return {p.parent.name: json.loads(p.read_text()) for p in sorted(sweep_dir.glob("*/metrics.json"))}
+    """metrics.json of every finished job, by job folder name (a damaged one is left out here and
+    listed as damaged by the job status lines)."""
+    jobs = {}
+    for path in sorted(sweep_dir.glob("*/metrics.json")):
+        try:
+            jobs[path.parent.name] = read_json(path)
+        except RunFolderError:
+            continue
+    return jobs
 
 
 def stats(jobs: dict[str, dict], key: str, **match) -> tuple[float, float, int, int]:
     """Mean, std and count of `key` over the matching jobs whose status is ok, and how many
     matching jobs are not ok (left out of the mean)."""
     matching = [m for m in jobs.values() if key in m and all(m.get(k) == v for k, v in match.items())]
-    values = [m[key] for m in matching if m.get("status", "ok") == "ok"]
+    values = [m[key] for m in matching if m.get("status", "ok") == "ok" and isinstance(m[key], (int, float))]
     n_bad = len(matching) - len(values)
     if not values:
         return math.nan, math.nan, 0, n_bad
@@ -144,7 +151,10 @@ def build_report(root: Path, timings: dict[str, float], mnist_note: str | None, 
     """REPORT.md's text; figure links are prefixed with `prefix` (the run folder, seen from the file)."""
     jobs_by_sweep = {name: load_jobs(root / name) for name in SWEEPS}
     toy, bishop, arm, mnist = (jobs_by_sweep[name] for name in SWEEPS)
-    toy_summary = write_summary(root / "toy_k_sweep") if toy else None
+    toy_summary = None
+    if toy:
+        with locking.FolderLock(root / "toy_k_sweep", "sweep summary"):
+            toy_summary = write_summary(root / "toy_k_sweep")
     fig = lambda rel: f"{prefix}{rel}"  # noqa: E731
     lines = [
         "# mdn-experiments: reproduction report",
@@ -292,10 +302,27 @@ def new_run_folder(out: Path) -> Path:
     raise RuntimeError(f"no free folder name under {out}")
 
 
+def read_progress(root: Path) -> dict:
+    """reproduce.json of a reproduction folder, checked; RunFolderError in one line when damaged."""
+    progress = read_json(root / REPRODUCE_FILE)
+    if not isinstance(progress.get("steps"), dict) or not all(
+            isinstance(step, dict) and isinstance(step.get("seconds"), (int, float)) for step in progress["steps"].values()):
+        raise RunFolderError(f"{root / REPRODUCE_FILE} is not a record of make reproduce (no steps)")
+    return progress
+
+
 def newest_unfinished(out: Path) -> Path | None:
-    """The newest reproduction folder under out whose report was never written."""
-    candidates = [p.parent for p in out.glob(f"*/{REPRODUCE_FILE}")
-                  if not json.loads(p.read_text()).get("finished")]
+    """The newest reproduction folder under out whose report was never written. A damaged
+    reproduce.json is skipped, with a line saying so: it never blocks a new reproduction."""
+    candidates = []
+    for path in out.glob(f"*/{REPRODUCE_FILE}"):
+        try:
+            finished = read_progress(path.parent).get("finished")
+        except RunFolderError as err:
+            print(f"[reproduce] skipped: {err}", file=sys.stderr, flush=True)
+            continue
+        if not finished:
+            candidates.append(path.parent)
     return max(candidates, key=lambda p: p.name) if candidates else None
 
 
@@ -312,21 +339,17 @@ def parallel_launcher(n_jobs: int) -> list[str]:
     return ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={n_jobs}"]
 
 
-def steps(root: Path, quick: bool) -> list[tuple[str, list[str]]]:
-    """The reproduction's steps: (name, mdn-run arguments), each an experiment preset
+def steps(root: Path, quick: bool) -> list[tuple[str, Path, list[str]]]:
+    """The reproduction's steps: (name, sweep folder, mdn-run arguments), each an experiment preset
     (conf/experiment/) swept into its own folder. The 15-job toy sweep runs 2 jobs at a time, the
     3-seed steps all 3 at once."""
     q = QUICK if quick else []
-    return [
-        ("inverse sine, K = 1..5 x 3 seeds", ["experiment=toy_k_sweep", *parallel_launcher(2), *q,
-                                              f"hydra.sweep.dir={root / 'toy_k_sweep'}"]),
-        ("inverse sine, Bishop's setup x 3 seeds", ["experiment=toy_bishop", *parallel_launcher(3), *q,
-                                                    f"hydra.sweep.dir={root / 'toy_bishop'}"]),
-        ("robot arm, K=3 x 3 seeds", ["experiment=robot_arm", *parallel_launcher(3), *q,
-                                      f"hydra.sweep.dir={root / 'robot_arm'}"]),
-        ("MNIST x 3 seeds", ["experiment=mnist", *parallel_launcher(3), *(QUICK_MNIST if quick else []),
-                             f"hydra.sweep.dir={root / 'mnist'}"]),
-    ]
+    plan = [("inverse sine, K = 1..5 x 3 seeds", "toy_k_sweep", parallel_launcher(2), q),
+            ("inverse sine, Bishop's setup x 3 seeds", "toy_bishop", parallel_launcher(3), q),
+            ("robot arm, K=3 x 3 seeds", "robot_arm", parallel_launcher(3), q),
+            ("MNIST x 3 seeds", "mnist", parallel_launcher(3), QUICK_MNIST if quick else [])]
+    return [(name, root / folder, [f"experiment={folder}", *launcher, *budget, f"hydra.sweep.dir={quote(str(root / folder))}"])
+            for name, folder, launcher, budget in plan]
 
 
 def mnist_missing() -> str | None:
@@ -352,48 +375,74 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--resume", type=Path, metavar="FOLDER", help="continue this reproduction folder")
     args = parser.parse_args(argv)
 
+    try:
+        root, progress = open_reproduction(args)
+    except UserError as err:
+        print(f"[reproduce] error: {' '.join(str(err).split())}", file=sys.stderr)
+        sys.exit(2)
+    try:
+        run_steps(root, progress)
+    finally:
+        locking.release(root)
+
+
+def open_reproduction(args: argparse.Namespace) -> tuple[Path, dict]:
+    """The reproduction folder to write into, its lock taken, and its progress record."""
     root = args.resume or (None if args.fresh else newest_unfinished(args.out))
     if root is not None:
-        progress = json.loads((root / REPRODUCE_FILE).read_text())
+        try:
+            locking.acquire(root, "reproduction")
+        except locking.FolderBusy as err:
+            raise UserError(f"{err} (a reproduction is running there; `make reproduce FRESH=1` starts another "
+                            "one beside it)") from None
+        progress = read_progress(root)
         print(f"[reproduce] resuming the unfinished reproduction in {root} (finished steps are kept; "
               f"`make reproduce FRESH=1` starts a new one)", flush=True)
     else:
         root = new_run_folder(args.out)
+        locking.acquire(root, "reproduction")
         progress = {"quick": args.quick, "finished": False, "steps": {}}
         print(f"[reproduce] writing into {root}", flush=True)
+    return root, progress
+
+
+def run_steps(root: Path, progress: dict) -> None:
+    """Every step not finished yet, then the report (see main)."""
     out = root.parent
-    save = lambda: (root / REPRODUCE_FILE).write_text(json.dumps(progress, indent=2) + "\n")  # noqa: E731
+    save = lambda: write_atomic(root / REPRODUCE_FILE, json.dumps(progress, indent=2) + "\n")  # noqa: E731
     save()
 
     mnist_note = mnist_missing()
     if mnist_note:
         print(f"[reproduce] {mnist_note}", flush=True)
-    for name, mdn_args in steps(root, progress["quick"]):
+    for name, sweep_dir, mdn_args in steps(root, bool(progress.get("quick"))):
         if name.startswith("MNIST") and mnist_note:
             continue
         step = progress["steps"].setdefault(name, {"seconds": 0.0, "done": False})
-        if step["done"]:
+        if step.get("done") and sweep_finished(sweep_dir, failed_ok=True):
             print(f"[reproduce] {name}: finished earlier, kept", flush=True)
             continue
+        if step.get("done"):
+            print(f"[reproduce] {name}: a job folder of this finished step is gone; the step runs again for it",
+                  flush=True)
         seconds, code = mdn_run(mdn_args)
         step["seconds"] += seconds
-        sweep_dir = Path(next(a for a in mdn_args if a.startswith("hydra.sweep.dir=")).split("=", 1)[1])
         interrupted = interrupted_jobs(sweep_dir)
-        if code < 0 or code >= 128 or (code != 0 and interrupted):
+        if code < 0 or code >= 128 or (code != 0 and interrupted) or code == 2:
             # stopped or killed by a signal (mdn-run itself, or a job's worker process under the
-            # parallel launcher): the training states are saved; so is ours
+            # parallel launcher; the training states are saved; so is ours), or refused (2)
             save()
-            print(f"[reproduce] stopped ({len(interrupted)} job(s) interrupted: {', '.join(interrupted[:4])}); "
-                  f"resume with `make reproduce` or `mdn-resume {root}`", flush=True)
+            what = "refused" if code == 2 else f"stopped ({len(interrupted)} job(s) interrupted: {', '.join(interrupted[:4])})"
+            print(f"[reproduce] {what}; resume with `make reproduce` or `mdn-resume {root}`", flush=True)
             sys.exit(code if code > 0 else 128 - code)
         step["done"] = True
         save()
 
     timings = {name: step["seconds"] for name, step in progress["steps"].items()}
-    (root / "REPORT.md").write_text(build_report(root, timings, mnist_note))
+    write_atomic(root / "REPORT.md", build_report(root, timings, mnist_note))
     latest = out / "REPORT.md"
-    latest.write_text(f"<!-- the newest report; its run folder is {root.name}/ -->\n"
-                      + build_report(root, timings, mnist_note, prefix=f"{root.name}/"))
+    write_atomic(latest, f"<!-- the newest report; its run folder is {root.name}/ -->\n"
+                 + build_report(root, timings, mnist_note, prefix=f"{root.name}/"))
     progress["finished"] = True
     save()
     bad = [f"{sweep}/{row['job']} ({row['status']})" for sweep, rows in job_rows(root).items() for row in rows

@@ -14,16 +14,14 @@ environment variable MDN_RESUME=1 tells each job to take the config saved in its
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 from pathlib import Path
 
-import yaml
-
-from mdn_experiments.cli import RESUME_ENV
-from mdn_experiments.report import SWEEP_DONE_FILE
+from mdn_experiments import launch, locking
+from mdn_experiments.errors import UserError
+from mdn_experiments.report import read_yaml, sweep_finished
 from mdn_experiments.reproduce import REPRODUCE_FILE
+from mdn_experiments.safety import check_overrides, quote
 
 PROG = "mdn-resume"
 
@@ -33,38 +31,64 @@ def fail(message: str) -> None:
     sys.exit(2)
 
 
+def recorded_overrides(hydra_yaml: Path, drop: tuple[str, ...]) -> tuple[list[str], str | None]:
+    """The overrides Hydra recorded in hydra_yaml (less those starting with `drop`), checked as data
+    from a run folder (safety.check_overrides with replay=True), and the folder the run was started in."""
+    recorded = read_yaml(hydra_yaml).get("hydra")
+    overrides = recorded.get("overrides") if isinstance(recorded, dict) else None
+    if not isinstance(overrides, dict) or not all(isinstance(overrides.get(k), list) for k in ("hydra", "task")):
+        raise UserError(f"{hydra_yaml} holds no hydra.overrides.hydra and hydra.overrides.task lists: not a "
+                        "Hydra record of mdn-run")
+    kept = [o for o in overrides["hydra"] + overrides["task"] if not (isinstance(o, str) and o.startswith(drop))]
+    check_overrides(kept, str(hydra_yaml), replay=True)
+    runtime = recorded.get("runtime")
+    cwd = runtime.get("cwd") if isinstance(runtime, dict) else None
+    return kept, cwd if isinstance(cwd, str) and Path(cwd).is_dir() else None
+
+
 def _relaunch(hydra_yaml: Path, extra: list[str], drop: tuple[str, ...]) -> int:
-    """mdn-run again with the overrides recorded in hydra_yaml (less those starting with `drop`)."""
-    recorded = yaml.safe_load(hydra_yaml.read_text())["hydra"]
-    overrides = [o for o in recorded["overrides"]["hydra"] + recorded["overrides"]["task"]
-                 if not o.startswith(drop)]
-    cwd = recorded.get("runtime", {}).get("cwd")
-    command = [sys.executable, "-m", "mdn_experiments.cli", *overrides, *extra]
+    """mdn-run again with the overrides recorded in hydra_yaml (less those starting with `drop`).
+
+    It runs from the folder the run was started in (relative paths in its config mean the same),
+    and never imports from there (launch.command)."""
+    overrides, cwd = recorded_overrides(hydra_yaml, drop)
     print(f"[{PROG}] mdn-run {' '.join(overrides + extra)}", flush=True)
-    env = {**os.environ, RESUME_ENV: "1"}
-    return subprocess.run(command, cwd=cwd if cwd and Path(cwd).is_dir() else None, env=env).returncode
+    return launch.run("mdn_experiments.cli", overrides + extra, cwd=cwd, resume=True).returncode
+
+
+def _check_free(path: Path) -> None:
+    """Refuse at once (naming the holder) when another process writes into path or its sweep."""
+    for folder in (path, path.parent) if (path.parent / "multirun.yaml").exists() else (path,):
+        who = locking.holder(folder)
+        if who:
+            fail(f"{folder} is being written by another process ({who}); one writer per folder: wait for it "
+                 "to end")
 
 
 def resume_run(path: Path) -> int:
     if (path / "metrics.json").exists():
         fail(f"{path} holds a finished run (metrics.json): nothing to resume")
+    _check_free(path)
     state = "its last training state" if (path / "state.pt").exists() or (path / "state.prev.pt").exists() \
         else "the beginning (it was stopped before its first training state was written)"
     print(f"[{PROG}] resuming the run in {path} from {state}", flush=True)
     # one run, even if it was a job of a sweep; keep the .hydra/ files it was started with
     return _relaunch(path / ".hydra" / "hydra.yaml",
-                     [f"hydra.run.dir={path}", "hydra.mode=RUN", "hydra.output_subdir=null"],
+                     [f"hydra.run.dir={quote(str(path))}", "hydra.mode=RUN", "hydra.output_subdir=null"],
                      drop=("hydra.run.dir=", "hydra.sweep.dir=", "hydra.mode=", "hydra.output_subdir="))
 
 
 def resume_sweep(path: Path) -> int:
-    jobs = [p.parent.parent for p in path.rglob(".hydra/config.yaml")]
-    if (path / SWEEP_DONE_FILE).exists() and all((job / "metrics.json").exists() for job in jobs):
+    from mdn_experiments.report import job_folders
+
+    jobs = job_folders(path)
+    if sweep_finished(path):
         fail(f"{path} holds a finished sweep (every job has metrics.json): nothing to resume")
+    _check_free(path)
     done = sum((job / "metrics.json").exists() for job in jobs)
-    print(f"[{PROG}] resuming the sweep in {path}: {done} of the {len(jobs)} jobs started so far had "
-          f"finished and are kept", flush=True)
-    return _relaunch(path / "multirun.yaml", [f"hydra.sweep.dir={path}"], drop=("hydra.sweep.dir=",))
+    print(f"[{PROG}] resuming the sweep in {path}: {done} of the {len(jobs)} job folders found had finished and "
+          f"are kept; the others run", flush=True)
+    return _relaunch(path / "multirun.yaml", [f"hydra.sweep.dir={quote(str(path))}"], drop=("hydra.sweep.dir=",))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -75,15 +99,20 @@ def main(argv: list[str] | None = None) -> None:
     path = args.path.expanduser().resolve()
     if not path.is_dir():
         fail(f"{args.path} is not a folder: give a run, sweep or reproduction folder")
-    if (path / REPRODUCE_FILE).exists():
-        code = subprocess.run([sys.executable, "-m", "mdn_experiments.reproduce", "--resume", str(path)]).returncode
-    elif (path / "multirun.yaml").exists():
-        code = resume_sweep(path)
-    elif (path / ".hydra" / "hydra.yaml").exists():
-        code = resume_run(path)
-    else:
-        fail(f"{args.path} holds nothing to resume: no run (.hydra/), sweep (multirun.yaml) or "
-             f"reproduction ({REPRODUCE_FILE}) in it")
+    try:
+        if (path / REPRODUCE_FILE).exists():
+            code = launch.run("mdn_experiments.reproduce", ["--resume", str(path)]).returncode
+        elif (path / "multirun.yaml").exists():
+            code = resume_sweep(path)
+        elif (path / ".hydra" / "hydra.yaml").exists():
+            code = resume_run(path)
+        else:
+            fail(f"{args.path} holds nothing to resume: no run (.hydra/), sweep (multirun.yaml) or "
+                 f"reproduction ({REPRODUCE_FILE}) in it")
+    except UserError as err:
+        fail(" ".join(str(err).split()))
+    except KeyboardInterrupt:
+        sys.exit(130)
     sys.exit(code)
 
 

@@ -27,6 +27,7 @@ import importlib
 import json
 import logging
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -38,6 +39,10 @@ from mdn_experiments.errors import ConfigError, UserError
 log = logging.getLogger(__name__)
 
 LOGGERS = ("csv", "tensorboard", "mlflow")
+# a tracking URI read back from a run folder (tracking.json) may only name these stores
+SAVED_URI_SCHEMES = ("sqlite", "http", "https", "file")
+CONNECT_SECONDS = 5.0  # an MLflow server that does not answer within this is unreachable
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
 PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow"}  # logger -> the package it needs
 TRACKING_FILE = "tracking.json"  # the MLflow run of this folder (for a resume)
 TENSORBOARD_DIR = "tensorboard"
@@ -102,7 +107,10 @@ def job_context(run_dir: Path, dataset: str) -> tuple[str, str]:
             hydra_cfg = HydraConfig.get()
             if hydra_cfg.mode == RunMode.MULTIRUN:
                 name = hydra_cfg.job.override_dirname or f"job {hydra_cfg.job.num}"
-                return f"sweep {hydra_cfg.sweep.dir}", name
+                experiment = f"sweep {hydra_cfg.sweep.dir}"
+                if len(experiment) > 500:  # MLflow's limit on experiment names: keep the folder's end
+                    experiment = "sweep ..." + experiment[-491:]
+                return experiment, name
     except Exception:  # noqa: BLE001 - no Hydra job (the Python API): plain names
         pass
     return dataset, f"{run_dir.parent.name} {run_dir.name}" if run_dir.parent.name.startswith("K=") else run_dir.name
@@ -170,6 +178,41 @@ def _store_lock(uri: str):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def read_tracking_file(path: Path) -> dict[str, str]:
+    """tracking.json of a run folder, as data: a URI of a known store and an MLflow run id."""
+    from mdn_experiments.report import read_json
+
+    data = read_json(path)
+    uri, run_id = data.get("mlflow_uri"), data.get("mlflow_run_id")
+    scheme = uri.split(":", 1)[0].lower() if isinstance(uri, str) and ":" in uri else None
+    if scheme not in SAVED_URI_SCHEMES:
+        raise UserError(f"{path}: mlflow_uri={uri!r} is not allowed: a URI of {', '.join(SAVED_URI_SCHEMES)}")
+    if not (isinstance(run_id, str) and run_id.isalnum() and len(run_id) <= 64):
+        raise UserError(f"{path}: mlflow_run_id={run_id!r} is not an MLflow run id")
+    return {"mlflow_uri": uri, "mlflow_run_id": run_id}
+
+
+def check_reachable(uri: str) -> None:
+    """An http(s) tracking server answers within CONNECT_SECONDS, or a UserError says it does not."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https"):
+        return
+    import http.client
+
+    connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    try:
+        connection = connection_class(parts.hostname or "localhost", parts.port, timeout=CONNECT_SECONDS)
+        connection.request("GET", (parts.path.rstrip("/") or "") + "/health")
+        connection.getresponse().read(1024)  # any HTTP answer will do: the server is there
+        connection.close()
+    except (OSError, http.client.HTTPException, ValueError) as err:
+        raise UserError(f"tracking.mlflow_uri={uri!r}: no MLflow server answers there within {CONNECT_SECONDS:g} s "
+                        f"({type(err).__name__}: {err}); start it, or use a local store such as "
+                        "sqlite:///PATH/mlflow.db") from None
+
+
 class MlflowTracker(Tracker):
     STATUS = {"finished": "FINISHED", "failed": "FAILED", "killed": "KILLED"}
 
@@ -180,29 +223,41 @@ class MlflowTracker(Tracker):
         from mlflow.tracking import MlflowClient
 
         saved = run_dir / TRACKING_FILE
-        previous = json.loads(saved.read_text()) if saved.is_file() else {}
+        previous = read_tracking_file(saved) if saved.exists() else {}
         self.uri = previous.get("mlflow_uri") or uri or default_mlflow_uri()
+        check_reachable(self.uri)
+        for name, value in HTTP_DEFAULTS.items():  # fail in seconds, not minutes, when a server goes away
+            os.environ.setdefault(name, value)
         try:
             with _store_lock(self.uri):
                 self.client = MlflowClient(tracking_uri=self.uri)
+                self.client.search_experiments(max_results=1)  # opens the store now: a bad URI fails here
                 if previous.get("mlflow_run_id"):  # a resumed run continues its MLflow run
                     self.run_id = previous["mlflow_run_id"]
                     self.client.update_run(self.run_id, status="RUNNING")
                     log.info("MLflow: continuing run %s in %s", self.run_id, self.uri)
-                else:
-                    default_experiment, run_name = job_context(run_dir, dataset)
-                    experiment_id = self._experiment(experiment or default_experiment)
-                    self.run_id = self.client.create_run(experiment_id, run_name=run_name, tags={
-                        "run_dir": str(run_dir.resolve())}).info.run_id
-                    self.client.log_batch(self.run_id, params=[
-                        Param(key, json.dumps(value) if isinstance(value, (list, dict)) else str(value))
-                        for key, value in flatten(config).items()])
-        except UserError:
-            raise
         except Exception as err:  # noqa: BLE001 - a URI that cannot be opened, a store that refuses
             raise UserError(f"tracking.mlflow_uri={self.uri!r} cannot be used by MLflow "
                             f"({type(err).__name__}: {' '.join(str(err).split())[:200]}): give a tracking URI "
-                            f"such as sqlite:///PATH/mlflow.db, file:PATH or http://HOST:PORT") from None
+                            f"such as sqlite:///PATH/mlflow.db or http://HOST:PORT") from None
+        if not previous.get("mlflow_run_id"):
+            default_experiment, run_name = job_context(run_dir, dataset)
+            name = experiment or default_experiment
+            try:
+                with _store_lock(self.uri):
+                    experiment_id = self._experiment(name)
+            except Exception as err:  # noqa: BLE001 - the store refused the experiment (its name)
+                raise UserError(f"MLflow refused the experiment {name[:80]!r}{'...' if len(name) > 80 else ''} "
+                                f"({' '.join(str(err).split())[:160]}): set tracking.experiment=NAME") from None
+            try:
+                self.run_id = self.client.create_run(experiment_id, run_name=run_name[:250], tags={
+                    "run_dir": str(run_dir.resolve())}).info.run_id
+                self.client.log_batch(self.run_id, params=[
+                    Param(key, json.dumps(value) if isinstance(value, (list, dict)) else str(value))
+                    for key, value in flatten(config).items()])
+            except Exception as err:  # noqa: BLE001
+                raise UserError(f"MLflow could not start a run in {self.uri!r} "
+                                f"({type(err).__name__}: {' '.join(str(err).split())[:200]})") from None
         saved.write_text(json.dumps({"mlflow_uri": self.uri, "mlflow_run_id": self.run_id}, indent=2) + "\n")
         self.pending: list = []
         self.last_flush = time.monotonic()

@@ -1,7 +1,6 @@
 """Calibration and proper scores against independent implementations and closed forms:
 scoringrules (CRPS), scipy (normal and chi-square laws, the KS statistic)."""
 
-import math
 
 import numpy as np
 import pytest

@@ -98,7 +98,7 @@ def test_two_dimensional_inputs_and_test_set_indices(arm_run, tmp_path):
     (["--index", "10000"], "the test set has 500 examples"),
     (["--x", "0.5", "--out", "a.txt"], "allowed formats are .json and .csv"),
     (["--x", "nan"], "finite"),
-    (["--x", "0.5", "--temperature-pi", "0"], "must be > 0"),
+    (["--x", "0.5", "--temperature-pi", "0"], "must be a finite number > 0"),
     (["--file", "missing.npy"], "no such file"),
 ])
 def test_bad_input_is_one_line_and_exit_2(toy_run, args, needle):

@@ -3,7 +3,6 @@
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 
@@ -81,12 +80,16 @@ def test_a_report_leaves_out_jobs_that_are_not_ok_and_says_so():
     assert fmt((float("nan"), float("nan"), 0, 2)) == "no ok run (n=0; 2 not ok, left out)"
 
 
-def test_the_newest_unfinished_reproduction_is_found(tmp_path):
+def test_the_newest_unfinished_reproduction_is_found(tmp_path, capsys):
     for name, finished in (("2026-01-01_10-00-00", False), ("2026-01-02_10-00-00", False),
                            ("2026-01-03_10-00-00", True)):
         (tmp_path / name).mkdir()
-        (tmp_path / name / "reproduce.json").write_text(json.dumps({"finished": finished}))
+        (tmp_path / name / "reproduce.json").write_text(json.dumps({"finished": finished, "steps": {}}))
+    # a damaged record is skipped with a line, never a traceback that blocks every later reproduction
+    (tmp_path / "2026-01-04_10-00-00").mkdir()
+    (tmp_path / "2026-01-04_10-00-00" / "reproduce.json").write_text('{"finished": fal')
     assert newest_unfinished(tmp_path) == tmp_path / "2026-01-02_10-00-00"
+    assert "skipped:" in capsys.readouterr().err
 
 
 def test_each_reproduction_gets_a_new_folder_even_within_one_second(tmp_path):

@@ -77,8 +77,8 @@ def test_a_two_job_sweep_through_joblib_with_one_failing_job(tmp_path):
     (bad,) = [p for p in job_dirs(sweep_dir) if p.name.startswith("K=0")]
     rows = check_sweep(sweep_dir, {good.name: 2})  # ...but the other job's results are kept
     assert rows[bad.name]["status"] == "failed"
-    assert "K must be an integer >= 1" in rows[bad.name]["reason"]
-    assert "K must be an integer >= 1" in (bad / "error.txt").read_text()
+    assert "K must be an integer from 1 to" in rows[bad.name]["reason"]
+    assert "K must be an integer from 1 to" in (bad / "error.txt").read_text()
 
 
 def test_a_two_job_sweep_through_submitit_local(tmp_path):

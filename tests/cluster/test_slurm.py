@@ -85,6 +85,6 @@ def test_a_failing_job_is_marked_failed_and_the_others_are_kept(tmp_path):
     (good,) = [p for p in job_dirs(sweep_dir) if p.name.startswith("K=2")]
     (bad,) = [p for p in job_dirs(sweep_dir) if p.name.startswith("K=0")]
     assert json.loads((good / "metrics.json").read_text())["status"] == "ok"
-    assert "K must be an integer >= 1" in (bad / "error.txt").read_text()
+    assert "K must be an integer from 1 to" in (bad / "error.txt").read_text()
     rows = (sweep_dir / "summary.csv").read_text()
     assert ",failed," in rows and ",ok," in rows

@@ -1,0 +1,218 @@
+"""A run folder is data, never code: which `_target_` a config may name, and which Hydra
+overrides a file may replay.
+
+Configs reach Hydra's `instantiate` from the command line and from run folders (model.pt and
+state.pt hold the run's config; `.hydra/hydra.yaml` and `multirun.yaml` hold the overrides that
+`mdn-resume` replays). Hydra imports and calls whatever a `_target_` names, at any depth, and its
+own blocklist leaves most of the standard library callable. So every `_target_` is checked here,
+before anything is instantiated, against an explicit allow-list per place:
+
+    dataset              the project's datasets
+    model.backbone       the project's backbones
+    trainer.optimizer    the torch.optim optimizers the trainer supports
+    hydra.callbacks.*    the project's two callbacks
+    hydra.launcher       Hydra's basic launcher, the joblib and submitit launchers
+    hydra.sweeper        Hydra's basic sweeper
+
+A `_target_` anywhere else, or naming anything else, is refused; so are Hydra's other special keys
+(`_args_`, `_recursive_`, `_convert_`; `_partial_` except on the optimizer). Configs read from a
+run folder were written resolved, so an interpolation (`${...}`) in one is refused as well. This
+module imports neither torch nor anything a config names: checking is reading strings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from mdn_experiments.errors import UserError
+
+DATASETS = ("mdn_experiments.datasets.inverse_sine.InverseSine", "mdn_experiments.datasets.robot_arm.RobotArm",
+            "mdn_experiments.datasets.mnist.Mnist")
+BACKBONES = ("mdn_experiments.models.MLP", "mdn_experiments.models.CNN")
+OPTIMIZERS = tuple(f"torch.optim.{name}" for name in (
+    "Adam", "AdamW", "SGD", "LBFGS", "RMSprop", "Adagrad", "Adadelta", "Adamax", "NAdam", "RAdam", "ASGD", "Rprop"))
+CALLBACKS = ("mdn_experiments.cli.ReleaseStderr", "mdn_experiments.report.SweepSummary")
+LAUNCHERS = ("hydra._internal.core_plugins.basic_launcher.BasicLauncher",
+             "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher",
+             "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher",
+             "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher")
+SWEEPERS = ("hydra._internal.core_plugins.basic_sweeper.BasicSweeper",)
+
+# where a _target_ may stand (a dotted path; "*" matches one key) and what it may name
+TASK_SLOTS: dict[str, tuple[str, ...]] = {"dataset": DATASETS, "model.backbone": BACKBONES,
+                                          "trainer.optimizer": OPTIMIZERS}
+HYDRA_SLOTS: dict[str, tuple[str, ...]] = {"hydra.callbacks.*": CALLBACKS, "hydra.launcher": LAUNCHERS,
+                                           "hydra.sweeper": SWEEPERS}
+SPECIAL_KEYS = ("_target_", "_args_", "_recursive_", "_convert_", "_partial_")
+PARTIAL_SLOTS = ("trainer.optimizer",)  # the trainer passes the parameters and the learning rate
+
+# Hydra settings a run folder's overrides may set when mdn-resume replays them. Anything else under
+# hydra. (search paths, callbacks, logging configs, environment variables, a launcher's shell
+# setup lines) could bring code in, and is refused.
+REPLAYABLE_HYDRA_KEYS = ("hydra.run.dir", "hydra.sweep.dir", "hydra.sweep.subdir", "hydra.mode", "hydra.output_subdir",
+                         "hydra.verbose", "hydra.job.chdir", "hydra.launcher.", "hydra.sweeper.params.")
+UNREPLAYABLE_LAUNCHER_KEYS = ("setup", "srun_args", "additional_parameters", "_target_")
+REPLAYABLE_HYDRA_GROUPS = ("hydra/launcher", "hydra/sweeper", "hydra/help", "hydra/hydra_help",
+                           "hydra/job_logging", "hydra/hydra_logging")
+
+
+class UnsafeConfig(UserError):
+    """A config or an override names code the project does not allow (one line: where, which key)."""
+
+    def __init__(self, source: str, key: str, value: object, allowed: str) -> None:
+        where = f"{source}: " if source else ""
+        super().__init__(f"{where}{key}={value!r} is not allowed: {allowed}")
+        self.source, self.key = source, key
+
+
+def _slot_for(path: str, slots: Mapping[str, tuple[str, ...]]) -> tuple[str, ...] | None:
+    parts = path.split(".")
+    for pattern, allowed in slots.items():
+        wanted = pattern.split(".")
+        if len(wanted) == len(parts) and all(w in ("*", p) for w, p in zip(wanted, parts)):
+            return allowed
+    return None
+
+
+def _join(prefix: str, key: object) -> str:
+    return f"{prefix}[{key}]" if isinstance(key, int) else f"{prefix}.{key}" if prefix else str(key)
+
+
+def check_targets(tree: Any, source: str = "", *, slots: Mapping[str, tuple[str, ...]] | None = None,
+                  prefix: str = "", saved: bool = False) -> None:
+    """Walk a plain config (dicts, lists, scalars) and refuse every `_target_` outside its allow-list.
+
+    `slots`: where a target may stand (default: the task's dataset, backbone and optimizer).
+    `saved`: the config comes from a run folder, where no value may be an interpolation.
+    Raises UnsafeConfig naming `source` (the file, or "command line") and the dotted key.
+    """
+    slots = TASK_SLOTS if slots is None else slots
+    if isinstance(tree, Mapping):
+        for key, value in tree.items():
+            if not isinstance(key, (str, int)):
+                raise UnsafeConfig(source, _join(prefix, str(key)), value, "config keys are strings")
+            path = _join(prefix, key)
+            if key == "_target_":
+                allowed = _slot_for(prefix, slots)
+                if allowed is None:
+                    raise UnsafeConfig(source, path, value, "no object is built from this place of the config "
+                                       f"(a _target_ may stand only at {', '.join(sorted(slots))})")
+                if value not in allowed:
+                    raise UnsafeConfig(source, path, value, f"one of {', '.join(allowed)}")
+            elif key in SPECIAL_KEYS:
+                if not (key == "_partial_" and prefix in PARTIAL_SLOTS and value is True):
+                    raise UnsafeConfig(source, path, value, f"{key} is not used by this project"
+                                       + (" (only trainer.optimizer._partial_=true)" if key == "_partial_" else ""))
+            check_targets(value, source, slots=slots, prefix=path, saved=saved)
+    elif isinstance(tree, (list, tuple)):
+        for index, value in enumerate(tree):
+            check_targets(value, source, slots=slots, prefix=_join(prefix, index), saved=saved)
+    elif saved and isinstance(tree, str) and "${" in tree:
+        raise UnsafeConfig(source, prefix, tree, "a plain value (a saved config is stored resolved; an "
+                           "interpolation in it means the file was edited)")
+    elif tree is not None and not isinstance(tree, (str, int, float, bool)):
+        raise UnsafeConfig(source, prefix, type(tree).__name__, "a number, a string, a list or a mapping")
+
+
+def _override_key(override) -> str:
+    return override.key_or_group if override.package is None else f"{override.key_or_group}@{override.package}"
+
+
+def _plain(value: Any) -> Any:
+    """A parsed override value as plain data (quoted strings as their text)."""
+    from hydra.core.override_parser.types import QuotedString
+
+    if isinstance(value, QuotedString):
+        return value.text
+    if isinstance(value, dict):
+        return {_plain(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _value_tree(override) -> Any:
+    """The override's value as plain data (a sweep's choices as a list), for check_targets."""
+    if not override.is_sweep_override():
+        return _plain(override.value())
+    try:
+        return _plain(list(override.sweep_iterator()))
+    except Exception:  # noqa: BLE001 - an interval sweep has no finite list of values: numbers only
+        return None
+
+
+def parse_overrides(overrides: Iterable[str], source: str) -> list:
+    """Hydra's own parse of override strings; a line Hydra cannot parse is refused here."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parser = OverridesParser.create()
+    parsed = []
+    for text in overrides:
+        if not isinstance(text, str):
+            raise UnsafeConfig(source, "overrides", text, "a list of override strings")
+        try:
+            parsed.extend(parser.parse_overrides([text]))
+        except OverrideParseException as err:
+            raise UnsafeConfig(source, "override", text, f"a valid Hydra override ({' '.join(str(err).split())[:120]})")
+    return parsed
+
+
+def check_overrides(overrides: Iterable[str], source: str, *, replay: bool) -> list:
+    """Refuse every override that would build an object Hydra or the run is not allowed to build.
+
+    Every `_target_` an override sets, as a key (`a.b._target_=X`) or inside a value
+    (`a.b={_target_: X}`), must stand in its slot and name an allowed class, for the task and for
+    Hydra's callbacks, launcher and sweeper. `replay=True` (overrides read back from a run folder
+    by mdn-resume) also limits the Hydra settings to REPLAYABLE_HYDRA_KEYS and the config groups to
+    the project's and Hydra's own. Returns the parsed overrides.
+    """
+    parsed = parse_overrides(overrides, source)
+    slots = {**TASK_SLOTS, **HYDRA_SLOTS}
+    for override in parsed:
+        key = override.key_or_group
+        if override.is_delete():
+            continue
+        if override.is_package_rename() if hasattr(override, "is_package_rename") else override.package:
+            raise UnsafeConfig(source, _override_key(override), override.input_line, "an override without @package")
+        text = override.input_line
+        if "/" in key:  # a config group choice: only options found in the config tree or a plugin
+            if replay and key.startswith("hydra/") and key not in REPLAYABLE_HYDRA_GROUPS:
+                raise UnsafeConfig(source, key, text, f"a choice of {', '.join(REPLAYABLE_HYDRA_GROUPS)}")
+            continue
+        parts = key.split(".")
+        if "_target_" in parts or any(p in SPECIAL_KEYS for p in parts):
+            special = next(i for i, p in enumerate(parts) if p in SPECIAL_KEYS)
+            node = {parts[special]: _value_tree(override)}
+            for part in reversed(parts[special + 1:]):
+                node = {part: node}
+            check_targets(node, source, slots=slots, prefix=".".join(parts[:special]))
+        else:
+            check_targets(_value_tree(override), source, slots=slots, prefix=key)
+        if replay and key.startswith("hydra."):
+            if not key.startswith(REPLAYABLE_HYDRA_KEYS) or (
+                    key.startswith("hydra.launcher.") and parts[2] in UNREPLAYABLE_LAUNCHER_KEYS):
+                raise UnsafeConfig(source, key, text, "one of the Hydra settings a run folder may replay: "
+                                   + ", ".join(k.rstrip(".") + ("*" if k.endswith(".") else "")
+                                               for k in REPLAYABLE_HYDRA_KEYS))
+    return parsed
+
+
+def quote(value: str) -> str:
+    """`value` as a single-quoted Hydra override value that parses back to exactly `value`
+    (any path: commas, equals signs, spaces, quotes, backslashes, `${`, non-ASCII)."""
+    out, backslashes = [], 0
+    for index, char in enumerate(value):
+        if char == "\\":
+            backslashes += 1
+            continue
+        if char == "'":  # backslashes before a quote are escapes: double them, then escape the quote
+            out.append("\\" * (2 * backslashes) + "\\'")
+        elif value.startswith("${", index):  # not an interpolation: OmegaConf's escape
+            out.append("\\" * (2 * backslashes) + "\\$")
+        else:
+            out.append("\\" * backslashes + char)
+        backslashes = 0
+    out.append("\\" * (2 * backslashes))  # before the closing quote
+    return "'" + "".join(out) + "'"
