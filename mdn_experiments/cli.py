@@ -117,6 +117,8 @@ def _check_foreign(folder: Path, key: str) -> None:
 
 def _make_folder(folder: Path, key: str) -> None:
     """Create the run or sweep folder now, so that one that cannot be made is a one-line error."""
+    if "${" in str(folder):  # Hydra would read the folder's own name as an interpolation
+        _refuse(f"{key}={str(folder)!r}: Hydra cannot use a folder whose path holds '${{': choose another folder")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:

@@ -99,8 +99,8 @@ def _job_row(job_dir: Path, sweep_dir: Path) -> dict[str, Any]:
         else:
             row.update(status="incomplete", reason="no metrics.json: interrupted (mdn-resume continues it), "
                                                    "still running, or killed")
-    except RunFolderError as err:
-        row.update(status="damaged", reason=" ".join(str(err).split())[:200])
+    except RunFolderError as err:  # the job's own files, named from its folder
+        row.update(status="damaged", reason=" ".join(str(err).replace(f"{job_dir}/", "").split())[:200])
     return row
 
 
@@ -283,6 +283,10 @@ def main(argv: list[str] | None = None) -> None:
         fail(f"{args.path} holds no job folders (no */.hydra/): nothing to summarise, nothing written")
     damaged = [row["job"] for row in rows if row["status"] == "damaged"]
     try:
+        foreign = [name for name in SUMMARY_FILES if not owned(args.path / name)]
+        if foreign:  # checked before the lock is taken: a refusal writes nothing at all
+            raise RunFolderError(f"{args.path / foreign[0]} was not written by a sweep summary: it is left as it "
+                                 "is (move it away to get a summary written)")
         with locking.FolderLock(args.path, "sweep summary"):
             result = write_summary(args.path, rows)
     except (UserError, OSError) as err:  # busy, read-only, full, or a file that is not ours

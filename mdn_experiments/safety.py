@@ -22,6 +22,7 @@ module imports neither torch nor anything a config names: checking is reading st
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -53,6 +54,8 @@ PARTIAL_SLOTS = ("trainer.optimizer",)  # the trainer passes the parameters and 
 REPLAYABLE_HYDRA_KEYS = ("hydra.run.dir", "hydra.sweep.dir", "hydra.sweep.subdir", "hydra.mode", "hydra.output_subdir",
                          "hydra.verbose", "hydra.job.chdir", "hydra.launcher.", "hydra.sweeper.params.")
 UNREPLAYABLE_LAUNCHER_KEYS = ("setup", "srun_args", "additional_parameters", "_target_")
+PROJECT_GROUPS = ("dataset", "model", "trainer", "sweep", "experiment")
+OPTION_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 REPLAYABLE_HYDRA_GROUPS = ("hydra/launcher", "hydra/sweeper", "hydra/help", "hydra/hydra_help",
                            "hydra/job_logging", "hydra/hydra_logging")
 
@@ -132,14 +135,14 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _value_tree(override) -> Any:
-    """The override's value as plain data (a sweep's choices as a list), for check_targets."""
+def _values(override) -> list[Any]:
+    """The values an override may give its key, as plain data: one, or each choice of a sweep."""
     if not override.is_sweep_override():
-        return _plain(override.value())
+        return [_plain(override.value())]
     try:
-        return _plain(list(override.sweep_iterator()))
+        return [_plain(choice) for choice in override.sweep_iterator()]
     except Exception:  # noqa: BLE001 - an interval sweep has no finite list of values: numbers only
-        return None
+        return []
 
 
 def parse_overrides(overrides: Iterable[str], source: str) -> list:
@@ -177,19 +180,24 @@ def check_overrides(overrides: Iterable[str], source: str, *, replay: bool) -> l
         if override.is_package_rename() if hasattr(override, "is_package_rename") else override.package:
             raise UnsafeConfig(source, _override_key(override), override.input_line, "an override without @package")
         text = override.input_line
-        if "/" in key:  # a config group choice: only options found in the config tree or a plugin
-            if replay and key.startswith("hydra/") and key not in REPLAYABLE_HYDRA_GROUPS:
-                raise UnsafeConfig(source, key, text, f"a choice of {', '.join(REPLAYABLE_HYDRA_GROUPS)}")
+        choices = _values(override)
+        if ("/" in key or key in PROJECT_GROUPS) and all(isinstance(v, str) or v is None for v in choices):
+            # a config group choice: an option of the config tree or of a plugin
+            if replay and key not in PROJECT_GROUPS + REPLAYABLE_HYDRA_GROUPS:
+                raise UnsafeConfig(source, key, text, f"a choice of {', '.join(PROJECT_GROUPS + REPLAYABLE_HYDRA_GROUPS)}")
+            if replay and not all(v is None or OPTION_NAME.fullmatch(v) for v in choices):
+                raise UnsafeConfig(source, key, text, "the name of an option (letters, digits, _ . -), not a path")
             continue
         parts = key.split(".")
-        if "_target_" in parts or any(p in SPECIAL_KEYS for p in parts):
-            special = next(i for i, p in enumerate(parts) if p in SPECIAL_KEYS)
-            node = {parts[special]: _value_tree(override)}
-            for part in reversed(parts[special + 1:]):
-                node = {part: node}
-            check_targets(node, source, slots=slots, prefix=".".join(parts[:special]))
-        else:
-            check_targets(_value_tree(override), source, slots=slots, prefix=key)
+        for value in choices:
+            if any(p in SPECIAL_KEYS for p in parts):
+                special = next(i for i, p in enumerate(parts) if p in SPECIAL_KEYS)
+                node = {parts[special]: value}
+                for part in reversed(parts[special + 1:]):
+                    node = {part: node}
+                check_targets(node, source, slots=slots, prefix=".".join(parts[:special]))
+            else:
+                check_targets(value, source, slots=slots, prefix=key)
         if replay and key.startswith("hydra."):
             if not key.startswith(REPLAYABLE_HYDRA_KEYS) or (
                     key.startswith("hydra.launcher.") and parts[2] in UNREPLAYABLE_LAUNCHER_KEYS):
