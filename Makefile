@@ -16,7 +16,7 @@ export MDN_MNIST_ROOT ?= $(SHARED_MNIST)
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all test-cluster run sweep reproduce bench init-study clean
+.PHONY: help install test test-slow test-all test-cluster run sweep reproduce bench init-study clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -34,8 +34,10 @@ install: $(STAMP) ## create .venv with the pinned CPU torch and the project (edi
 test: install ## run the fast test suite (what CI runs), on every core
 	$(BIN)/python -m pytest -m "not slow and not cluster" -q -n auto
 
-test-all: install ## run every test but the cluster ones, the slow ones included
-	$(BIN)/python -m pytest -m "not cluster" -q -n auto
+test-slow: install ## run the slow tier only (longer end-to-end runs; CI runs it after make test)
+	$(BIN)/python -m pytest -m "slow and not cluster" -q -n auto
+
+test-all: test test-slow ## run every test but the cluster ones: make test, then the slow tier
 
 SLURM_DIR ?= /tmp/mdn-slurm-test
 test-cluster: install ## bring up a throwaway one-node SLURM (root, apt), run the cluster tests, tear it down

@@ -192,6 +192,8 @@ OmegaConf.register_new_resolver("mdn.safe_name", lambda text, fallback="job": sa
 MAX_K = 1_000_000  # beyond memory long before this; the memory estimate refuses what cannot fit
 MAX_SEED = 2**32 - 1  # what numpy and scikit-learn take as a seed
 MAX_EXPERIMENT_NAME = 500  # MLflow refuses longer experiment names
+MAX_LR = 1e30  # beyond float32's range an optimizer step overflows
+MAX_THREADS = 1024
 
 
 def _check(ok: bool, key: str, value: object, allowed: str) -> None:
@@ -217,12 +219,21 @@ def validate(cfg: DictConfig) -> None:
     found = _non_finite(OmegaConf.to_container(cfg, resolve=True))
     if found:
         raise ConfigError(found[0], found[1], "a finite number (nan and inf are not allowed)")
-    _check(1 <= cfg.K <= MAX_K, "K", cfg.K, f"an integer from 1 to {MAX_K} (the number of mixture components)")
+    validate_model(cfg)
     _check(0 <= cfg.seed <= MAX_SEED, "seed", cfg.seed, f"an integer from 0 to {MAX_SEED}")
     logger_names(cfg.get("logger", "csv"))
     experiment = (cfg.get("tracking") or {}).get("experiment")
     _check(experiment is None or 1 <= len(str(experiment)) <= MAX_EXPERIMENT_NAME, "tracking.experiment", experiment,
            f"a name of 1 to {MAX_EXPERIMENT_NAME} characters (MLflow's limit), or null")
+    validate_trainer(cfg)
+
+
+def validate_model(cfg: DictConfig) -> None:
+    """The keys that decide the trained network's shape (what loading a finished run needs)."""
+    found = _non_finite(OmegaConf.to_container(cfg.model, resolve=True), "model")
+    if found:
+        raise ConfigError(found[0], found[1], "a finite number (nan and inf are not allowed)")
+    _check(1 <= cfg.K <= MAX_K, "K", cfg.K, f"an integer from 1 to {MAX_K} (the number of mixture components)")
     m = cfg.model
     _check(m.sigma_min > 0, "model.sigma_min", m.sigma_min, "a float > 0 (the floor on sigma)")
     _check(
@@ -234,8 +245,11 @@ def validate(cfg: DictConfig) -> None:
     _check(m.init in INITS, "model.init", m.init,
            "one of default (random), quantiles (means spread over the targets), gmm (a Gaussian mixture fitted to them)")
     # the backbone's own arguments are checked by its constructor (models.py), before training
+
+
+def validate_trainer(cfg: DictConfig) -> None:
     t = cfg.trainer
-    _check(t.lr > 0, "trainer.lr", t.lr, "a float > 0")
+    _check(0 < t.lr <= MAX_LR, "trainer.lr", t.lr, f"a float > 0 and at most {MAX_LR:g} (optimizers compute in float32)")
     _check(t.epochs >= 1, "trainer.epochs", t.epochs, "an integer >= 1")
     _check(t.get("baseline_epochs") is None or t.baseline_epochs >= 1, "trainer.baseline_epochs",
            t.get("baseline_epochs"), "an integer >= 1, or null for the same as trainer.epochs")
@@ -249,8 +263,8 @@ def validate(cfg: DictConfig) -> None:
     _check(t.patience is None or t.patience >= 1, "trainer.patience", t.patience,
            "an integer >= 1, or null to train every epoch")
     _check(t.input_noise >= 0, "trainer.input_noise", t.input_noise, "a float >= 0")
-    _check(t.threads is None or t.threads >= 1, "trainer.threads", t.threads,
-           "an integer >= 1, or null for torch's default")
+    _check(t.threads is None or 1 <= t.threads <= MAX_THREADS, "trainer.threads", t.threads,
+           f"an integer from 1 to {MAX_THREADS}, or null for torch's default")
     _check(t.checkpoint_seconds >= 0, "trainer.checkpoint_seconds", t.checkpoint_seconds,
            "a number of seconds >= 0 (0: after every optimizer step)")
     _check(t.on_nonfinite in NONFINITE_POLICIES, "trainer.on_nonfinite", t.on_nonfinite,

@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from mdn_experiments import locking, plots, resources, tracking
 from mdn_experiments.checkpoint import (PREVIOUS_FILE, STATE_FILE, Interrupted, StopFlag, read_state,
                                         rng_state, set_rng_state, stop_on_signals, write_state)
-from mdn_experiments.config import saved_config, validate
+from mdn_experiments.config import saved_config, validate, validate_model
 from mdn_experiments.safety import TASK_SLOTS, check_targets
 from mdn_experiments.datasets.base import Dataset, Splits
 from mdn_experiments.errors import ConfigError, RunFolderError, UserError
@@ -447,7 +447,14 @@ def _run_locked(cfg: DictConfig, run_dir: Path, saved: dict | None, progress: bo
     plain_cfg = OmegaConf.to_container(cfg, resolve=True)
     dataset, device = check_config(cfg, str(run_dir / STATE_FILE) if saved else "")
     data_start = time.perf_counter()
-    splits = dataset.load(cfg.seed).to(device)
+    splits = dataset.load(cfg.seed)
+    for part, (x, y) in (("training", splits.train), ("validation", splits.val), ("test", splits.test)):
+        if not (torch.isfinite(x).all() and torch.isfinite(y).all()):
+            keys = [f"dataset.{key}" for key, value in cfg.dataset.items()
+                    if isinstance(value, float) or OmegaConf.is_list(value)]
+            raise UserError(f"the {part} set of {dataset.name} holds inf or nan with these settings: choose finite, "
+                            f"moderate values for {', '.join(keys) or 'the dataset keys'}")
+    splits = splits.to(device)
     data_seconds = time.perf_counter() - data_start
     log.info("run folder: %s", run_dir)
     fig_dir = run_dir / "figures"
@@ -551,15 +558,23 @@ def evaluate_run(cfg: DictConfig, dataset: Dataset, splits: Splits, mdn_net: Net
         "train_seconds": result.seconds,
         dataset.throughput_key: len(result.history) * splits.train[0].shape[0] / max(result.seconds, 1e-9),
     }
+    test_mixture = predict(mdn_net, splits.test[0])
+    unusable = not all(bool(torch.isfinite(t).all()) for t in (test_mixture.pi, test_mixture.mu,
+                                                               test_mixture.component_std()))
     if baseline is not None:
         with torch.no_grad():
             metrics["baseline_test_rmse"] = rmse(predict(baseline, splits.test[0]), splits.test[1])
         metrics["baseline_n_params"] = count_parameters(baseline)
         metrics["baseline_train_seconds"] = baseline_result.seconds
         metrics.update(_rollback_metrics("baseline_", baseline_result))
+    if unusable:  # modes, samples and figures of a mixture with inf/nan parameters mean nothing
+        metrics["metrics_seconds"] = time.perf_counter() - metrics_start
+        metrics["status"], metrics["status_reason"] = "nonfinite", (
+            "the MDN's predictions on the test set are not finite (inf or nan parameters): the task metrics, "
+            "calibration and figures were not computed")
+        return metrics
     metrics.update(dataset.metrics(mdn_net, baseline, splits))
     with torch.no_grad():
-        test_mixture = predict(mdn_net, splits.test[0])
         calibration = calibrate(test_mixture, splits.test[1])
         metrics.update(calibration.metrics())
         if baseline is not None and calibration.crps is not None:  # a point forecast's CRPS: |y - y_hat|
@@ -622,7 +637,7 @@ def load_trained(run_dir: Path | str, map_location: str = "cpu") -> tuple[Networ
         raise RunFolderError(f"{path} is not a model.pt of mdn-experiments (no config and state_dict)")
     cfg = saved_config(checkpoint["config"], str(path))
     try:
-        validate(cfg)
+        validate_model(cfg)  # the trainer's settings do not matter for a trained network
         dataset = make_dataset(cfg)
     except UserError as err:
         raise RunFolderError(f"{path}: {err}") from None

@@ -86,7 +86,7 @@ BAD_INPUTS = [
     ("trainr.lr=0.1", ["trainr", "unknown config key"]),
     ("dataset.direction=sideways", ["dataset.direction", "inverse or forward"]),
     ("dataset.n_train=lots", ["dataset.n_train", "integer"]),
-    ("trainer.threads=-1", ["trainer.threads", ">= 1"]),
+    ("trainer.threads=-1", ["trainer.threads", "from 1 to 1024"]),
     # non-finite numbers, in any float key
     ("trainer.lr=nan", ["trainer.lr=nan", "finite number"]),
     ("model.sigma_min=inf", ["model.sigma_min=inf", "finite number"]),

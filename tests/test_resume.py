@@ -168,7 +168,7 @@ def test_a_sweep_killed_part_way_resumes_to_the_summary_of_the_sweep_left_alone(
     finished_first = (stopped / jobs[0] / "metrics.json").stat().st_mtime_ns
     proc = resume(stopped)
     assert proc.returncode == 0, proc.stderr
-    assert "1 of the 2 jobs started so far had finished" in proc.stdout
+    assert "1 of the 2 job folders found had finished" in proc.stdout
     assert (stopped / jobs[0] / "metrics.json").stat().st_mtime_ns == finished_first  # skipped, not rerun
     assert (stopped / "summary.csv").read_text() == (alone / "summary.csv").read_text()
     # now there is nothing left to do
