@@ -211,6 +211,25 @@ class TestRecordedOverrides:
         self.tamper(sweep / "multirun.yaml", task=[f"+model.backbone.x={{_target_:os.system,_args_:['touch {marker}']}}"])
         refused(tool("mdn_experiments.resume", sweep), marker, "multirun.yaml", "model.backbone.x._target_")
 
+    def test_config_yaml_and_overrides_yaml_are_only_ever_read_as_data(self, tmp_path):
+        """The two .hydra files no tool replays: mdn-report reads config.yaml as plain YAML, and a
+        gadget in either builds nothing, whatever reads the folder."""
+        marker = tmp_path / "ran"
+        sweep = tmp_path / "sweep"
+        assert run_cli(["-m", "K=2", *RUN, f"hydra.sweep.dir={sweep}"]).returncode == 0
+        (job,) = [p for p in sweep.iterdir() if p.is_dir()]
+        config = yaml.safe_load((job / ".hydra" / "config.yaml").read_text())
+        config["model"]["backbone"]["hidden"] = gadgets(marker)["os.system"]
+        config["trainer"]["optimizer"] = gadgets(marker)["subprocess.call"]
+        (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+        (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(
+            [f"+x={{_target_:os.system,_args_:['touch {marker}']}}"]))
+        proc = tool("mdn_experiments.report", sweep)
+        assert proc.returncode == 0 and "1 jobs summarised" in proc.stdout, proc.stderr
+        assert tool("mdn_experiments.predict", job, "--x", "0.5").returncode == 0
+        assert tool("mdn_experiments.resume", sweep).returncode == 2  # finished: nothing to resume
+        assert not marker.exists()
+
     def test_a_tampered_tracking_json_is_refused(self, unfinished, tmp_path):
         run_dir = copy(unfinished, tmp_path)
         (run_dir / "tracking.json").write_text(json.dumps({"mlflow_uri": "evil-plugin://x", "mlflow_run_id": "a" * 32}))
