@@ -48,7 +48,7 @@ def test_a_two_job_sweep_writes_both_jobs_and_the_summary(tmp_path):
 
 
 def test_a_preempted_job_is_requeued_and_resumes_to_the_same_metrics(tmp_path):
-    args = ["K=3", "dataset.n_val=200", "dataset.n_test=500", "trainer.epochs=60", "trainer.patience=null",
+    args = ["K=3", "dataset.n_val=200", "dataset.n_test=500", "trainer.epochs=400", "trainer.patience=null",
             "trainer.checkpoint_seconds=1", "trainer.progress=false", "figures=false", "baseline=false"]
     sweep_dir = tmp_path / "sweep"
     sweep = subprocess.Popen([sys.executable, "-m", "mdn_experiments.cli", "-m", *args, *SLURM,
