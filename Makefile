@@ -52,13 +52,13 @@ sweep: install ## sweep over K: make sweep ARGS="seed=0,1,2"
 	$(BIN)/mdn-run -m K=1,2,3,4,5 $(ARGS)
 
 reproduce: install ## every experiment with 3 seeds, then outputs/reproduce/REPORT.md; resumes a stopped one (FRESH=1: start anew)
-	$(BIN)/python -m mdn_experiments.reproduce $(if $(FRESH),--fresh)
+	$(BIN)/python -m mdn_experiments.tools.reproduce $(if $(FRESH),--fresh)
 
 bench: install ## speed benchmark (ratios side by side)
-	$(BIN)/python -m mdn_experiments.bench
+	$(BIN)/python -m mdn_experiments.tools.bench
 
 init-study: install ## initialisation x revival study (toy K=3,5,10 and arm K=3, 3 seeds; ~10 min) -> outputs/init_study/
-	$(BIN)/python -m mdn_experiments.init_study
+	$(BIN)/python -m mdn_experiments.tools.init_study
 
 clean: ## remove the virtual environment and caches (keeps outputs/ and data/)
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -20,10 +20,10 @@ _EXPORTS = {
     "FullMixture": "mdn", "Modes": "mdn", "mixture_from_raw": "mdn", "nll": "mdn", "COVARIANCES": "mdn",
     # networks and training
     "MLP": "models", "CNN": "models", "Network": "models", "build_network": "models",
-    "fit": "train", "Trainer": "train", "FitResult": "train", "predict": "train",
+    "fit": "train.trainer", "Trainer": "train.trainer", "FitResult": "train.trainer", "predict": "train.trainer",
     # scores, trained runs
-    "calibrate": "evaluation", "crps": "evaluation", "pit": "evaluation", "hdr_levels": "evaluation",
-    "load_run": "experiment",
+    "calibrate": "evaluation.calibration", "crps": "evaluation.calibration", "pit": "evaluation.calibration",
+    "hdr_levels": "evaluation.calibration", "load_run": "run.artifacts",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -8,8 +8,6 @@ printed as one line too. Exit status 2 for all of them.
 
 from __future__ import annotations
 
-import copy
-import errno
 import io
 import logging
 import os
@@ -17,7 +15,6 @@ import re
 import shlex
 import signal
 import sys
-import traceback
 from pathlib import Path
 
 import hydra
@@ -25,15 +22,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf import DictConfig
 
 import mdn_experiments.config  # noqa: F401  (registers the schemas in the ConfigStore)
-from mdn_experiments import locking
-from mdn_experiments.checkpoint import Interrupted
-from mdn_experiments.errors import UserError
-from mdn_experiments.launch import RESUME_ENV
-from mdn_experiments.report import FAILED_JOBS, SWEEP_DONE_FILE
-from mdn_experiments.safety import HYDRA_SLOTS, check_overrides, check_targets
+from mdn_experiments.config.safety import check_overrides
+from mdn_experiments.errors import DISK_ERRORS, Interrupted, UserError, disk_error
+from mdn_experiments.run import folders
+from mdn_experiments.tools.launch import RESUME_ENV
+from mdn_experiments.tools.report import FAILED_JOBS
 
 log = logging.getLogger("mdn_experiments")
 PROG = "mdn-run"
@@ -104,122 +100,25 @@ def _resuming() -> bool:
     return os.environ.get(RESUME_ENV) == "1"
 
 
-# files that mark a folder as one of ours; anything else in a folder makes it someone else's
-OUR_MARKERS = (".hydra", ".lock", "state.pt", "state.prev.pt", SWEEP_DONE_FILE, "multirun.yaml")
-
-
-def _check_foreign(folder: Path, key: str) -> None:
-    """A folder that holds files but none of a run's or a sweep's is not ours to write into."""
-    if folder.is_dir() and any(folder.iterdir()) and not any((folder / name).exists() for name in OUR_MARKERS):
-        _refuse(f"{key}={str(folder)!r} holds other files and no run or sweep of mdn-experiments: choose a new "
-                f"or empty folder (nothing was written)")
-
-
-def _make_folder(folder: Path, key: str) -> None:
-    """Create the run or sweep folder now, so that one that cannot be made is a one-line error."""
-    if "${" in str(folder):  # Hydra would read the folder's own name as an interpolation
-        _refuse(f"{key}={str(folder)!r}: Hydra cannot use a folder whose path holds '${{': choose another folder")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        _refuse(f"{key}={str(folder)!r} cannot be created ({err.strerror or err}): {key} must be a folder "
-                f"path you can write to")
-
-
-def _lock(folder: Path, what: str) -> None:
-    """Hold folder's lock for the rest of this process (the kernel drops it at exit)."""
-    try:
-        locking.acquire(folder, what)
-    except UserError as err:
-        _refuse(str(err))
-
-
-def _check_hydra(config: DictConfig) -> None:
-    """The composed Hydra config builds only the project's callbacks and Hydra's launchers and sweeper."""
-    tree = {"hydra": {name: OmegaConf.to_container(config.hydra[name], resolve=False)
-                      for name in ("callbacks", "launcher", "sweeper") if config.hydra.get(name) is not None}}
-    try:
-        check_targets(tree, "", slots=HYDRA_SLOTS)
-    except UserError as err:
-        _refuse(str(err))
-
-
-def claim_run_folder(config: DictConfig) -> None:
-    """Every refusal a single run can meet, before Hydra writes into its folder; then its lock.
-
-    Refused: a path that is a file, a folder that holds other files, a finished run, a sweep or
-    reproduction folder, a run of another config (unless resuming), a folder another process
-    writes into (the run's own, or the sweep it belongs to)."""
-    run_dir = Path(config.hydra.run.dir).expanduser().absolute()
-    if run_dir.exists() and not run_dir.is_dir():
-        _refuse(f"hydra.run.dir={str(run_dir)!r} is a file: hydra.run.dir must be a folder")
-    _check_foreign(run_dir, "hydra.run.dir")
-    task_cfg = copy.deepcopy(config)
-    with read_write(task_cfg), open_dict(task_cfg):
-        del task_cfg["hydra"]
-    from mdn_experiments.experiment import check_config, check_run_folder  # torch & co. once a run is on its way
-
-    try:
-        saved = check_run_folder(run_dir, OmegaConf.to_container(task_cfg, resolve=True), trust_saved_config=_resuming())
-        if saved is None:  # a new run: its config is checked now, so that a refused one leaves no folder behind
-            check_config(task_cfg)
-    except (UserError, InstantiationException) as err:
-        _refuse(" ".join(str(err).split()))
-    _make_folder(run_dir, "hydra.run.dir")
-    if (run_dir.parent / "multirun.yaml").exists():  # a job of a sweep: the sweep's writer is the other writer
-        _lock(run_dir.parent, "sweep")
-    _lock(run_dir, "run")
-    _resume_target[:] = [str(run_dir.resolve())]
-
-
-def claim_sweep_folder(config: DictConfig) -> None:
-    """Every refusal a sweep can meet, before Hydra writes into its folder; then its lock.
-
-    A folder that already holds a sweep is taken only by a resume (mdn-resume, make reproduce),
-    and only with the overrides it was started with: a new sweep never mixes its jobs with an
-    old one's."""
-    sweep_dir = Path(config.hydra.sweep.dir).expanduser().absolute()
-    if sweep_dir.exists() and not sweep_dir.is_dir():
-        _refuse(f"hydra.sweep.dir={str(sweep_dir)!r} is a file: hydra.sweep.dir must be a folder")
-    for marker, what in (("metrics.json", "a run"), ("reproduce.json", "a reproduction")):
-        if (sweep_dir / marker).exists():
-            _refuse(f"hydra.sweep.dir={str(sweep_dir)!r} is {what} folder ({marker}): choose another folder")
-    _check_foreign(sweep_dir, "hydra.sweep.dir")
-    recorded = sweep_dir / "multirun.yaml"
-    if recorded.exists() or any(sweep_dir.glob("*/.hydra")):
-        if not _resuming():
-            _refuse(f"hydra.sweep.dir={str(sweep_dir)!r} already holds a sweep: continue it with "
-                    f"`mdn-resume {shlex.quote(str(sweep_dir))}`, or choose another folder (nothing was written)")
-        from mdn_experiments.report import read_yaml
-
-        try:
-            before = (read_yaml(recorded).get("hydra") or {}).get("overrides", {}).get("task") or []
-        except (UserError, AttributeError) as err:
-            _refuse(f"{recorded} cannot be read ({err}): the sweep cannot be continued safely")
-        now = list(config.hydra.overrides.task)
-        if before != now:
-            _refuse(f"{sweep_dir} holds a sweep started with other overrides ({' '.join(before) or 'none'}; now: "
-                    f"{' '.join(now) or 'none'}): choose another folder")
-    _make_folder(sweep_dir, "hydra.sweep.dir")
-    _lock(sweep_dir, "sweep")
-    _resume_target[:] = [str(sweep_dir.resolve())]
-
-
 class ReleaseStderr(Callback):
     """Hydra callback: the config is composed, so stderr goes back to normal; the output folder
     is checked (and locked) before Hydra writes anything into it."""
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
-        _release_stderr()
-        os.environ["HYDRA_FULL_ERROR"] = "1"  # from here on, errors reach cli.main (one line, or a bug's traceback)
-        _check_hydra(config)
-        claim_run_folder(config)
+        self._claim(config, folders.claim_run_folder)
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        self._claim(config, folders.claim_sweep_folder)
+
+    @staticmethod
+    def _claim(config: DictConfig, claim) -> None:
         _release_stderr()
-        os.environ["HYDRA_FULL_ERROR"] = "1"
-        _check_hydra(config)
-        claim_sweep_folder(config)
+        os.environ["HYDRA_FULL_ERROR"] = "1"  # from here on, errors reach cli.main (one line, or a bug's traceback)
+        try:
+            folders.check_hydra(config)
+            _resume_target[:] = [str(claim(config, _resuming()))]
+        except (UserError, InstantiationException) as err:
+            _refuse(" ".join(str(err).split()))
 
 
 def one_line(message: str) -> str:
@@ -251,7 +150,7 @@ def one_line(message: str) -> str:
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
 def _run(cfg: DictConfig) -> float | None:
     _release_stderr()
-    from mdn_experiments.experiment import run_experiment  # torch & co. only once a job runs
+    from mdn_experiments.run.runner import run_experiment, run_sweep_job  # torch & co. only once a job runs
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
@@ -261,12 +160,7 @@ def _run(cfg: DictConfig) -> float | None:
         torch_set_threads(threads)
     trust_saved = _resuming()
     if hydra_cfg.mode == RunMode.MULTIRUN:
-        try:
-            with locking.FolderLock(run_dir, "job"):
-                metrics = _run_job(cfg, run_dir, progress, trust_saved)
-        except UserError as err:  # the job's folder is another process's: leave it alone
-            log.error("job not run: %s", err)
-            return None
+        metrics = run_sweep_job(cfg, run_dir, progress=progress, trust_saved_config=trust_saved)
         if metrics is None:
             return None
     else:
@@ -290,35 +184,6 @@ def _run(cfg: DictConfig) -> float | None:
         if hydra_cfg.mode != RunMode.MULTIRUN:
             sys.exit(1)  # all files are written; the status says what they are worth
     return metrics["test_nll"]
-
-
-DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EIO)
-
-
-def disk_error(err: OSError) -> str:
-    return f"cannot write {err.filename or 'a file'}: {err.strerror or err}"
-
-
-def _run_job(cfg: DictConfig, run_dir: Path, progress: bool, trust_saved: bool) -> dict | None:
-    """One job of a sweep; its failure is recorded in its folder (error.txt) and the sweep goes on."""
-    from mdn_experiments.experiment import run_experiment
-
-    if (run_dir / "metrics.json").exists():  # a resumed sweep: this job finished earlier
-        log.info("%s already finished: skipped", run_dir)
-        return None
-    try:
-        return run_experiment(cfg, run_dir, progress=progress, trust_saved_config=trust_saved)
-    except Exception as err:  # noqa: BLE001 - every failure, ours or not, is the job's own
-        expected = isinstance(err, (UserError, InstantiationException)) or (
-            isinstance(err, OSError) and err.errno in DISK_ERRORS)
-        message = disk_error(err) if isinstance(err, OSError) and expected else " ".join(str(err).split())
-        detail = "" if expected else "\n" + traceback.format_exc()
-        try:
-            (run_dir / "error.txt").write_text(f"{type(err).__name__}: {message}{detail}\n")
-        except OSError as write_err:
-            log.error("could not write %s: %s", run_dir / "error.txt", write_err.strerror)
-        log.error("job failed: %s (details in %s)", message, run_dir / "error.txt")
-        return None
 
 
 def threads_per_job(hydra_cfg) -> int | None:

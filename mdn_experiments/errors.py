@@ -1,4 +1,10 @@
-"""Errors that mean "the user can fix this": the CLI prints them as one line, no traceback."""
+"""Errors that mean "the user can fix this": the CLI prints them as one line, no traceback. Also
+the stop on a signal (Interrupted) and the disk errors reported in one line. Torch-free."""
+
+from __future__ import annotations
+
+import errno
+import signal
 
 
 class UserError(Exception):
@@ -15,3 +21,21 @@ class ConfigError(UserError):
 
 class RunFolderError(UserError):
     """The run folder already holds a finished run (nothing is overwritten)."""
+
+
+class Interrupted(BaseException):
+    """SIGTERM/SIGINT arrived; the training state was saved. A BaseException, so that no
+    `except Exception` on the way up (a sweep's per-job handler, Hydra's) mistakes it for a
+    failed job."""
+
+    def __init__(self, signum: int, where: str) -> None:
+        super().__init__(f"{signal.Signals(signum).name} received {where}")
+        self.signum, self.where = signum, where
+
+
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EIO)  # a full or read-only disk
+
+
+def disk_error(err: OSError) -> str:
+    """One line for an OSError of DISK_ERRORS: which file, and what the system said."""
+    return f"cannot write {err.filename or 'a file'}: {err.strerror or err}"

@@ -7,6 +7,7 @@ the MSE head), so metrics and figures never deal with the scaling.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 
@@ -276,3 +277,36 @@ def fit_gmm(z: Tensor, n_components: int, covariance: str, sigma_min: float, see
 
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+# --- asking a trained network ---------------------------------------------------------------
+
+_cache: list[tuple[Network, Tensor, Mixture | Tensor]] | None = None  # see cached_predictions
+
+
+@contextlib.contextmanager
+def cached_predictions():
+    """Within this block, predict() answers a repeated (network, x) pair from memory: evaluation
+    and figures ask the same trained networks about the same test set several times. Only for
+    networks that do not change inside the block."""
+    global _cache
+    previous, _cache = _cache, []
+    try:
+        yield
+    finally:
+        _cache = previous
+
+
+@torch.no_grad()
+def predict(network: Network, x: Tensor, batch_size: int = 1024) -> Mixture | Tensor:
+    """network(x) in batches (images need it), in eval mode."""
+    if _cache is not None:
+        for net, inputs, out in _cache:
+            if net is network and inputs is x:
+                return out
+    network.eval()
+    parts = [network(x[start : start + batch_size]) for start in range(0, x.shape[0], batch_size)]
+    out = Mixture.cat(parts) if isinstance(parts[0], Mixture) else torch.cat(parts)
+    if _cache is not None:
+        _cache.append((network, x, out))
+    return out

@@ -10,14 +10,15 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from helpers import compose_config
-from mdn_experiments import bench, mdn
+from mdn_experiments import mdn
+from mdn_experiments.tools import bench
 from mdn_experiments.cli import config_dir
-from mdn_experiments.reproduce import SWEEPS, band_check, references
+from mdn_experiments.tools.reproduce import SWEEPS, band_check, references
 
 
 @pytest.mark.slow  # 30 s: a smoke test of the timing script (make test-all)
 def test_bench_quick_writes_json_markdown_and_the_scaling_figure(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "mdn_experiments.bench", "--quick", "--only",
+    proc = subprocess.run([sys.executable, "-m", "mdn_experiments.tools.bench", "--quick", "--only",
                            "loss_step,runner_overhead,cost_curves", "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
@@ -37,7 +38,7 @@ def test_bench_quick_writes_json_markdown_and_the_scaling_figure(tmp_path):
 
 
 def test_bench_refuses_an_unknown_section_in_one_line(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "mdn_experiments.bench", "--only", "warp", "--out", str(tmp_path)],
+    proc = subprocess.run([sys.executable, "-m", "mdn_experiments.tools.bench", "--only", "warp", "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "no such section" in proc.stderr
 

@@ -1,6 +1,6 @@
 """Honest numbers and bounded resources: a run whose metrics are not finite is not ok and its
 metrics.json stays standard JSON; mdn-predict never drops a row and refuses what it cannot honour;
-memory that cannot fit is refused before any work, with the estimate (mdn_experiments.resources);
+memory that cannot fit is refused before any work, with the estimate (mdn_experiments.run.resources);
 an unreachable MLflow server fails within seconds, with a message that blames the right thing."""
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 
 from helpers import TINY, run_cli
-from mdn_experiments import launch, resources
-from mdn_experiments.experiment import finite_metrics
+from mdn_experiments.tools import launch
+from mdn_experiments.run import resources
+from mdn_experiments.run.artifacts import finite_metrics
 from test_locking import one_error
 
 RUN = [*TINY, "figures=false"]
@@ -66,7 +67,7 @@ def trained(tmp_path_factory) -> Path:
 
 
 def predict(*args, **kwargs):
-    return launch.run("mdn_experiments.predict", [str(a) for a in args], capture_output=True, text=True,
+    return launch.run("mdn_experiments.tools.predict", [str(a) for a in args], capture_output=True, text=True,
                       timeout=600, **kwargs)
 
 
@@ -114,7 +115,7 @@ class TestPredictInputs:
     def test_a_closed_pipe_ends_quietly(self, trained, tmp_path):
         path = tmp_path / "in.csv"
         path.write_text("\n".join(str(v) for v in np.linspace(0, 1, 3000)) + "\n")
-        pipeline = subprocess.run(f"{' '.join(launch.command('mdn_experiments.predict', [str(trained), '--file', str(path)]))}"
+        pipeline = subprocess.run(f"{' '.join(launch.command('mdn_experiments.tools.predict', [str(trained), '--file', str(path)]))}"
                                   " | head -1; echo \"status ${PIPESTATUS[0]}\"", shell=True, executable="/bin/bash",
                                   capture_output=True, text=True, timeout=600)
         assert pipeline.stdout.splitlines() == ["input 0: x = 0", "status 141"]

@@ -9,7 +9,7 @@ from hydra.utils import instantiate
 from mdn_experiments.cli import config_dir, one_line
 from mdn_experiments.config import validate
 from mdn_experiments.errors import ConfigError, UserError
-from mdn_experiments.experiment import build
+from mdn_experiments.run.build import build
 
 from helpers import compose_config, run_cli
 
@@ -167,7 +167,7 @@ def test_every_key_refuses_bad_values_as_user_errors():
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from mdn_experiments.experiment import check_config
+    from mdn_experiments.run.build import check_config
 
     checked, seen = 0, set()
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):

@@ -16,9 +16,11 @@ import pytest
 import yaml
 
 from helpers import TINY, run_cli
-from mdn_experiments import launch, report
-from mdn_experiments.checkpoint import STATE_FILE
-from mdn_experiments.safety import quote
+from mdn_experiments.tools import launch
+from mdn_experiments.tools import report
+from mdn_experiments.run import layout
+from mdn_experiments.train.state import STATE_FILE
+from mdn_experiments.config.safety import quote
 from test_locking import one_error, snapshot
 
 RUN = [*TINY, "figures=false", "trainer.checkpoint_seconds=0"]
@@ -94,13 +96,13 @@ class TestMdnReport:
         empty = tmp_path / "notes"
         empty.mkdir()
         (empty / "summary.md").write_text("my notes\n")
-        proc = tool("mdn_experiments.report", empty)
+        proc = tool("mdn_experiments.tools.report", empty)
         assert proc.returncode == 2 and "holds no job folders" in one_error(proc, "mdn-report")
         assert snapshot(empty) == {"summary.md": b"my notes\n"}
         sweep_dir = shutil.copytree(sweep, tmp_path / "sweep")
         (sweep_dir / "summary.md").write_text("my own summary\n")
         before = snapshot(sweep_dir)
-        proc = tool("mdn_experiments.report", sweep_dir)
+        proc = tool("mdn_experiments.tools.report", sweep_dir)
         assert proc.returncode == 1 and "was not written by a sweep summary" in one_error(proc, "mdn-report")
         assert "# Sweep summary" in proc.stdout  # what it could do: the summary, on the screen
         assert snapshot(sweep_dir) == before
@@ -113,7 +115,7 @@ class TestMdnReport:
         (jobs[1] / ".hydra" / "config.yaml").write_text("K: [unclosed\n")  # corrupt YAML
         (jobs[2] / "metrics.json").unlink()
         (jobs[2] / "error.txt").write_text("")                             # empty error.txt
-        proc = tool("mdn_experiments.report", sweep_dir)
+        proc = tool("mdn_experiments.tools.report", sweep_dir)
         assert proc.returncode == 0, proc.stderr
         assert "2 damaged" in proc.stdout
         rows = {row["job"]: row for row in report.collect(sweep_dir)}
@@ -153,18 +155,18 @@ class TestSweepFolders:
 
     def test_a_deleted_job_folder_makes_the_sweep_unfinished_and_is_rerun(self, sweep, tmp_path):
         sweep_dir = shutil.copytree(sweep, tmp_path / "sweep")
-        assert report.sweep_finished(sweep_dir)
+        assert layout.sweep_finished(sweep_dir)
         lost = next(p for p in sweep_dir.iterdir() if p.name.startswith("K=2,") and ",seed=1," in p.name)
         shutil.rmtree(lost)
-        assert not report.sweep_finished(sweep_dir)
-        proc = tool("mdn_experiments.resume", sweep_dir)
+        assert not layout.sweep_finished(sweep_dir)
+        proc = tool("mdn_experiments.tools.resume", sweep_dir)
         assert proc.returncode == 0, proc.stderr
-        assert (lost / "metrics.json").exists() and report.sweep_finished(sweep_dir)
+        assert (lost / "metrics.json").exists() and layout.sweep_finished(sweep_dir)
 
     @pytest.mark.parametrize("name", ["K=3,seed=0", "ré sumé 'quoted'", "a=b,c=[d] {e}"])
     def test_unusual_folder_names_resume(self, tmp_path, name):
         run_dir = killed(tmp_path / name)
-        proc = tool("mdn_experiments.resume", run_dir)
+        proc = tool("mdn_experiments.tools.resume", run_dir)
         assert proc.returncode == 0, proc.stderr
         assert (run_dir / "metrics.json").exists()
 
@@ -174,7 +176,7 @@ class TestSweepFolders:
                                                                                     "MDN_FAULT_RUN": "K=3"})
         assert proc.returncode != 0
         job = next(p for p in sweep_dir.iterdir() if p.name.startswith("K=3"))
-        proc = tool("mdn_experiments.resume", job)
+        proc = tool("mdn_experiments.tools.resume", job)
         assert proc.returncode == 0, proc.stderr
         assert json.loads((job / "metrics.json").read_text())["K"] == 3
 
@@ -191,7 +193,7 @@ class TestDamagedFiles:
         run_dir = killed(tmp_path / "run")
         path = run_dir / ".hydra" / "hydra.yaml"
         path.write_text({"empty": "", "corrupt": "hydra: [\n", "no overrides": "hydra: {}\n"}[damage])
-        proc = tool("mdn_experiments.resume", run_dir)
+        proc = tool("mdn_experiments.tools.resume", run_dir)
         assert proc.returncode == 2 and needle in one_error(proc, "mdn-resume")
         assert (run_dir / STATE_FILE).exists()
 
@@ -200,14 +202,14 @@ class TestDamagedFiles:
         (run_dir / STATE_FILE).unlink()
         (run_dir / "state.prev.pt").unlink(missing_ok=True)
         (run_dir / STATE_FILE).mkdir()
-        proc = tool("mdn_experiments.resume", run_dir)
+        proc = tool("mdn_experiments.tools.resume", run_dir)
         assert proc.returncode == 2 and "cannot be read (Is a directory)" in one_error(proc)
 
     def test_a_corrupt_reproduce_json(self, tmp_path):
         root = tmp_path / "reproduce" / "2026-01-01_10-00-00"
         root.mkdir(parents=True)
         (root / "reproduce.json").write_text('{"steps": ')
-        proc = tool("mdn_experiments.resume", root)
+        proc = tool("mdn_experiments.tools.resume", root)
         assert proc.returncode == 2
         assert [line for line in proc.stderr.splitlines() if "error:" in line] == [
             f"[reproduce] error: {root / 'reproduce.json'} cannot be read (Expecting value: line 1 column 11 (char 10))"]
@@ -217,13 +219,13 @@ class TestDamagedFiles:
         run_dir = killed(tmp_path / "run")
         saved = (run_dir / STATE_FILE).read_bytes()
         (run_dir / "state.pt.tmp").symlink_to("/dev/full")
-        proc = tool("mdn_experiments.resume", run_dir)
+        proc = tool("mdn_experiments.tools.resume", run_dir)
         assert proc.returncode == 1
         error = one_error(proc)
         assert "No space left on device" in error and "mdn-resume" in error
         assert (run_dir / STATE_FILE).read_bytes() == saved  # the last complete state is kept
         assert not (run_dir / "state.pt.tmp").exists()
-        assert tool("mdn_experiments.resume", run_dir).returncode == 0  # room again: it goes on
+        assert tool("mdn_experiments.tools.resume", run_dir).returncode == 0  # room again: it goes on
 
     def test_a_killed_joblib_worker_is_one_line(self, tmp_path):
         sweep_dir = tmp_path / "sweep"
@@ -252,5 +254,5 @@ class TestDamagedFiles:
         sweep_dir = shutil.copytree(sweep, tmp_path / "sweep")
         (sweep_dir / "sweep_done.json").unlink()
         (sweep_dir / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"overrides": "none"}}))
-        proc = tool("mdn_experiments.resume", sweep_dir)
+        proc = tool("mdn_experiments.tools.resume", sweep_dir)
         assert proc.returncode == 2 and "holds no hydra.overrides" in one_error(proc, "mdn-resume")

@@ -11,7 +11,7 @@ import torch
 from scipy import stats
 
 from helpers import TINY, run_cli
-from mdn_experiments.experiment import unconditional_nll
+from mdn_experiments.evaluation.scores import unconditional_nll
 from mdn_experiments.models import MLP, build_network
 from mdn_experiments.train import Trainer, evaluate_loss, fit
 

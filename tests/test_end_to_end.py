@@ -14,9 +14,10 @@ from hydra.utils import instantiate
 
 from helpers import REPO, compose_config, run_cli, without_timings
 from mdn_experiments.errors import RunFolderError
-from mdn_experiments.experiment import load_run, run_experiment
+from mdn_experiments.run.artifacts import load_run
+from mdn_experiments.run.runner import run_experiment
 
-FIGURES = ["contour.png", "alphas.png", "means.png", "comparison.png", "loss.png", "calibration.png"]
+FIGURES = ["contour.png", "pi.png", "means.png", "comparison.png", "loss.png", "calibration.png"]
 
 
 def is_png(path: Path) -> bool:

@@ -11,7 +11,7 @@ from sklearn.mixture import GaussianMixture
 
 from helpers import TINY, compose_config
 from mdn_experiments import evaluation
-from mdn_experiments.experiment import run_experiment
+from mdn_experiments.run.runner import run_experiment
 from mdn_experiments.mdn import DiagonalMixture
 from mdn_experiments.models import MLP, build_network
 from mdn_experiments.train import ReviveDead, Trainer, fit
@@ -154,7 +154,7 @@ def test_a_run_logs_health_and_revivals_in_its_files(tmp_path):
 
 
 def test_the_init_study_runs_every_combination_and_writes_its_table(tmp_path):
-    from mdn_experiments import init_study
+    from mdn_experiments.tools import init_study
 
     init_study.main(["--quick", "--seeds", "1", "--jobs", "1", "--out", str(tmp_path)])
     rows = json.loads((tmp_path / "init_study.json").read_text())

@@ -1,4 +1,4 @@
-"""One writer per folder (mdn_experiments.locking): real second processes against runs, sweeps and
+"""One writer per folder (mdn_experiments.run.locking): real second processes against runs, sweeps and
 reproductions that another process is writing; unique default folder names for runs and sweeps
 started in the same second; a lock that dies with its holder, SIGKILL included."""
 
@@ -14,12 +14,13 @@ from pathlib import Path
 import pytest
 
 from helpers import TINY, run_cli
-from mdn_experiments import launch, locking
+from mdn_experiments.tools import launch
+from mdn_experiments.run import locking
 
 RUN = [*TINY, "figures=false"]
 HOLD = """
 import sys, time
-from mdn_experiments import locking
+from mdn_experiments.run import locking
 locking.acquire(sys.argv[1], "test")
 print("held", flush=True)
 time.sleep(600)
@@ -110,7 +111,7 @@ def test_a_running_run_refuses_a_resume_and_a_second_run_until_it_ends(tmp_path)
             assert time.monotonic() < deadline and child.poll() is None
             time.sleep(0.1)
         before = snapshot(run_dir / ".hydra")
-        resumed = launch.run("mdn_experiments.resume", [str(run_dir)], capture_output=True, text=True, timeout=300)
+        resumed = launch.run("mdn_experiments.tools.resume", [str(run_dir)], capture_output=True, text=True, timeout=300)
         assert resumed.returncode == 2
         assert f"pid {child.pid}" in one_error(resumed, "mdn-resume")
         second = run_cli([*TINY, "trainer.epochs=100000", f"hydra.run.dir={run_dir}"])
@@ -132,9 +133,9 @@ def test_a_sweep_folder_in_use_refuses_a_second_sweep_and_a_job_resume(tmp_path)
     child = holding(sweep)  # another process writes into the sweep (a second mdn-resume of it, say)
     try:
         before = snapshot(sweep)
-        for proc, prog in ((launch.run("mdn_experiments.resume", [str(sweep)], capture_output=True, text=True,
+        for proc, prog in ((launch.run("mdn_experiments.tools.resume", [str(sweep)], capture_output=True, text=True,
                                        timeout=300), "mdn-resume"),
-                           (launch.run("mdn_experiments.resume", [str(job)], capture_output=True, text=True,
+                           (launch.run("mdn_experiments.tools.resume", [str(job)], capture_output=True, text=True,
                                        timeout=300), "mdn-resume"),
                            (run_cli(["-m", "K=1,2", *RUN, f"hydra.sweep.dir={sweep}"], env={launch.RESUME_ENV: "1"}),
                             "mdn-run")):
@@ -144,7 +145,7 @@ def test_a_sweep_folder_in_use_refuses_a_second_sweep_and_a_job_resume(tmp_path)
     finally:
         child.kill()
         child.wait()
-    resumed = launch.run("mdn_experiments.resume", [str(sweep)], capture_output=True, text=True, timeout=600)
+    resumed = launch.run("mdn_experiments.tools.resume", [str(sweep)], capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     assert (job / "metrics.json").exists()
 
@@ -155,7 +156,7 @@ def test_a_second_reproduction_does_not_join_the_running_one(tmp_path):
     (root / "reproduce.json").write_text(json.dumps({"quick": True, "finished": False, "steps": {}}))
     child = holding(root)
     try:
-        proc = launch.run("mdn_experiments.reproduce", ["--out", str(tmp_path / "reproduce"), "--quick"],
+        proc = launch.run("mdn_experiments.tools.reproduce", ["--out", str(tmp_path / "reproduce"), "--quick"],
                           capture_output=True, text=True, timeout=300, env={"MDN_MNIST_ROOT": str(tmp_path / "none")})
         assert proc.returncode == 2
         error = [line for line in proc.stderr.splitlines() if "error:" in line]
@@ -172,7 +173,7 @@ def test_mdn_report_on_a_sweep_in_use_prints_the_summary_and_writes_nothing(tmp_
     child = holding(sweep)
     try:
         before = snapshot(sweep)
-        proc = launch.run("mdn_experiments.report", [str(sweep)], capture_output=True, text=True, timeout=300)
+        proc = launch.run("mdn_experiments.tools.report", [str(sweep)], capture_output=True, text=True, timeout=300)
         assert proc.returncode == 1
         assert "# Sweep summary" in proc.stdout and f"pid {child.pid}" in one_error(proc, "mdn-report")
         assert snapshot(sweep) == before

@@ -17,7 +17,7 @@ from helpers import REPO, compose_config
 from mdn_experiments.datasets.idx import MNIST_FILES, DataError, download, ensure_mnist_files, md5sum, read_idx
 from mdn_experiments.datasets.mnist import Mnist
 from mdn_experiments.errors import ConfigError
-from mdn_experiments.experiment import run_experiment
+from mdn_experiments.run.runner import run_experiment
 
 
 def find_mnist_root() -> Path | None:

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from helpers import REPO, TINY, compose_config
-from mdn_experiments.experiment import load_run, run_experiment
+from mdn_experiments.run.artifacts import load_run
+from mdn_experiments.run.runner import run_experiment
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,7 @@ def arm_run(tmp_path_factory):
 
 
 def predict_cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mdn_experiments.predict", *map(str, args)], cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "mdn_experiments.tools.predict", *map(str, args)], cwd=REPO,
                           capture_output=True, text=True, timeout=300)
 
 

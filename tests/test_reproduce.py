@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from helpers import run_cli, without_timings
-from mdn_experiments.reproduce import QUICK, fmt, new_run_folder, newest_unfinished, stats
+from mdn_experiments.tools.reproduce import QUICK, fmt, new_run_folder, newest_unfinished, stats
 from test_mnist import find_mnist_root
 
 
@@ -22,7 +22,7 @@ def test_reproduce_quick_is_killed_resumed_and_writes_a_report_with_numbers_and_
         env["MDN_MNIST_ROOT"] = str(tmp_path / "no-mnist")  # the report must say how to add it
         env["no_proxy"] = "*"
     out = tmp_path / "reproduce"
-    command = [sys.executable, "-m", "mdn_experiments.reproduce", "--quick", "--out", str(out)]
+    command = [sys.executable, "-m", "mdn_experiments.tools.reproduce", "--quick", "--out", str(out)]
     # the robot arm's seed-1 job is killed (SIGKILL) in its MDN phase: the reproduction stops there
     killed = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900,
                             env={**env, "MDN_FAULT": "KILL@mdn:2:1", "MDN_FAULT_RUN": "robot_arm/seed=1"})

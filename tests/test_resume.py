@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from helpers import TINY, run_cli, without_timings
-from mdn_experiments.checkpoint import StateFileError, read_state, write_state
+from mdn_experiments.train.state import StateFileError, read_state, write_state
 from test_mnist import mnist_root  # noqa: F401  (fixture: the MNIST files, or a skip/fail)
 
 # four epochs of 4 minibatches; the state is written after every optimizer step
@@ -30,7 +30,7 @@ def metrics_of(run_dir) -> dict:
 
 
 def resume(path, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mdn_experiments.resume", str(path)], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "mdn_experiments.tools.resume", str(path)], capture_output=True,
                           text=True, timeout=600, env={**os.environ, **(env or {})})
 
 
@@ -229,7 +229,7 @@ def test_sigusr2_saves_the_state_before_handing_the_signal_to_submitit(reference
 
 def test_without_a_previous_handler_sigusr2_is_left_alone():
     """Outside submitit mdn-run does not take SIGUSR2 over (its default action stays)."""
-    from mdn_experiments.checkpoint import stop_on_signals
+    from mdn_experiments.train.state import stop_on_signals
 
     before = signal.getsignal(signal.SIGUSR2)
     with stop_on_signals():

@@ -11,11 +11,12 @@ from torch import nn
 from helpers import compose_config
 from mdn_experiments.datasets.robot_arm import RobotArm, forward_kinematics, inverse_kinematics
 from mdn_experiments.errors import ConfigError
-from mdn_experiments.experiment import load_run, run_experiment
+from mdn_experiments.run.artifacts import load_run
+from mdn_experiments.run.runner import run_experiment
 from mdn_experiments.mdn import DiagonalMixture
-from mdn_experiments.plots import convex_hull
+from mdn_experiments.figures.robot_arm import convex_hull, workspace_hull
 
-FIGURES = ["workspace.png", "best_alpha.png", "positioning_errors.png", "contour.png", "alphas.png", "loss.png"]
+FIGURES = ["workspace.png", "top_pi.png", "positioning_errors.png", "contour.png", "pi.png", "loss.png"]
 
 
 def test_fk_of_both_ik_solutions_returns_the_position():
@@ -69,7 +70,7 @@ def test_noise_and_sizes_are_configurable():
 
 def test_the_hull_encloses_every_reachable_position():
     ds = RobotArm()
-    hull = ds.workspace_hull()
+    hull = workspace_hull(ds)
     x, _ = ds.sample(20000, torch.Generator().manual_seed(2))
     edges = hull[1:] - hull[:-1]
     rel = x.double().numpy()[:, None, :] - hull[None, :-1, :]

@@ -1,4 +1,4 @@
-"""A run folder is data, never code (mdn_experiments.safety): tampered run folders, from every file
+"""A run folder is data, never code (mdn_experiments.config.safety): tampered run folders, from every file
 that holds a config or an override, with several gadgets (Hydra's blocklist names none of them),
 make every tool refuse in one line naming the file and the key, and nothing runs: each gadget
 would create a marker file, and the tests check that it does not exist."""
@@ -15,12 +15,12 @@ import torch
 import yaml
 
 from helpers import TINY, run_cli
-from mdn_experiments import launch
-from mdn_experiments.checkpoint import read_state, write_state
+from mdn_experiments.tools import launch
+from mdn_experiments.train.state import read_state, write_state
 from mdn_experiments.config import saved_config
 from mdn_experiments.errors import RunFolderError
-from mdn_experiments.experiment import load_run
-from mdn_experiments.safety import UnsafeConfig, check_overrides, check_targets, quote
+from mdn_experiments.run.artifacts import load_run
+from mdn_experiments.config.safety import UnsafeConfig, check_overrides, check_targets, quote
 
 RUN = [*TINY, "figures=false", "trainer.checkpoint_seconds=0"]
 
@@ -117,7 +117,7 @@ class TestSavedConfigs:
         checkpoint = torch.load(run_dir / "model.pt", weights_only=True)
         checkpoint["config"]["model"]["backbone"]["hidden"] = gadgets(marker)["os.system"]
         torch.save(checkpoint, run_dir / "model.pt")
-        refused(tool("mdn_experiments.predict", run_dir, "--x", "0.5"), marker, "model.pt",
+        refused(tool("mdn_experiments.tools.predict", run_dir, "--x", "0.5"), marker, "model.pt",
                 "model.backbone.hidden._target_='os.system'")
 
     @pytest.mark.parametrize("gadget", ["os.system", "builtins.eval", "oc.decode"])
@@ -128,7 +128,7 @@ class TestSavedConfigs:
         state["config"]["model"]["backbone"]["hidden"] = gadgets(marker)[gadget]
         write_state(run_dir, state)  # a tamperer can recompute the checksum: it guards integrity only
         (run_dir / "state.prev.pt").unlink(missing_ok=True)
-        refused(tool("mdn_experiments.resume", run_dir), marker, "state.pt", "model.backbone.hidden")
+        refused(tool("mdn_experiments.tools.resume", run_dir), marker, "state.pt", "model.backbone.hidden")
 
     def test_a_saved_config_with_a_wrong_type_or_an_unknown_key_is_refused(self, finished):
         config = torch.load(finished / "model.pt", weights_only=True)["config"]
@@ -168,7 +168,7 @@ class TestRecordedOverrides:
         marker = tmp_path / "ran"
         run_dir = copy(unfinished, tmp_path)
         self.tamper(run_dir / ".hydra" / "hydra.yaml", task=[override.replace("MARK", str(marker))])
-        refused(tool("mdn_experiments.resume", run_dir), marker, "hydra.yaml", "is not allowed")
+        refused(tool("mdn_experiments.tools.resume", run_dir), marker, "hydra.yaml", "is not allowed")
 
     @pytest.mark.parametrize("override, key", [
         ("+hydra.callbacks.evil={_target_:os.system,_args_:['touch MARK']}", "hydra.callbacks.evil._target_"),
@@ -182,7 +182,7 @@ class TestRecordedOverrides:
         marker = tmp_path / "ran"
         run_dir = copy(unfinished, tmp_path)
         self.tamper(run_dir / ".hydra" / "hydra.yaml", hydra=[override.replace("MARK", str(marker))])
-        proc = tool("mdn_experiments.resume", run_dir)
+        proc = tool("mdn_experiments.tools.resume", run_dir)
         refused(proc, marker, "hydra.yaml", key)
         assert "resuming the run" not in proc.stdout or "mdn-run" not in proc.stdout.split("resuming the run")[-1]
 
@@ -197,7 +197,7 @@ class TestRecordedOverrides:
         (trap / "hydra" / "__init__.py").write_text(f"open({str(marker)!r}, 'w')\n")
         run_dir = copy(unfinished, tmp_path)
         self.tamper(run_dir / ".hydra" / "hydra.yaml", cwd=str(trap))
-        proc = tool("mdn_experiments.resume", run_dir)
+        proc = tool("mdn_experiments.tools.resume", run_dir)
         assert proc.returncode == 0, proc.stderr  # the run resumes and finishes...
         assert (run_dir / "metrics.json").exists()
         assert not marker.exists()  # ...with the installed code only
@@ -209,7 +209,7 @@ class TestRecordedOverrides:
                                                                                "MDN_FAULT_RUN": "K=2"})
         assert proc.returncode != 0 and not (sweep / "sweep_done.json").exists()
         self.tamper(sweep / "multirun.yaml", task=[f"+model.backbone.x={{_target_:os.system,_args_:['touch {marker}']}}"])
-        refused(tool("mdn_experiments.resume", sweep), marker, "multirun.yaml", "model.backbone.x._target_")
+        refused(tool("mdn_experiments.tools.resume", sweep), marker, "multirun.yaml", "model.backbone.x._target_")
 
     def test_config_yaml_and_overrides_yaml_are_only_ever_read_as_data(self, tmp_path):
         """The two .hydra files no tool replays: mdn-report reads config.yaml as plain YAML, and a
@@ -224,10 +224,10 @@ class TestRecordedOverrides:
         (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
         (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(
             [f"+x={{_target_:os.system,_args_:['touch {marker}']}}"]))
-        proc = tool("mdn_experiments.report", sweep)
+        proc = tool("mdn_experiments.tools.report", sweep)
         assert proc.returncode == 0 and "1 jobs summarised" in proc.stdout, proc.stderr
-        assert tool("mdn_experiments.predict", job, "--x", "0.5").returncode == 0
-        assert tool("mdn_experiments.resume", sweep).returncode == 2  # finished: nothing to resume
+        assert tool("mdn_experiments.tools.predict", job, "--x", "0.5").returncode == 0
+        assert tool("mdn_experiments.tools.resume", sweep).returncode == 2  # finished: nothing to resume
         assert not marker.exists()
 
     def test_a_tampered_tracking_json_is_refused(self, unfinished, tmp_path):
@@ -239,7 +239,7 @@ class TestRecordedOverrides:
         state = read_state(run_dir)
         state["config"]["logger"] = "mlflow"
         write_state(run_dir, state)
-        refused(tool("mdn_experiments.resume", run_dir), tmp_path / "none", "tracking.json", "evil-plugin://x")
+        refused(tool("mdn_experiments.tools.resume", run_dir), tmp_path / "none", "tracking.json", "evil-plugin://x")
 
 
 class TestCommandLine:

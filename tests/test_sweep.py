@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 
 from helpers import TINY, run_cli
 from mdn_experiments.cli import config_dir
-from mdn_experiments.report import bic, chosen_k, write_summary
+from mdn_experiments.tools.report import bic, chosen_k, write_summary
 
 
 def read_summary(sweep_dir):
@@ -98,7 +98,7 @@ def test_mdn_report_rebuilds_the_summary_of_an_interrupted_sweep(tmp_path):
     (jobs[1] / "metrics.json").unlink()  # a job killed mid-run
     for name in ("summary.csv", "summary.md", "k_sweep.png"):
         (sweep_dir / name).unlink()
-    proc = subprocess.run([sys.executable, "-m", "mdn_experiments.report", str(sweep_dir)],
+    proc = subprocess.run([sys.executable, "-m", "mdn_experiments.tools.report", str(sweep_dir)],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     rows = read_summary(sweep_dir)
@@ -114,10 +114,10 @@ def test_mdn_report_rebuilds_the_summary_of_an_interrupted_sweep(tmp_path):
 
 
 def test_mdn_report_refuses_a_folder_without_jobs(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "mdn_experiments.report", str(tmp_path)],
+    proc = subprocess.run([sys.executable, "-m", "mdn_experiments.tools.report", str(tmp_path)],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "holds no job folders" in proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "mdn_experiments.report", str(tmp_path / "nope")],
+    proc = subprocess.run([sys.executable, "-m", "mdn_experiments.tools.report", str(tmp_path / "nope")],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "is not a folder" in proc.stderr
 

@@ -16,9 +16,9 @@ import pytest
 import yaml
 
 from helpers import TINY, compose_config, run_cli
-from mdn_experiments import tracking
+from mdn_experiments.run import tracking
 from mdn_experiments.errors import ConfigError, UserError
-from mdn_experiments.tracking import Tracker, Trackers, logger_names
+from mdn_experiments.run.tracking import Tracker, Trackers, logger_names
 
 FAST = [*TINY, "trainer.epochs=4"]
 
@@ -88,7 +88,7 @@ def test_a_missing_package_names_the_extra_to_install(name, tmp_path):
 
 
 def test_the_default_logger_imports_neither_tool(tmp_path):
-    script = ("import sys, mdn_experiments.experiment as e, mdn_experiments.tracking as t\n"
+    script = ("import sys, mdn_experiments.run.runner as e, mdn_experiments.run.tracking as t\n"
               "from helpers import compose_config\n"
               "t.open_trackers(compose_config(['dataset=inverse_sine']), __import__('pathlib').Path('.'), {})\n"
               "print(sorted(m for m in ('mlflow', 'tensorboard', 'torch.utils.tensorboard') if m in sys.modules))\n")
@@ -178,7 +178,7 @@ def test_a_killed_and_resumed_run_continues_its_mlflow_run(tmp_path):
     assert stopped.info.status == "KILLED"
     assert json.loads((run_dir / "tracking.json").read_text())["mlflow_run_id"] == stopped.info.run_id
 
-    proc = subprocess.run([sys.executable, "-m", "mdn_experiments.resume", str(run_dir)], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "mdn_experiments.tools.resume", str(run_dir)], capture_output=True,
                           text=True, cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr
     (run,) = runs_of(client, "resumed")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from pathlib import Path
 
 from torch import Tensor
 
@@ -26,7 +25,7 @@ class Splits:
 
 
 class Dataset(ABC):
-    """An experiment: its data, its task-specific metrics and its figures.
+    """An experiment: its data and its task-specific metrics (its figures: mdn_experiments.figures).
 
     Subclasses set `name`, `input_shape`, `output_dim`, and may set
     `per_feature_standardization = False` and `throughput_key = "images_per_second"` (images).
@@ -46,12 +45,6 @@ class Dataset(ABC):
     def metrics(self, mdn_net: Network, baseline: Network | None, splits: Splits) -> dict[str, float]:
         """Task-specific metrics beyond the common NLL and RMSE ones."""
         return {}
-
-    def figures(
-        self, mdn_net: Network, baseline: Network | None, splits: Splits, fig_dir: Path
-    ) -> list[Path]:
-        """Write the task's figures into fig_dir; return their paths."""
-        return []
 
 
 def require(ok: bool, key: str, value: object, allowed: str) -> None:

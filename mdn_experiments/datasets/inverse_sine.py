@@ -12,18 +12,16 @@ from __future__ import annotations
 
 import math
 from functools import cached_property
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from mdn_experiments import plots
 from mdn_experiments.datasets.base import Dataset, Splits, require, require_split_sizes
+from mdn_experiments.evaluation.contract import ACTIVE_PI, MIN_MODE_MASS
 from mdn_experiments.models import Network
 
 DIRECTIONS = ("inverse", "forward")
-MIN_MODE_MASS = 0.05  # a mode with less probability than this is not counted as a branch
 
 
 class InverseSine(Dataset):
@@ -150,7 +148,7 @@ class InverseSine(Dataset):
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(length > 0, moment / length, np.nan)
 
-    # --- metrics and figures --------------------------------------------------------------------
+    # --- metrics --------------------------------------------------------------------
 
     @torch.no_grad()
     def metrics(self, mdn_net: Network, baseline: Network | None, splits: Splits) -> dict[str, float]:
@@ -166,14 +164,14 @@ class InverseSine(Dataset):
             "ideal_mean_rmse": rmse(ideal),
             "most_probable_rmse": rmse(params.most_probable_mean()[:, 0].double().cpu().numpy()),
             "mixture_mean_rmse": rmse(params.mean()[:, 0].double().cpu().numpy()),
-            "mean_active_components": float((params.pi >= 0.05).sum(-1).float().mean()),
+            "mean_active_components": float((params.pi >= ACTIVE_PI).sum(-1).float().mean()),
         }
         # branches: modes holding >= 5 % of the probability against the true support's intervals
         n_modes = params.modes().significant(MIN_MODE_MASS).sum(-1).cpu().numpy()
         out["branch_count_accuracy"] = float((n_modes == self.support_intervals(x)).mean())
         # how many components the MDN uses where the answer has one branch and where it has three;
         # "one branch" asks the whole noise window [x - w, x + w] to sit on a single branch
-        active = (params.pi >= 0.05).sum(-1).cpu().numpy()
+        active = (params.pi >= ACTIVE_PI).sum(-1).cpu().numpy()
         branches = self.branch_count(x)
         one_branch = ((branches == 1) & (self.branch_count(x - self.noise) == 1)
                       & (self.branch_count(x + self.noise) == 1))
@@ -185,40 +183,3 @@ class InverseSine(Dataset):
             # how far the MSE network is from the true conditional mean E[y|x]
             out["baseline_vs_ideal_mean_rmse"] = float(np.sqrt(np.mean((pred - ideal) ** 2)))
         return out
-
-    @torch.no_grad()
-    def figures(
-        self, mdn_net: Network, baseline: Network | None, splits: Splits, fig_dir: Path
-    ) -> list[Path]:
-        x_train, y_train = (a[:, 0].cpu().numpy() for a in splits.train)
-        labels = ("x", "t") if self.direction == "inverse" else ("t", "x")
-        grid_x = np.linspace(x_train.min(), x_train.max(), 400)
-        grid_y = np.linspace(y_train.min() - 0.1, y_train.max() + 0.1, 300)
-        device = next(mdn_net.parameters()).device
-        params = mdn_net(torch.tensor(grid_x, dtype=torch.float32, device=device)[:, None])
-        # density on the (x, y) grid: broadcast the 400 mixtures against the 300 target values
-        y_col = torch.tensor(grid_y, dtype=torch.float32, device=device)[:, None]
-        density = params.unsqueeze(0).log_prob(y_col[:, None, :]).exp().cpu().numpy()  # (300, 400)
-        pi = params.pi.cpu().numpy()
-        mu, sigma = params.mu[..., 0].cpu().numpy(), params.component_std()[..., 0].cpu().numpy()
-        best = params.most_probable_mean()[:, 0].cpu().numpy()
-        found = params.modes()
-        keep = found.significant(MIN_MODE_MASS).cpu().numpy()
-        modes = (np.broadcast_to(grid_x[:, None], keep.shape)[keep], found.location[..., 0].cpu().numpy()[keep],
-                 found.mass.cpu().numpy()[keep])
-        grid_t = torch.tensor(grid_x, dtype=torch.float32)[:, None]
-        ideal = self.conditional_mean(grid_t)
-        mse_pred = baseline(grid_t.to(device))[:, 0].cpu().numpy() if baseline is not None else None
-        K = params.n_components
-        title = f"{self.name} ({self.direction}), K={K}"
-        return [
-            plots.density_contour(fig_dir / "contour.png", x_train, y_train, grid_x, grid_y, density,
-                                  labels, f"p({labels[1]}|{labels[0]}) of the MDN, {title}"),
-            plots.mixing_coefficients(fig_dir / "alphas.png", grid_x, pi, labels[0],
-                                      f"mixing coefficients $\\alpha_k({labels[0]})$, {title}"),
-            plots.component_means(fig_dir / "means.png", x_train, y_train, grid_x, mu, sigma, pi,
-                                  labels, f"component means $\\mu_k$ ± $\\sigma_k$ (opacity ∝ $\\alpha_k$), {title}"),
-            plots.comparison(fig_dir / "comparison.png", x_train, y_train, grid_x, best, mse_pred, ideal,
-                             labels, f"MSE network vs the MDN's most probable component and modes, {title}",
-                             modes=modes),
-        ]

@@ -15,11 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mdn_experiments import plots
 from mdn_experiments.datasets.base import Dataset, Splits, require
 from mdn_experiments.datasets.idx import MNIST_MIRRORS, DataError, ensure_mnist_files, read_idx
-from mdn_experiments.models import Network
-from mdn_experiments.train import predict
+from mdn_experiments.evaluation.contract import ACTIVE_PI
+from mdn_experiments.models import Network, predict
 
 N_TRAIN_FILE, N_TEST_FILE = 60000, 10000
 
@@ -85,7 +84,7 @@ class Mnist(Dataset):
         params = predict(mdn_net, x)
         top1 = self.digit(params.most_probable_mean()[:, 0])
         top_mode = self.digit(params.modes().location[:, 0, 0])  # the highest mode's digit
-        active = params.pi >= 0.05
+        active = params.pi >= ACTIVE_PI
         hit = (self.digit(params.mu[..., 0]) == label[:, None]) & active
         out = {
             "accuracy_top1": float((top1 == label).float().mean()),
@@ -97,38 +96,3 @@ class Mnist(Dataset):
         if baseline is not None:
             out["baseline_accuracy"] = float((self.digit(predict(baseline, x)[:, 0]) == label).float().mean())
         return out
-
-    # --- figures ----------------------------------------------------------------------------
-
-    @torch.no_grad()
-    def figures(self, mdn_net: Network, baseline: Network | None, splits: Splits, fig_dir: Path) -> list[Path]:
-        x, y = splits.test
-        label = y[:, 0].long()
-        params = predict(mdn_net, x)
-        pi = params.pi
-        entropy = -(pi * params.log_pi).sum(-1)
-        # 8 test digits in file order, then the 16 with the most spread-out mixing coefficients
-        ambiguous = torch.argsort(entropy, descending=True)[:16]
-        picks = torch.cat([torch.arange(min(8, x.shape[0])), ambiguous]).tolist()
-        grid = torch.linspace(-1.0, 10.0, 1101)
-        chosen = params[picks]
-        density = chosen.unsqueeze(0).log_prob(grid[:, None, None].to(x.device)).exp().T  # (picks, grid)
-        found = chosen.modes()
-        keep = found.significant(0.05)
-        modes = [(found.location[j, keep[j], 0].cpu().numpy(), found.mass[j, keep[j]].cpu().numpy())
-                 for j in range(len(picks))]
-        top1 = self.digit(params.most_probable_mean()[:, 0])
-        paths = [plots.digit_mixtures(
-            fig_dir / "samples.png", x[picks, 0].cpu().numpy(), label[picks].cpu().numpy(),
-            top1[picks].cpu().numpy(), pi[picks].cpu().numpy(), params.mu[picks, :, 0].cpu().numpy(),
-            grid.numpy(), density.cpu().numpy(), n_typical=min(8, x.shape[0]), modes=modes)]
-        matrices = [("MDN (most probable component)", _confusion(label, top1))]
-        if baseline is not None:
-            matrices.append(("MSE network (rounded)", _confusion(label, self.digit(predict(baseline, x)[:, 0]))))
-        paths.append(plots.confusion_matrices(fig_dir / "confusions.png", matrices))
-        return paths
-
-
-def _confusion(label: torch.Tensor, predicted: torch.Tensor) -> np.ndarray:
-    """(10, 10) counts: row = true digit, column = predicted digit."""
-    return torch.bincount(label * 10 + predicted, minlength=100).reshape(10, 10).cpu().numpy()

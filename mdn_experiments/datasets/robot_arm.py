@@ -11,18 +11,15 @@ The closed-form inverse below gives both, so the metrics can check what the MDN 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from mdn_experiments import plots
 from mdn_experiments.datasets.base import Dataset, Splits, require, require_split_sizes
+from mdn_experiments.evaluation.contract import ACTIVE_PI, BRANCH_RADIUS, MIN_MODE_MASS
 from mdn_experiments.mdn import Mixture, Modes
 from mdn_experiments.models import Network
 
-MIN_MODE_MASS = 0.05  # modes with less probability are not offered as candidate configurations
 
 
 def forward_kinematics(theta: Tensor, l1: float = 0.8, l2: float = 0.2) -> Tensor:
@@ -131,7 +128,7 @@ class RobotArm(Dataset):
         k = score.argmax(-1)
         return params.mu[torch.arange(k.shape[0]), k]
 
-    def branch_coverage(self, modes: Modes, position: Tensor, radius: float = 0.05) -> tuple[float, int]:
+    def branch_coverage(self, modes: Modes, position: Tensor, radius: float = BRANCH_RADIUS) -> tuple[float, int]:
         """Share of points with both IK solutions in the box where each solution lies within
         `radius` rad (Euclidean in angle space) of a mode holding >= MIN_MODE_MASS of probability.
         Returns (share, number of such points)."""
@@ -167,7 +164,7 @@ class RobotArm(Dataset):
             "positioning_rmse_mixture_mean": _rms(self.positioning_errors(x, params.mean())),
             "branch_coverage": coverage,
             "doubled_share": n_doubled / x.shape[0],
-            "mean_active_components": float((params.pi >= 0.05).sum(-1).float().mean()),
+            "mean_active_components": float((params.pi >= ACTIVE_PI).sum(-1).float().mean()),
             "mean_modes": float(modes.significant(MIN_MODE_MASS).sum(-1).float().mean()),
         }
         if baseline is not None:
@@ -175,57 +172,3 @@ class RobotArm(Dataset):
             out["baseline_positioning_rmse"] = _rms(baseline_errors)
             out["baseline_positioning_mean_error"] = float(baseline_errors.mean())
         return out
-
-    # --- figures ----------------------------------------------------------------------------
-
-    def workspace_hull(self, n: int = 400) -> np.ndarray:
-        """Convex hull (closed polygon, (M, 2)) of the reachable positions.
-
-        A linear function of the position is extreme on the image of the angle box either on the
-        image of the box's edges or where the Jacobian is singular (th2 = 0, pi, 2pi: the arm folded
-        straight), so the hull of those curves is the hull of the whole workspace."""
-        (a1, b1), (a2, b2) = self.theta1_range, self.theta2_range
-        t = torch.linspace(0, 1, n, dtype=torch.float64)
-        th1, th2 = a1 + (b1 - a1) * t, a2 + (b2 - a2) * t
-        curves = [torch.stack([th1, torch.full_like(t, a2)], -1), torch.stack([th1, torch.full_like(t, b2)], -1),
-                  torch.stack([torch.full_like(t, a1), th2], -1), torch.stack([torch.full_like(t, b1), th2], -1)]
-        curves += [torch.stack([th1, torch.full_like(t, s)], -1) for s in (0.0, math.pi, 2 * math.pi) if a2 < s < b2]
-        return plots.convex_hull(self.fk(torch.cat(curves)).numpy())
-
-    @torch.no_grad()
-    def figures(self, mdn_net: Network, baseline: Network | None, splits: Splits, fig_dir: Path) -> list[Path]:
-        x_train, theta_train = (a.cpu() for a in splits.train)
-        x_test = splits.test[0]
-        params = mdn_net(x_test)
-        hull = self.workspace_hull()
-        x_np = x_test.cpu().numpy()
-        K = params.n_components
-        paths = [
-            plots.arm_workspace(fig_dir / "workspace.png", x_train.numpy(), theta_train[:, 1].numpy() > math.pi,
-                                self.valid_solutions(x_train)[1].all(-1).numpy(), hull),
-            plots.scalar_map(fig_dir / "best_alpha.png", x_np, params.pi.max(-1).values.cpu().numpy(), hull,
-                             "largest mixing coefficient max$_k\\,\\alpha_k(x)$", f"{self.name}, K={K}: "
-                             "where the MDN is sure (1) or split between branches"),
-            plots.alpha_maps(fig_dir / "alphas.png", x_np, params.pi.cpu().numpy(), hull, f"{self.name}, K={K}"),
-        ]
-        reached_mdn = self.fk(params.most_probable_mean().double()).cpu().numpy()
-        panels = [("MDN (mean of most probable component)", reached_mdn)]
-        if baseline is not None:
-            panels.insert(0, ("MSE network", self.fk(baseline(x_test).double()).cpu().numpy()))
-        paths.append(plots.error_lines(fig_dir / "positioning_errors.png", x_np, panels, hull))
-        # p(theta | x) at four test positions: two where both branches are valid, two where one is
-        solutions, inside = self.valid_solutions(x_test)
-        doubled = inside.all(-1).cpu()
-        picks = torch.cat([torch.nonzero(doubled)[:2, 0], torch.nonzero(~doubled)[:2, 0]])
-        std = params.component_std()
-        mixtures = [(params.pi[i].cpu().numpy(), params.mu[i].cpu().numpy(), std[i].cpu().numpy())
-                    for i in picks.tolist()]
-        found = params[picks].modes()
-        keep = found.significant(MIN_MODE_MASS)
-        modes = [(found.location[j][keep[j]].cpu().numpy(), found.mass[j][keep[j]].cpu().numpy())
-                 for j in range(len(picks))]
-        paths.append(plots.angle_components(
-            fig_dir / "contour.png", mixtures, x_np[picks.numpy()],
-            [solutions[i][inside[i]].cpu().numpy() for i in picks.tolist()],
-            (self.theta1_range, self.theta2_range), f"p($\\theta$|x) of the MDN, {self.name}, K={K}", modes=modes))
-        return paths

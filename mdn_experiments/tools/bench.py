@@ -356,7 +356,7 @@ def mnist_throughput(quick: bool) -> dict[str, Any]:
     from hydra import compose, initialize_config_dir
 
     from mdn_experiments.cli import config_dir
-    from mdn_experiments.experiment import build
+    from mdn_experiments.run.build import build
     from hydra.utils import instantiate
 
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):

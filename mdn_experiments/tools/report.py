@@ -15,48 +15,19 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import yaml
 from hydra.experimental.callback import Callback
 
-from mdn_experiments import locking
 from mdn_experiments.errors import RunFolderError, UserError
+from mdn_experiments.evaluation.contract import STATUSES
+from mdn_experiments.run import locking
+from mdn_experiments.run.layout import SWEEP_DONE_FILE, job_folders, read_json, read_yaml
 
 SUMMARY_COLUMNS = ["job", "dataset", "K", "seed", "status", "test_nll", "val_nll", "train_nll", "main_metric",
                    "main_value", "effective_components", "dead_components", "n_params", "n_train", "bic", "reason"]
-# a job's status: ok, diverged, degenerate, nonfinite (from its metrics.json), failed (error.txt: an
-# exception), incomplete (neither: interrupted, still running, or killed), damaged (a file of the job
-# cannot be read). Only `ok` jobs enter the means.
-STATUSES = ("ok", "diverged", "degenerate", "nonfinite", "failed", "incomplete", "damaged")
-SWEEP_DONE_FILE = "sweep_done.json"  # written when a multirun ends (its job folders); mdn-resume reads it
 SUMMARY_FILES = ("summary.md", "summary.csv", "k_sweep.png")  # what a summary writes into a sweep folder
 SUMMARY_TITLE = "# Sweep summary"
 FAILED_JOBS: list[str] = []  # filled by the callback; the CLI exits non-zero when it is not empty
 METRIC_KEYS = ("test_nll", "val_nll", "train_nll", "n_params", "n_train")  # a summary row needs these
-
-
-def read_yaml(path: Path) -> dict:
-    """A YAML mapping from a run folder (safe_load: data only); RunFolderError in one line when
-    the file is missing, unreadable, not YAML or not a mapping."""
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        reason = err.strerror if isinstance(err, OSError) else " ".join(str(err).split())[:120]
-        raise RunFolderError(f"{path} cannot be read ({reason})") from None
-    if not isinstance(data, dict):
-        raise RunFolderError(f"{path} is empty or not a mapping")
-    return data
-
-
-def read_json(path: Path) -> dict:
-    """A JSON object from a run folder; RunFolderError in one line when it cannot be read."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as err:
-        reason = err.strerror if isinstance(err, OSError) else " ".join(str(err).split())[:120]
-        raise RunFolderError(f"{path} cannot be read ({reason})") from None
-    if not isinstance(data, dict):
-        raise RunFolderError(f"{path} is not a JSON object")
-    return data
 
 
 def bic(train_nll: float, n_train: int, n_params: int) -> float:
@@ -104,31 +75,9 @@ def _job_row(job_dir: Path, sweep_dir: Path) -> dict[str, Any]:
     return row
 
 
-def job_folders(sweep_dir: Path) -> list[Path]:
-    """The job folders of a sweep: every folder under it (not itself) that holds a .hydra folder."""
-    return sorted(p.parent for p in Path(sweep_dir).rglob(".hydra") if p.is_dir() and p.parent != Path(sweep_dir))
-
-
 def collect(sweep_dir: Path) -> list[dict[str, Any]]:
     """One row per job folder (see job_folders); a damaged job is a row with status `damaged`."""
     return [_job_row(job, Path(sweep_dir)) for job in job_folders(sweep_dir)]
-
-
-def sweep_finished(sweep_dir: Path, failed_ok: bool = False) -> bool:
-    """Whether the sweep ended (sweep_done.json) and every job it had then still holds its metrics
-    (or, with failed_ok, its error.txt): a job folder deleted since makes it unfinished."""
-    try:
-        done = read_json(Path(sweep_dir) / SWEEP_DONE_FILE)
-    except RunFolderError:
-        return False
-    names = done.get("job_folders")
-    if not isinstance(names, list):  # a sweep from before the list was kept: every job folder found now
-        names = [str(job.relative_to(sweep_dir)) for job in job_folders(sweep_dir)]
-        if len(names) < done.get("jobs", 0):
-            return False
-    ends = ("metrics.json", "error.txt") if failed_ok else ("metrics.json",)
-    return all(isinstance(name, str) and any((Path(sweep_dir) / name / end).is_file() for end in ends)
-               for name in names)
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -236,9 +185,9 @@ def write_summary(sweep_dir: Path | str, rows: list[dict[str, Any]] | None = Non
     write_atomic(sweep_dir / "summary.csv", csv_text)
     write_atomic(sweep_dir / "summary.md", markdown)
     if table:
-        from mdn_experiments import plots  # matplotlib only when there is something to draw
+        from mdn_experiments.figures import common  # matplotlib only when there is something to draw
 
-        plots.k_sweep(sweep_dir / "k_sweep.png", table)
+        common.k_sweep(sweep_dir / "k_sweep.png", table=table)
     return {"rows": rows, "table": table, "chosen_k": choices, "markdown": markdown}
 
 

@@ -180,7 +180,7 @@ def _store_lock(uri: str):
 
 def read_tracking_file(path: Path) -> dict[str, str]:
     """tracking.json of a run folder, as data: a URI of a known store and an MLflow run id."""
-    from mdn_experiments.report import read_json
+    from mdn_experiments.run.layout import read_json
 
     data = read_json(path)
     uri, run_id = data.get("mlflow_uri"), data.get("mlflow_run_id")

@@ -33,7 +33,7 @@ DATASETS = ("mdn_experiments.datasets.inverse_sine.InverseSine", "mdn_experiment
 BACKBONES = ("mdn_experiments.models.MLP", "mdn_experiments.models.CNN")
 OPTIMIZERS = tuple(f"torch.optim.{name}" for name in (
     "Adam", "AdamW", "SGD", "LBFGS", "RMSprop", "Adagrad", "Adadelta", "Adamax", "NAdam", "RAdam", "ASGD", "Rprop"))
-CALLBACKS = ("mdn_experiments.cli.ReleaseStderr", "mdn_experiments.report.SweepSummary")
+CALLBACKS = ("mdn_experiments.cli.ReleaseStderr", "mdn_experiments.tools.report.SweepSummary")
 LAUNCHERS = ("hydra._internal.core_plugins.basic_launcher.BasicLauncher",
              "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher",
              "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher",

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from mdn_experiments.errors import UserError
+from mdn_experiments.errors import Interrupted, UserError  # noqa: F401  (Interrupted: raised here)
 
 MAGIC = b"MDNSTATE1\n"
 STATE_FILE, PREVIOUS_FILE = "state.pt", "state.prev.pt"
@@ -114,16 +114,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 # --- graceful stop ----------------------------------------------------------------------------
-
-class Interrupted(BaseException):
-    """SIGTERM/SIGINT arrived; the training state was saved. A BaseException, so that no
-    `except Exception` on the way up (a sweep's per-job handler, Hydra's) mistakes it for a
-    failed job."""
-
-    def __init__(self, signum: int, where: str) -> None:
-        super().__init__(f"{signal.Signals(signum).name} received {where}")
-        self.signum, self.where = signum, where
-
 
 REQUEUE_SIGNAL = signal.SIGUSR2  # what SLURM sends (through submitit) before a time limit or a preemption
 

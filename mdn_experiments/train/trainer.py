@@ -10,7 +10,6 @@ as if it had never stopped (on the CPU). `fit()` is the one-call form.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import sys
@@ -23,10 +22,10 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from mdn_experiments.checkpoint import rng_state, set_rng_state
+from mdn_experiments.train.state import rng_state, set_rng_state
 from mdn_experiments.evaluation import dead_mask, health
 from mdn_experiments.mdn import Mixture
-from mdn_experiments.models import Network
+from mdn_experiments.models import Network, cached_predictions, predict  # noqa: F401  (re-exported)
 
 LR_SCHEDULES = ("constant", "cosine")
 NONFINITE_POLICIES = ("rollback", "stop")
@@ -104,37 +103,6 @@ def _clone(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return type(obj)(_clone(value) for value in obj)
     return obj
-
-
-_cache: list[tuple[Network, Tensor, Mixture | Tensor]] | None = None  # see cached_predictions
-
-
-@contextlib.contextmanager
-def cached_predictions():
-    """Within this block, predict() answers a repeated (network, x) pair from memory: evaluation
-    and figures ask the same trained networks about the same test set several times. Only for
-    networks that do not change inside the block."""
-    global _cache
-    previous, _cache = _cache, []
-    try:
-        yield
-    finally:
-        _cache = previous
-
-
-@torch.no_grad()
-def predict(network: Network, x: Tensor, batch_size: int = 1024) -> Mixture | Tensor:
-    """network(x) in batches (images need it), in eval mode."""
-    if _cache is not None:
-        for net, inputs, out in _cache:
-            if net is network and inputs is x:
-                return out
-    network.eval()
-    parts = [network(x[start : start + batch_size]) for start in range(0, x.shape[0], batch_size)]
-    out = Mixture.cat(parts) if isinstance(parts[0], Mixture) else torch.cat(parts)
-    if _cache is not None:
-        _cache.append((network, x, out))
-    return out
 
 
 @torch.no_grad()

@@ -217,9 +217,9 @@ def _print(inputs: list[dict[str, Any]], records: list[dict[str, Any]], min_mass
 def run(args: argparse.Namespace) -> None:
     import torch
 
-    from mdn_experiments import resources
+    from mdn_experiments.run import resources
     from mdn_experiments.errors import UserError
-    from mdn_experiments.experiment import load_trained
+    from mdn_experiments.run.artifacts import load_trained
     from mdn_experiments.train import predict
 
     sources = sum(bool(s) for s in (args.x, args.file, args.index))

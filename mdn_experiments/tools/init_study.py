@@ -32,7 +32,8 @@ def run_one(job: tuple[str, int, int, str, bool, list[str]]) -> dict:
 
     from mdn_experiments.cli import config_dir
     from mdn_experiments.evaluation import HEALTH_KEYS
-    from mdn_experiments.experiment import build, check_config, make_trainer, prepare_network
+    from mdn_experiments.run.build import build, check_config, prepare_network
+    from mdn_experiments.run.runner import make_trainer
     from mdn_experiments.train import evaluate_loss, predict
 
     torch.set_num_threads(1)

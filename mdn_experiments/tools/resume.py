@@ -17,11 +17,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from mdn_experiments import launch, locking
+from mdn_experiments.tools import launch
+
+from mdn_experiments.run import locking
 from mdn_experiments.errors import UserError
-from mdn_experiments.report import read_yaml, sweep_finished
-from mdn_experiments.reproduce import REPRODUCE_FILE
-from mdn_experiments.safety import check_overrides, quote
+from mdn_experiments.run.layout import REPRODUCE_FILE, job_folders, read_yaml, sweep_finished
+from mdn_experiments.config.safety import check_overrides, quote
 
 PROG = "mdn-resume"
 
@@ -79,8 +80,6 @@ def resume_run(path: Path) -> int:
 
 
 def resume_sweep(path: Path) -> int:
-    from mdn_experiments.report import job_folders
-
     jobs = job_folders(path)
     if sweep_finished(path):
         fail(f"{path} holds a finished sweep (every job has metrics.json): nothing to resume")
@@ -101,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
         fail(f"{args.path} is not a folder: give a run, sweep or reproduction folder")
     try:
         if (path / REPRODUCE_FILE).exists():
-            code = launch.run("mdn_experiments.reproduce", ["--resume", str(path)]).returncode
+            code = launch.run("mdn_experiments.tools.reproduce", ["--resume", str(path)]).returncode
         elif (path / "multirun.yaml").exists():
             code = resume_sweep(path)
         elif (path / ".hydra" / "hydra.yaml").exists():

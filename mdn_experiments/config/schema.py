@@ -19,10 +19,10 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from mdn_experiments.errors import ConfigError, RunFolderError
-from mdn_experiments.safety import check_targets
+from mdn_experiments.config.safety import check_targets
 from mdn_experiments.mdn import COVARIANCES, SIGMA_TRANSFORMS
 from mdn_experiments.models import INITS
-from mdn_experiments.tracking import logger_names
+from mdn_experiments.run.tracking import logger_names
 from mdn_experiments.train import LR_SCHEDULES, NONFINITE_POLICIES
 
 
@@ -109,7 +109,7 @@ class RunConfig:
     seed: int = 0
     baseline: bool = True
     figures: bool = True
-    logger: Any = "csv"  # csv | tensorboard | mlflow, or a list of them (mdn_experiments.tracking)
+    logger: Any = "csv"  # csv | tensorboard | mlflow, or a list of them (mdn_experiments.run.tracking)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     dataset: Any = MISSING
     model: Any = MISSING

@@ -21,14 +21,16 @@ import sys
 import time
 from pathlib import Path
 
-from mdn_experiments import launch, locking
+from mdn_experiments.tools import launch
+
+from mdn_experiments.run import locking
 from mdn_experiments.datasets.idx import DataError, ensure_mnist_files
 from mdn_experiments.errors import RunFolderError, UserError
-from mdn_experiments.report import collect, read_json, sweep_finished, write_atomic, write_summary
-from mdn_experiments.safety import quote
+from mdn_experiments.run.layout import REPRODUCE_FILE, read_json, sweep_finished
+from mdn_experiments.tools.report import collect, write_atomic, write_summary
+from mdn_experiments.config.safety import quote
 
 REFERENCES_FILE = "references.yaml"  # the reference values and bands, beside this module
-REPRODUCE_FILE = "reproduce.json"  # the reproduction's steps and their state (mdn-resume reads it)
 SWEEPS = ("toy_k_sweep", "toy_bishop", "robot_arm", "mnist")  # its sweep folders, in the order they run
 
 # shrink every run to seconds (for tests of this pipeline, not for results)
@@ -171,7 +173,7 @@ def build_report(root: Path, timings: dict[str, float], mnist_note: str | None, 
         *job_status_lines(root),
         "## Our numbers beside the references",
         "",
-        f"Reference values and bands from `mdn_experiments/{REFERENCES_FILE}`; a band is held when the "
+        f"Reference values and bands from `mdn_experiments/tools/{REFERENCES_FILE}`; a band is held when the "
         "mean over the seeds lies inside it.",
         "",
         "| quantity | ours | reference | band |",
@@ -245,9 +247,9 @@ def build_report(root: Path, timings: dict[str, float], mnist_note: str | None, 
          "and the MDN's modes (rings, area ∝ mass) mark every branch."),
         ("toy_k_sweep/K=3,seed=0/figures/contour.png", "Figure 2b: p(t|x) of the K=3 MDN; three ridges in the "
          "middle, where the inverse has three values."),
-        ("toy_k_sweep/K=3,seed=0/figures/alphas.png", "Figure 3 (K=3): one component dominates at each end; "
+        ("toy_k_sweep/K=3,seed=0/figures/pi.png", "Figure 3 (K=3): one component dominates at each end; "
          "the components share the middle."),
-        ("toy_k_sweep/K=5,seed=0/figures/alphas.png", "Figure 3 (K=5): the extra components stay small or "
+        ("toy_k_sweep/K=5,seed=0/figures/pi.png", "Figure 3 (K=5): the extra components stay small or "
          "split a branch."),
         ("toy_bishop/seed=0/figures/contour.png", "p(t|x) from Bishop's own setup (20 tanh units, "
          f"L-BFGS): the same three-valued middle, from {n_weights(bishop)} weights instead of "
@@ -255,7 +257,7 @@ def build_report(root: Path, timings: dict[str, float], mnist_note: str | None, 
         ("toy_k_sweep/k_sweep.png", "NLL, NLL gap and BIC against K (mean ± std over seeds)."),
         ("robot_arm/seed=0/figures/workspace.png", "Figure 4a: end-effector samples by elbow branch, and the "
          "doubled region where both arm configurations reach."),
-        ("robot_arm/seed=0/figures/best_alpha.png", "Figure 4b: the largest mixing coefficient; about 0.5 "
+        ("robot_arm/seed=0/figures/top_pi.png", "Figure 4b: the largest mixing coefficient; about 0.5 "
          "where the MDN splits its mass between the two branches."),
         ("robot_arm/seed=0/figures/positioning_errors.png", "Figure 5: lines from desired to reached "
          "positions; the MSE network misses in the doubled region, the MDN's lines are too short to see."),

@@ -1,0 +1,24 @@
+"""Scores shared by every task: the RMSE of point predictions and the NLL of a model that learned
+nothing about the input."""
+
+from __future__ import annotations
+
+import torch
+
+
+@torch.no_grad()
+def rmse(pred: torch.Tensor, target: torch.Tensor) -> float:
+    """Root mean squared Euclidean error over samples: sqrt(mean_n ||pred_n - target_n||^2)."""
+    return float((pred - target).square().sum(-1).mean().sqrt())
+
+
+@torch.no_grad()
+def unconditional_nll(train_y: torch.Tensor, test_y: torch.Tensor) -> float:
+    """Test NLL (nats/sample) of one Gaussian fitted by maximum likelihood to the training targets,
+    ignoring x: the score of a model that learned nothing about the input."""
+    y = train_y.double().cpu()
+    mean = y.mean(0)
+    centred = y - mean
+    cov = centred.T @ centred / y.shape[0] + 1e-12 * torch.eye(y.shape[1], dtype=torch.float64)
+    gaussian = torch.distributions.MultivariateNormal(mean, covariance_matrix=cov)
+    return float(-gaussian.log_prob(test_y.double().cpu()).mean())

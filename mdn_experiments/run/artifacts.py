@@ -1,0 +1,172 @@
+"""The run folder: what a run writes (history.csv, metrics.json, model.pt) and how a folder is read
+back (its training state, the refusals it can cause, a finished run's networks).
+
+Everything read from a folder is data: configs go through `config.saved_config` (allow-lists,
+typed schema) before anything is built from them.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mdn_experiments.config import saved_config, validate_model
+from mdn_experiments.datasets.base import Dataset
+from mdn_experiments.errors import RunFolderError, UserError
+from mdn_experiments.models import Network
+from mdn_experiments.run import tracking
+from mdn_experiments.run.build import build, make_dataset
+from mdn_experiments.train.state import PREVIOUS_FILE, STATE_FILE, read_state
+
+log = logging.getLogger(__name__)
+
+PHASES = ("mdn", "baseline", "evaluate")  # what a saved state says the run was doing
+
+
+# keys that may differ between a run and its resumption: they do not change the results
+RESUME_FREE_KEYS = ("trainer.progress", "trainer.threads", "trainer.checkpoint_seconds", "figures", "logger",
+                    "tracking.mlflow_uri", "tracking.experiment")
+
+
+LOSS_NAMES = {"mdn": "nll", "baseline": "mse"}  # history.csv's loss columns per phase
+
+
+def loss_renames(loss_name: str) -> dict[str, str]:
+    return {"train_loss": f"train_{loss_name}", "val_loss": f"val_{loss_name}"}
+
+
+def write_history(path: Path, history: list[dict[str, float]], loss_name: str) -> None:
+    """history.csv: one row per epoch; the loss columns are named after the objective."""
+    if not history:
+        return
+    rename = loss_renames(loss_name)
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow([rename.get(key, key) for key in history[0]])
+        writer.writerows([row.values() for row in history])
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Standard JSON (a non-finite float is refused: see finite_metrics), written whole or not at all."""
+    tmp = path.with_suffix(".json.tmp")
+    try:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def non_finite(metrics: dict[str, Any]) -> dict[str, float]:
+    """The metrics whose value is a float that is not finite (nan, inf, -inf)."""
+    return {key: value for key, value in metrics.items() if isinstance(value, float) and not math.isfinite(value)}
+
+
+def finite_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """metrics as standard JSON holds them: a non-finite value becomes null, and `non_finite`
+    says which keys they were and what they held ("bayes_nll=inf; nll_gap=-inf")."""
+    bad = non_finite(metrics)
+    out = {key: None if key in bad else value for key, value in metrics.items()}
+    out["non_finite"] = "; ".join(f"{key}={value}" for key, value in bad.items())
+    return out
+
+
+def config_changes(saved: dict, current: dict) -> list[str]:
+    """`key: saved -> current` for every result-affecting key that differs."""
+    a, b = tracking.flatten(saved), tracking.flatten(current)
+    return [f"{key}: {a.get(key)!r} -> {b.get(key)!r}" for key in sorted(set(a) | set(b))
+            if key not in RESUME_FREE_KEYS and a.get(key) != b.get(key)]
+
+
+def remove_state(run_dir: Path) -> None:
+    for name in (STATE_FILE, PREVIOUS_FILE, STATE_FILE + ".tmp"):
+        (run_dir / name).unlink(missing_ok=True)
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    """A damaged state file is reported once per process (mdn-run checks the folder twice)."""
+    if message not in _warned:
+        _warned.add(message)
+        log.warning(message)
+
+
+def check_run_folder(run_dir: Path, config: dict, trust_saved_config: bool = False) -> dict | None:
+    """The refusals a run folder can cause, checked before anything is written into it; returns
+    the saved training state it holds (None if none).
+
+    Refused (RunFolderError): a finished run, a sweep or reproduction folder, and (unless
+    `trust_saved_config`) an unfinished run whose saved config differs from `config` in a key
+    that changes results. A damaged state is a StateFileError."""
+    if (run_dir / "metrics.json").exists():
+        raise RunFolderError(f"{run_dir} already holds a finished run (metrics.json); choose another folder")
+    for marker, what in (("multirun.yaml", "a sweep"), ("reproduce.json", "a reproduction")):
+        if (run_dir / marker).exists():
+            raise RunFolderError(f"{run_dir} is {what} folder ({marker}), not a run folder; choose another folder")
+    saved = read_state(run_dir, warn=_warn_once) if run_dir.is_dir() else None
+    if saved is None:
+        return None
+    if not isinstance(saved.get("config"), dict) or saved.get("phase") not in PHASES:
+        raise RunFolderError(f"{run_dir / STATE_FILE}: not a training state of mdn-experiments (no config or phase)")
+    changes = config_changes(saved["config"], config)
+    if changes and not trust_saved_config:
+        raise RunFolderError(
+            f"{run_dir} holds an unfinished run with another config ({'; '.join(changes[:3])}); "
+            f"resume it with `mdn-resume {run_dir}` or choose another folder")
+    if changes:
+        log.warning("using the config saved in the run folder; the current one differs: %s", "; ".join(changes))
+    return saved
+
+
+def load_run(run_dir: Path | str, map_location: str = "cpu") -> tuple[Network, Network | None, dict]:
+    """Rebuild the trained MDN (and baseline, if saved) of a run folder from model.pt alone.
+
+    The folder is data: its config is checked (allow-lists, types) before anything is built from
+    it, and only the project's own classes are. Raises RunFolderError (one line) when the file is
+    missing, damaged, tampered with or does not fit its weights."""
+    mdn_net, baseline, _, checkpoint = load_trained(run_dir, map_location)
+    return mdn_net, baseline, checkpoint["config"]
+
+
+def load_trained(run_dir: Path | str, map_location: str = "cpu") -> tuple[Network, Network | None, Dataset, dict]:
+    """load_run's work: (MDN, baseline or None, the dataset object, the checkpoint dict)."""
+    path = Path(run_dir) / "model.pt"
+    if not path.is_file():
+        raise RunFolderError(f"{path} does not exist: {run_dir} holds no finished run"
+                             + (" (it has a training state: finish it with `mdn-resume "
+                                f"{run_dir}`)" if (Path(run_dir) / STATE_FILE).exists() else ""))
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - truncated zip, wrong format, unpickling refused
+        raise RunFolderError(f"{path} cannot be loaded: truncated or not a model.pt of mdn-experiments "
+                             f"({type(err).__name__})") from None
+    if not isinstance(checkpoint, dict) or not {"config", "state_dict"} <= set(checkpoint):
+        raise RunFolderError(f"{path} is not a model.pt of mdn-experiments (no config and state_dict)")
+    cfg = saved_config(checkpoint["config"], str(path))
+    try:
+        validate_model(cfg)  # the trainer's settings do not matter for a trained network
+        dataset = make_dataset(cfg)
+    except UserError as err:
+        raise RunFolderError(f"{path}: {err}") from None
+    networks = []
+    for head, key in (("mdn", "state_dict"), ("mse", "baseline_state_dict")):
+        if key not in checkpoint:
+            networks.append(None)
+            continue
+        network = build(cfg, dataset, head)
+        try:
+            network.load_state_dict(checkpoint[key])
+        except (RuntimeError, TypeError, AttributeError, KeyError) as err:
+            first = " ".join(str(err).split())[:200]
+            raise RunFolderError(f"{path}: the weights in {key} do not fit the network its config describes "
+                                 f"({first})") from None
+        networks.append(network.eval())
+    return networks[0], networks[1], dataset, checkpoint

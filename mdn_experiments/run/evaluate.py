@@ -1,0 +1,114 @@
+"""A trained run's metrics and figures: the common scores, the dataset's task metrics, calibration,
+component health, and the run's status (ok, diverged, degenerate, nonfinite)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from mdn_experiments.datasets.base import Dataset, Splits
+from mdn_experiments.evaluation import HEALTH_KEYS, LEVELS, calibrate
+from mdn_experiments.evaluation.scores import rmse, unconditional_nll
+from mdn_experiments.figures import draw_task
+from mdn_experiments.models import Network, count_parameters
+from mdn_experiments.run.artifacts import non_finite
+from mdn_experiments.train import FitResult, evaluate_loss, predict
+
+TRAIN_NLL_POINTS = 10_000  # train_nll: on the first this many training points (all of the synthetic sets)
+
+
+def _rollback_metrics(prefix: str, result: FitResult) -> dict[str, Any]:
+    return {f"{prefix}rollbacks": len(result.rollbacks),
+            f"{prefix}rollback_at": "; ".join(f"epoch {r['epoch']} step {r['step']} ({r['reason']})"
+                                              for r in result.rollbacks)}
+
+
+def evaluate_run(cfg: DictConfig, dataset: Dataset, splits: Splits, mdn_net: Network, baseline: Network | None,
+                 result: FitResult, baseline_result: FitResult | None, fig_dir: Path) -> dict[str, Any]:
+    """metrics.json's content (wall time aside) and the figures; sets `status`:
+    ok, diverged (a phase stopped by the non-finite guard) or degenerate (the MDN's test NLL is
+    no better than `unconditional_nll`)."""
+    metrics_start = time.perf_counter()
+    test_nll, _ = evaluate_loss(mdn_net, *splits.test)
+    train_nll, _ = evaluate_loss(mdn_net, *(part[:TRAIN_NLL_POINTS] for part in splits.train))
+    _, val_diagnostics = evaluate_loss(mdn_net, *splits.val)  # component health of the kept weights
+    metrics: dict[str, Any] = {
+        "dataset": dataset.name,
+        "main_metric": dataset.main_metric,
+        "K": cfg.K,
+        "seed": cfg.seed,
+        "status": "ok",
+        "status_reason": "",
+        "test_nll": test_nll,
+        "unconditional_nll": unconditional_nll(splits.train[1], splits.test[1]),
+        "val_nll": result.best_val_loss,
+        "train_nll": train_nll,
+        "best_epoch": result.best_epoch,
+        "epochs_run": len(result.history),
+        **_rollback_metrics("", result),
+        **{key: val_diagnostics[key] for key in HEALTH_KEYS},
+        "revivals": len(result.revivals),
+        "revived_at": "; ".join(f"component {r['component'] + 1} at epoch {r['epoch']}" for r in result.revivals),
+        "n_train": int(splits.train[0].shape[0]),
+        "n_params": count_parameters(mdn_net),
+        "train_seconds": result.seconds,
+        dataset.throughput_key: len(result.history) * splits.train[0].shape[0] / max(result.seconds, 1e-9),
+    }
+    test_mixture = predict(mdn_net, splits.test[0])
+    unusable = not all(bool(torch.isfinite(t).all()) for t in (test_mixture.pi, test_mixture.mu,
+                                                               test_mixture.component_std()))
+    if baseline is not None:
+        with torch.no_grad():
+            metrics["baseline_test_rmse"] = rmse(predict(baseline, splits.test[0]), splits.test[1])
+        metrics["baseline_n_params"] = count_parameters(baseline)
+        metrics["baseline_train_seconds"] = baseline_result.seconds
+        metrics.update(_rollback_metrics("baseline_", baseline_result))
+    if unusable:  # modes, samples and figures of a mixture with inf/nan parameters mean nothing
+        metrics["metrics_seconds"] = time.perf_counter() - metrics_start
+        metrics["status"], metrics["status_reason"] = "nonfinite", (
+            "the MDN's predictions on the test set are not finite (inf or nan parameters): the task metrics, "
+            "calibration and figures were not computed")
+        return metrics
+    metrics.update(dataset.metrics(mdn_net, baseline, splits))
+    with torch.no_grad():
+        calibration = calibrate(test_mixture, splits.test[1])
+        metrics.update(calibration.metrics())
+        if baseline is not None and calibration.crps is not None:  # a point forecast's CRPS: |y - y_hat|
+            metrics["baseline_crps"] = float((predict(baseline, splits.test[0]) - splits.test[1]).abs().mean())
+    if "bayes_nll" in metrics:
+        metrics["nll_gap"] = metrics["test_nll"] - metrics["bayes_nll"]
+
+    diverged = [f"{name}: {r.diverged}" for name, r in (("MDN", result), ("baseline", baseline_result))
+                if r is not None and r.diverged]
+    if diverged:
+        metrics["status"] = "diverged"
+        metrics["status_reason"] = "training stopped by the non-finite guard (" + "; ".join(diverged) + \
+            "); the best weights before it were evaluated"
+    elif not test_nll < metrics["unconditional_nll"]:
+        metrics["status"] = "degenerate"
+        metrics["status_reason"] = (f"test NLL {test_nll:.4g} is no better than {metrics['unconditional_nll']:.4g}, "
+                                    f"the NLL of one Gaussian fitted to the training targets")
+    elif non_finite(metrics):
+        metrics["status"] = "nonfinite"
+        metrics["status_reason"] = ("metrics that are not finite numbers (null in metrics.json): "
+                                    + "; ".join(f"{key}={value}" for key, value in non_finite(metrics).items()))
+
+    metrics["metrics_seconds"] = time.perf_counter() - metrics_start
+    figures_start = time.perf_counter()
+    if cfg.figures:
+        from mdn_experiments.figures import common  # matplotlib only when figures are drawn
+
+        draw_task(dataset, mdn_net=mdn_net, baseline=baseline, splits=splits, fig_dir=fig_dir)
+        common.calibration(fig_dir / "calibration.png", nominal=LEVELS, observed=[calibration.coverage(a) for a in LEVELS],
+                           pit=calibration.pit, title=f"{dataset.name}, K={cfg.K}: calibration on the test set")
+        common.health(fig_dir / "health.png", history=result.history, n_components=cfg.K,
+                      title=f"{dataset.name}, K={cfg.K}: component health on the validation set")
+        common.loss_curves(fig_dir / "loss.png", history=result.history,
+                           baseline_history=baseline_result.history if baseline_result else None,
+                           title=f"{dataset.name}, K={cfg.K}")
+    metrics["figures_seconds"] = time.perf_counter() - figures_start
+    return metrics

@@ -1,0 +1,273 @@
+"""One run: data -> MDN (and its MSE baseline) -> fit -> evaluate -> metrics.json, figures,
+history.csv, model.pt in the run folder. Knows nothing of the command line.
+
+A run is resumable: its training state (both networks, optimizers, schedules, RNGs, progress,
+best weights, history, phase) is saved to state.pt in the run folder every
+`trainer.checkpoint_seconds`, at each phase boundary and on SIGTERM/SIGINT; calling
+run_experiment on a folder that holds one continues from it, and the result is the same, bit
+for bit (CPU), as if the run had never stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from mdn_experiments.config import saved_config
+from mdn_experiments.datasets.base import Dataset, Splits
+from hydra.errors import InstantiationException
+
+from mdn_experiments.errors import DISK_ERRORS, UserError, disk_error
+from mdn_experiments.models import Network
+from mdn_experiments.run import locking
+from mdn_experiments.run.artifacts import (LOSS_NAMES, RESUME_FREE_KEYS, check_run_folder, finite_metrics,
+                                           loss_renames, remove_state, write_history, write_json_atomic)
+from mdn_experiments.run.build import build, check_config, optimizer_factory, prepare_network
+from mdn_experiments.run.evaluate import evaluate_run
+from mdn_experiments.run.tracking import Trackers, open_trackers
+from mdn_experiments.train import FitResult, ReviveDead, Trainer, cached_predictions
+from mdn_experiments.train.state import STATE_FILE, Interrupted, StopFlag, set_rng_state, stop_on_signals, write_state
+from mdn_experiments.train.state import rng_state
+
+log = logging.getLogger(__name__)
+
+# fault injection for the resume tests: "SIGNAL@PHASE:EPOCH:STEP" (e.g. "KILL@mdn:3:2") sends
+# SIGNAL to this process after that optimizer step (before any checkpoint of it); "between" as
+# the phase means after the MDN phase's final state is written. MDN_FAULT_RUN, if set, limits
+# it to run folders whose path contains that text (one job of a sweep).
+FAULT_ENV, FAULT_RUN_ENV = "MDN_FAULT", "MDN_FAULT_RUN"
+
+
+def make_trainer(cfg: DictConfig, network: Network, splits: Splits, progress: bool, desc: str,
+                 on_event=None, trackers: Trackers | None = None) -> Trainer:
+    t = cfg.trainer
+    hooks = [ReviveDead(t.revive_after)] if t.revive_dead and network.is_mdn else []
+    if trackers is not None:  # after the revival hook: its column is logged too
+        phase = "mdn" if network.is_mdn else "baseline"
+        hooks.append(trackers.hook(phase, loss_renames(LOSS_NAMES[phase])))
+    return Trainer(
+        network, splits.train, splits.val,
+        optimizer_factory=optimizer_factory(cfg),
+        lr=t.lr, epochs=t.epochs if network.is_mdn or t.get("baseline_epochs") is None else t.baseline_epochs,
+        batch_size=t.batch_size, grad_clip=t.grad_clip,
+        lr_schedule=t.lr_schedule, lr_min_factor=t.lr_min_factor, patience=t.patience,
+        input_noise=t.input_noise, seed=cfg.seed,
+        on_nonfinite=t.on_nonfinite, rollback_lr_factor=t.rollback_lr_factor,
+        max_consecutive_rollbacks=t.max_consecutive_rollbacks,
+        epoch_hooks=hooks,
+        progress=progress, desc=desc, on_event=on_event,
+    )
+
+
+class RunCheckpoint:
+    """The run's training state on disk: what is saved, when, and the reaction to a stop signal.
+
+    Called by the trainers after every step and epoch: saves when `interval` seconds have passed
+    since the last save, and on a stop signal saves and raises Interrupted.
+    """
+
+    def __init__(self, run_dir: Path, config: dict, interval: float, stop: StopFlag) -> None:
+        self.run_dir, self.config, self.interval, self.stop = run_dir, config, interval, stop
+        self.phase = "mdn"
+        self.trainers: dict[str, Trainer] = {}
+        self.finished: dict[str, dict] = {}  # the final state of each finished phase
+        self.last_save = time.monotonic()
+        fault = os.environ.get(FAULT_ENV, "")
+        scope = os.environ.get(FAULT_RUN_ENV, "")
+        self.fault = fault if fault and scope in str(run_dir) else ""
+
+    def save(self) -> None:
+        payload: dict[str, Any] = {"format": 1, "config": self.config, "phase": self.phase, "rng": rng_state()}
+        for name in ("mdn", "baseline"):
+            if name in self.finished:
+                payload[name] = self.finished[name]
+            elif name in self.trainers:
+                payload[name] = self.trainers[name].state_dict()
+        write_state(self.run_dir, payload)
+        self.last_save = time.monotonic()
+
+    def finish_phase(self, name: str, next_phase: str) -> None:
+        self.finished[name] = self.trainers[name].state_dict()
+        self.phase = next_phase
+        self.save()
+        self.inject_fault("between", 0, 0)
+        self.check_stop()
+
+    def check_stop(self) -> None:
+        if self.stop:
+            self.save()
+            self.stop.hand_on()  # SIGUSR2 under submitit: requeue (and exit) now that the state is saved
+            where = {"mdn": "in the MDN phase", "baseline": "in the baseline phase"}.get(self.phase, "after training")
+            raise Interrupted(self.stop.signum, where)
+
+    def inject_fault(self, phase: str, epoch: int, step: int) -> None:
+        if self.fault and self.fault.split("@", 1)[1] == f"{phase}:{epoch}:{step}":
+            os.kill(os.getpid(), getattr(signal, "SIG" + self.fault.split("@", 1)[0]))
+
+    def __call__(self, trainer: Trainer, event: str) -> None:
+        p = trainer.progress
+        if event == "step":
+            self.inject_fault(self.phase, p.epoch + 1, p.batch)
+        self.check_stop()
+        if time.monotonic() - self.last_save >= self.interval:
+            self.save()
+
+
+def _train_phase(name: str, trainer: Trainer, ckpt: RunCheckpoint, saved: dict | None, next_phase: str) -> FitResult:
+    """Run (or continue, or just restore) one training phase."""
+    ckpt.trainers[name] = trainer
+    if saved is not None and name in saved:
+        trainer.load_state_dict(saved[name])
+        if trainer.progress.finished:
+            ckpt.finished[name] = saved[name]
+            return trainer.progress.result()
+        log.info("%s: resuming at epoch %d, step %d", trainer.desc, trainer.progress.epoch + 1,
+                 trainer.progress.batch + 1)
+    ckpt.phase = name
+    ckpt.stop.polled = True
+    try:
+        result = trainer.run()
+    finally:
+        ckpt.stop.polled = False
+    ckpt.finish_phase(name, next_phase)
+    return result
+
+
+def run_experiment(cfg: DictConfig, run_dir: Path, progress: bool = False,
+                   trust_saved_config: bool = False) -> dict[str, Any]:
+    """Run one configured experiment into run_dir (continuing its saved state, if it holds one)
+    and return its metrics.
+
+    A saved state carries the config it was made with. It is used as is; a `cfg` that differs
+    from it in a key that changes results is refused (RunFolderError), unless
+    `trust_saved_config` (what mdn-resume sets) says to take the saved one regardless.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with locking.FolderLock(run_dir, "run"):  # one writer per folder (mdn-run took it already: re-entrant)
+        saved = check_run_folder(run_dir, OmegaConf.to_container(cfg, resolve=True), trust_saved_config)
+        if saved is not None:
+            keep = {key: OmegaConf.select(cfg, key) for key in RESUME_FREE_KEYS}
+            cfg = saved_config(saved["config"], str(run_dir / STATE_FILE))
+            for key, value in keep.items():  # progress bar, threads, interval, figures: this session's choice
+                OmegaConf.update(cfg, key, value, force_add=True)
+            log.info("resuming from the training state in %s (phase: %s)", run_dir, saved["phase"])
+        return _run_locked(cfg, run_dir, saved, progress)
+
+
+def _run_locked(cfg: DictConfig, run_dir: Path, saved: dict | None, progress: bool) -> dict[str, Any]:
+    """run_experiment's work, with the folder's lock held and its state read."""
+    plain_cfg = OmegaConf.to_container(cfg, resolve=True)
+    dataset, device = check_config(cfg, str(run_dir / STATE_FILE) if saved else "")
+    data_start = time.perf_counter()
+    splits = dataset.load(cfg.seed)
+    for part, (x, y) in (("training", splits.train), ("validation", splits.val), ("test", splits.test)):
+        if not (torch.isfinite(x).all() and torch.isfinite(y).all()):
+            keys = [f"dataset.{key}" for key, value in cfg.dataset.items()
+                    if isinstance(value, float) or OmegaConf.is_list(value)]
+            raise UserError(f"the {part} set of {dataset.name} holds inf or nan with these settings: choose finite, "
+                            f"moderate values for {', '.join(keys) or 'the dataset keys'}")
+    splits = splits.to(device)
+    data_seconds = time.perf_counter() - data_start
+    log.info("run folder: %s", run_dir)
+    fig_dir = run_dir / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "error.txt").unlink(missing_ok=True)  # an earlier failed attempt's
+    wall_start = time.perf_counter()
+
+    with stop_on_signals() as stop:
+        ckpt = RunCheckpoint(run_dir, saved["config"] if saved else plain_cfg, cfg.trainer.checkpoint_seconds, stop)
+        trackers = open_trackers(cfg, run_dir, ckpt.config)
+        try:
+            metrics = _train_and_evaluate(cfg, run_dir, dataset, splits, device, saved, ckpt, trackers, progress,
+                                          fig_dir, wall_start, data_seconds)
+        except Interrupted:
+            trackers.close("killed")  # resumable: a resume continues the same tracked run
+            raise
+        except BaseException:
+            trackers.close("failed")
+            raise
+        trackers.final(metrics, run_dir)
+        trackers.close("finished")
+    remove_state(run_dir)  # the finished run lives in model.pt and metrics.json
+    return metrics
+
+
+def _train_and_evaluate(cfg: DictConfig, run_dir: Path, dataset: Dataset, splits: Splits, device: torch.device,
+                        saved: dict | None, ckpt: RunCheckpoint, trackers: Trackers, progress: bool,
+                        fig_dir: Path, wall_start: float, data_seconds: float) -> dict[str, Any]:
+    """run_experiment's work once the run folder, the data and the trackers are ready."""
+    torch.manual_seed(cfg.seed)
+    mdn_net = build(cfg, dataset, "mdn").to(device)
+    prepare_network(cfg, mdn_net, dataset, splits)
+    trainer = make_trainer(cfg, mdn_net, splits, progress, f"MDN K={cfg.K}", on_event=ckpt,
+                           trackers=trackers)
+    result = _train_phase("mdn", trainer, ckpt, saved, "baseline" if cfg.baseline else "evaluate")
+    write_history(run_dir / "history.csv", result.history, "nll")
+    log.info("MDN: best val NLL %.4f at epoch %d (%.1fs)", result.best_val_loss, result.best_epoch, result.seconds)
+
+    baseline, baseline_result = None, None
+    if cfg.baseline:
+        torch.manual_seed(cfg.seed)
+        baseline = build(cfg, dataset, "mse").to(device)
+        prepare_network(cfg, baseline, dataset, splits)
+        trainer = make_trainer(cfg, baseline, splits, progress, "MSE baseline", on_event=ckpt,
+                               trackers=trackers)
+        baseline_result = _train_phase("baseline", trainer, ckpt, saved, "evaluate")
+        write_history(run_dir / "baseline_history.csv", baseline_result.history, "mse")
+        log.info("MSE baseline: best val MSE %.4g at epoch %d", baseline_result.best_val_loss,
+                 baseline_result.best_epoch)
+    if saved is not None and saved["phase"] == "evaluate":
+        set_rng_state(saved["rng"])  # the RNGs as they were when training ended
+
+    with cached_predictions():  # the networks are trained: each is asked about each set once
+        metrics = evaluate_run(cfg, dataset, splits, mdn_net, baseline, result, baseline_result, fig_dir)
+    checkpoint = {"config": ckpt.config, "state_dict": mdn_net.state_dict(), "metrics": metrics}
+    if baseline is not None:
+        checkpoint["baseline_state_dict"] = baseline.state_dict()
+    torch.save(checkpoint, run_dir / "model.pt")
+
+    metrics["wall_seconds"] = time.perf_counter() - wall_start
+    metrics["data_seconds"] = data_seconds
+    metrics = finite_metrics(metrics)
+    write_json_atomic(run_dir / "metrics.json", metrics)  # last: its presence means the run finished
+    return metrics
+
+
+def run_sweep_job(cfg: DictConfig, run_dir: Path, progress: bool = False,
+                  trust_saved_config: bool = False) -> dict[str, Any] | None:
+    """One job of a sweep, under its folder's lock: its metrics, or None when it finished earlier,
+    failed (recorded in its folder as error.txt; the sweep goes on) or is another process's."""
+    try:
+        with locking.FolderLock(run_dir, "job"):
+            if (run_dir / "metrics.json").exists():  # a resumed sweep: this job finished earlier
+                log.info("%s already finished: skipped", run_dir)
+                return None
+            return _run_job_locked(cfg, run_dir, progress, trust_saved_config)
+    except UserError as err:  # the job's folder is another process's: leave it alone
+        log.error("job not run: %s", err)
+        return None
+
+
+def _run_job_locked(cfg: DictConfig, run_dir: Path, progress: bool, trust_saved_config: bool) -> dict[str, Any] | None:
+    try:
+        return run_experiment(cfg, run_dir, progress=progress, trust_saved_config=trust_saved_config)
+    except Exception as err:  # noqa: BLE001 - every failure, ours or not, is the job's own
+        expected = isinstance(err, (UserError, InstantiationException)) or (
+            isinstance(err, OSError) and err.errno in DISK_ERRORS)
+        message = disk_error(err) if isinstance(err, OSError) and expected else " ".join(str(err).split())
+        detail = "" if expected else "\n" + traceback.format_exc()
+        try:
+            (run_dir / "error.txt").write_text(f"{type(err).__name__}: {message}{detail}\n")
+        except OSError as write_err:
+            log.error("could not write %s: %s", run_dir / "error.txt", write_err.strerror)
+        log.error("job failed: %s (details in %s)", message, run_dir / "error.txt")
+        return None
