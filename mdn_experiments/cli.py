@@ -25,6 +25,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 import mdn_experiments.config  # noqa: F401  (registers the schemas in the ConfigStore)
+from mdn_experiments.config.compose import config_dir
 from mdn_experiments.config.safety import check_overrides
 from mdn_experiments.errors import DISK_ERRORS, Interrupted, UserError, disk_error
 from mdn_experiments.run import folders
@@ -35,15 +36,6 @@ log = logging.getLogger("mdn_experiments")
 PROG = "mdn-run"
 HEADLINE_METRICS = ("test_nll", "nll_gap", "baseline_test_rmse", "positioning_rmse", "baseline_positioning_rmse",
                     "accuracy_top1", "accuracy_any", "baseline_accuracy")
-
-
-def config_dir() -> str:
-    """The config tree: inside the installed package, or conf/ beside it in a source checkout."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "conf", here.parent / "conf"):
-        if (candidate / "config.yaml").is_file():
-            return str(candidate)
-    raise FileNotFoundError(f"no config.yaml under {here / 'conf'} or {here.parent / 'conf'}")
 
 
 class _StderrGate(io.TextIOBase):
@@ -136,6 +128,11 @@ def one_line(message: str) -> str:
     if unknown:
         return (f"{unknown.group(1)}: unknown config key (misspelled?); see the valid keys with "
                 f"'{PROG} --cfg job', or add a new key with +{unknown.group(1)}=...")
+    choice = re.search(r"Invalid value '([^']*)', expected one of \[([^\]]*)\]", text)
+    if choice:
+        key = re.search(r"full_key: (\S+)", text)
+        name = key.group(1) if key else "value"
+        return f"{name}={choice.group(1)!r} is not allowed: {name} must be one of {choice.group(2)}"
     converted = re.search(r"Value '([^']*)' of type '\w+' could not be converted to (\w+)", text)
     if converted:
         key = re.search(r"full_key: (\S+)", text)

@@ -7,9 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
 
-from mdn_experiments.cli import config_dir
+from mdn_experiments.config.compose import compose
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,8 +27,7 @@ def without_timings(metrics: dict) -> dict:
 
 def compose_config(overrides: list[str] | None = None):
     """The composed config for these overrides, exactly as `mdn-run` would see it."""
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        return compose("config", overrides=overrides or [], return_hydra_config=False)
+    return compose(overrides)
 
 
 def run_cli(args: list[str], cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -60,14 +60,25 @@ def test_model_and_trainer_follow_the_dataset_unless_overridden():
 @pytest.mark.parametrize(
     "override, key",
     [("K=0", "K"), ("K=-1", "K"), ("trainer.lr=-1", "trainer.lr"), ("model.sigma_min=0", "model.sigma_min"),
-     ("trainer.epochs=0", "trainer.epochs"), ("model.sigma_transform=square", "model.sigma_transform"),
-     ("trainer.lr_schedule=linear", "trainer.lr_schedule")],
+     ("trainer.epochs=0", "trainer.epochs")],
 )
 def test_validate_names_the_key_and_the_allowed_range(override, key):
     with pytest.raises(ConfigError) as err:
         validate(compose_config([override]))
     assert err.value.key == key
     assert "must be" in str(err.value)
+
+
+@pytest.mark.parametrize("override, allowed", [("model.sigma_transform=square", "[softplus, exp]"),
+                                               ("trainer.lr_schedule=linear", "[constant, cosine]"),
+                                               ("model.covariance=fulll", "[diag, isotropic, full]"),
+                                               ("model.init=zeros", "[default, quantiles, gmm]")])
+def test_a_choice_is_an_enum_that_hydra_refuses_itself(override, allowed):
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException) as caught:
+        compose_config([override])
+    assert f"expected one of {allowed}" in str(caught.value.__cause__)
 
 
 BAD_INPUTS = [

@@ -13,7 +13,8 @@ from scipy import stats
 from helpers import TINY, run_cli
 from mdn_experiments.evaluation.scores import unconditional_nll
 from mdn_experiments.models import MLP, build_network
-from mdn_experiments.train import Trainer, evaluate_loss, fit
+from mdn_experiments.config import TrainSettings
+from mdn_experiments.train.trainer import Trainer, evaluate_loss, fit
 
 
 def toy_data(n=256, seed=0):
@@ -62,8 +63,8 @@ class TestRollback:
         x, y = toy_data()
         net = make_net()
         poison_call(net, 1)  # the very first step
-        trainer = Trainer(net, (x, y), (x, y), optimizer_factory=torch.optim.SGD, lr=1e-2, epochs=1,
-                          batch_size=None)
+        trainer = Trainer(net, (x, y), (x, y), TrainSettings(lr=1e-2, epochs=1, batch_size=None),
+                          optimizer_factory=torch.optim.SGD)
         start = [p.detach().clone() for p in net.parameters()]
         result = trainer.run()
         assert result.rollbacks[0]["step"] == 1 and result.rollbacks[0]["reason"].startswith("loss=nan")

@@ -8,7 +8,8 @@ import scoringrules
 import torch
 from scipy import stats
 
-from mdn_experiments import evaluation, mdn
+from mdn_experiments import mdn
+from mdn_experiments.evaluation import calibration as evaluation
 from mdn_experiments.mdn import DiagonalMixture, FullMixture
 
 

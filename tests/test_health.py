@@ -10,11 +10,12 @@ import torch
 from sklearn.mixture import GaussianMixture
 
 from helpers import TINY, compose_config
-from mdn_experiments import evaluation
+from mdn_experiments.evaluation import health as evaluation
 from mdn_experiments.run.runner import run_experiment
 from mdn_experiments.mdn import DiagonalMixture
 from mdn_experiments.models import MLP, build_network
-from mdn_experiments.train import ReviveDead, Trainer, fit
+from mdn_experiments.config import TrainSettings
+from mdn_experiments.train.trainer import ReviveDead, Trainer, fit
 
 
 def mixture_1d(pi, mu, sigma, n=50):
@@ -120,7 +121,7 @@ def test_revival_state_survives_a_resume():
     def trainer(epochs):
         net = forced_dead_network()
         net.fit_standardization(*train)
-        return Trainer(net, train, val, epochs=epochs, lr=3e-3, epoch_hooks=[ReviveDead(after=2)])
+        return Trainer(net, train, val, TrainSettings(epochs=epochs, lr=3e-3), epoch_hooks=[ReviveDead(after=2)])
 
     straight = trainer(4)
     straight.run()

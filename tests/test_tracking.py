@@ -18,7 +18,8 @@ import yaml
 from helpers import TINY, compose_config, run_cli
 from mdn_experiments.run import tracking
 from mdn_experiments.errors import ConfigError, UserError
-from mdn_experiments.run.tracking import Tracker, Trackers, logger_names
+from mdn_experiments.config import logger_names
+from mdn_experiments.run.tracking import Tracker, Trackers
 
 FAST = [*TINY, "trainer.epochs=4"]
 
@@ -90,7 +91,9 @@ def test_a_missing_package_names_the_extra_to_install(name, tmp_path):
 def test_the_default_logger_imports_neither_tool(tmp_path):
     script = ("import sys, mdn_experiments.run.runner as e, mdn_experiments.run.tracking as t\n"
               "from helpers import compose_config\n"
-              "t.open_trackers(compose_config(['dataset=inverse_sine']), __import__('pathlib').Path('.'), {})\n"
+              "from mdn_experiments.config import RunSettings\n"
+              "s = RunSettings.from_config(compose_config(['dataset=inverse_sine']))\n"
+              "t.open_trackers(s.tracking, __import__('pathlib').Path('.'), {}, 'inverse_sine')\n"
               "print(sorted(m for m in ('mlflow', 'tensorboard', 'torch.utils.tensorboard') if m in sys.modules))\n")
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path,
                           env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)})

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mdn_experiments.models import MLP, build_network
-from mdn_experiments.train import evaluate_loss, fit
+from mdn_experiments.train.trainer import evaluate_loss, fit
 
 
 def toy_data(n=256, seed=0):

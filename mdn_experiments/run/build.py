@@ -7,20 +7,21 @@ from __future__ import annotations
 import importlib
 import inspect
 import math
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from mdn_experiments.config import validate
+from mdn_experiments.config import ModelSettings, RunSettings, logger_names, validate
 from mdn_experiments.config.safety import TASK_SLOTS, check_targets
 from mdn_experiments.datasets.base import Dataset, Splits
 from mdn_experiments.errors import ConfigError, UserError
 from mdn_experiments.models import Network, build_network, count_parameters, require_sklearn
 from mdn_experiments.run import resources, tracking
-from mdn_experiments.train import resolve_device
+from mdn_experiments.train.trainer import resolve_device
 
 
 def instantiate_checked(node: DictConfig, **kwargs: Any) -> Any:
@@ -156,7 +157,7 @@ def check_config(cfg: DictConfig, source: str = "") -> tuple[Dataset, torch.devi
         if cfg.K > dataset.n_train:
             raise ConfigError("K", cfg.K, f"at most dataset.n_train={dataset.n_train} with model.init=gmm (a "
                               "Gaussian mixture needs a training point per component)")
-    tracking.check(cfg)  # a chosen logger's package is installed
+    tracking.check(logger_names(cfg.get("logger", "csv")))  # a chosen logger's package is installed
     with torch.device("meta"):  # built without memory: a bad backbone is refused, sizes are counted
         networks = [build(cfg, dataset, head) for head in ("mdn", "mse")]
     check_memory(cfg, dataset, device, networks)
@@ -177,9 +178,34 @@ def check_memory(cfg: DictConfig, dataset: Dataset, device: torch.device, networ
                    "trainer.batch_size or a smaller model")
 
 
-def prepare_network(cfg: DictConfig, network: Network, dataset: Dataset, splits: Splits) -> None:
+def prepare_network(model: ModelSettings, seed: int, network: Network, dataset: Dataset, splits: Splits) -> None:
     """Data-dependent initialisation: standardisation and (MDN) the head's start (model.init)."""
-    if cfg.model.standardize:
+    if model.standardize:
         network.fit_standardization(*splits.train, per_feature=dataset.per_feature_standardization)
     if network.is_mdn:
-        network.init_from_targets(cfg.model.init, splits.train[1], seed=cfg.seed)
+        network.init_from_targets(model.init, splits.train[1], seed=seed)
+
+
+@dataclass
+class RunObjects:
+    """What a run is built from: its settings and the objects its config names. Below this, no
+    code sees the config."""
+
+    settings: RunSettings
+    dataset: Dataset
+    device: torch.device
+    optimizer_factory: Callable[..., torch.optim.Optimizer]
+    network: Callable[[str], Network]  # head ("mdn" | "mse") -> a fresh network; built when asked
+
+    def prepared(self, head: str, splits: Splits) -> Network:
+        """A fresh network on the run's device, standardised and started from the training data."""
+        network = self.network(head).to(self.device)
+        prepare_network(self.settings.model, self.settings.seed, network, self.dataset, splits)
+        return network
+
+
+def build_run(cfg: DictConfig, source: str = "") -> RunObjects:
+    """Check `cfg` (check_config) and turn it into the run's settings and objects."""
+    dataset, device = check_config(cfg, source)
+    return RunObjects(RunSettings.from_config(cfg), dataset, device, optimizer_factory(cfg),
+                      lambda head: build(cfg, dataset, head))

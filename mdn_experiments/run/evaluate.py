@@ -8,15 +8,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
 
+from mdn_experiments.config import RunSettings
 from mdn_experiments.datasets.base import Dataset, Splits
-from mdn_experiments.evaluation import HEALTH_KEYS, LEVELS, calibrate
+from mdn_experiments.evaluation.health import HEALTH_KEYS
+from mdn_experiments.evaluation.calibration import LEVELS, calibrate
 from mdn_experiments.evaluation.scores import rmse, unconditional_nll
 from mdn_experiments.figures import draw_task
 from mdn_experiments.models import Network, count_parameters
 from mdn_experiments.run.artifacts import non_finite
-from mdn_experiments.train import FitResult, evaluate_loss, predict
+from mdn_experiments.train.trainer import FitResult, evaluate_loss, predict
 
 TRAIN_NLL_POINTS = 10_000  # train_nll: on the first this many training points (all of the synthetic sets)
 
@@ -27,7 +28,7 @@ def _rollback_metrics(prefix: str, result: FitResult) -> dict[str, Any]:
                                               for r in result.rollbacks)}
 
 
-def evaluate_run(cfg: DictConfig, dataset: Dataset, splits: Splits, mdn_net: Network, baseline: Network | None,
+def evaluate_run(settings: RunSettings, dataset: Dataset, splits: Splits, mdn_net: Network, baseline: Network | None,
                  result: FitResult, baseline_result: FitResult | None, fig_dir: Path) -> dict[str, Any]:
     """metrics.json's content (wall time aside) and the figures; sets `status`:
     ok, diverged (a phase stopped by the non-finite guard) or degenerate (the MDN's test NLL is
@@ -39,8 +40,8 @@ def evaluate_run(cfg: DictConfig, dataset: Dataset, splits: Splits, mdn_net: Net
     metrics: dict[str, Any] = {
         "dataset": dataset.name,
         "main_metric": dataset.main_metric,
-        "K": cfg.K,
-        "seed": cfg.seed,
+        "K": settings.model.K,
+        "seed": settings.seed,
         "status": "ok",
         "status_reason": "",
         "test_nll": test_nll,
@@ -99,16 +100,16 @@ def evaluate_run(cfg: DictConfig, dataset: Dataset, splits: Splits, mdn_net: Net
 
     metrics["metrics_seconds"] = time.perf_counter() - metrics_start
     figures_start = time.perf_counter()
-    if cfg.figures:
+    if settings.figures:
         from mdn_experiments.figures import common  # matplotlib only when figures are drawn
 
         draw_task(dataset, mdn_net=mdn_net, baseline=baseline, splits=splits, fig_dir=fig_dir)
         common.calibration(fig_dir / "calibration.png", nominal=LEVELS, observed=[calibration.coverage(a) for a in LEVELS],
-                           pit=calibration.pit, title=f"{dataset.name}, K={cfg.K}: calibration on the test set")
-        common.health(fig_dir / "health.png", history=result.history, n_components=cfg.K,
-                      title=f"{dataset.name}, K={cfg.K}: component health on the validation set")
+                           pit=calibration.pit, title=f"{dataset.name}, K={settings.model.K}: calibration on the test set")
+        common.health(fig_dir / "health.png", history=result.history, n_components=settings.model.K,
+                      title=f"{dataset.name}, K={settings.model.K}: component health on the validation set")
         common.loss_curves(fig_dir / "loss.png", history=result.history,
                            baseline_history=baseline_result.history if baseline_result else None,
-                           title=f"{dataset.name}, K={cfg.K}")
+                           title=f"{dataset.name}, K={settings.model.K}")
     metrics["figures_seconds"] = time.perf_counter() - figures_start
     return metrics

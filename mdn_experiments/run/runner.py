@@ -21,8 +21,8 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from mdn_experiments.config import saved_config
-from mdn_experiments.datasets.base import Dataset, Splits
+from mdn_experiments.config import plain, saved_config
+from mdn_experiments.datasets.base import Splits
 from hydra.errors import InstantiationException
 
 from mdn_experiments.errors import DISK_ERRORS, UserError, disk_error
@@ -30,10 +30,10 @@ from mdn_experiments.models import Network
 from mdn_experiments.run import locking
 from mdn_experiments.run.artifacts import (LOSS_NAMES, RESUME_FREE_KEYS, check_run_folder, finite_metrics,
                                            loss_renames, remove_state, write_history, write_json_atomic)
-from mdn_experiments.run.build import build, check_config, optimizer_factory, prepare_network
+from mdn_experiments.run.build import RunObjects, build_run
 from mdn_experiments.run.evaluate import evaluate_run
 from mdn_experiments.run.tracking import Trackers, open_trackers
-from mdn_experiments.train import FitResult, ReviveDead, Trainer, cached_predictions
+from mdn_experiments.train.trainer import FitResult, ReviveDead, Trainer, cached_predictions
 from mdn_experiments.train.state import STATE_FILE, Interrupted, StopFlag, set_rng_state, stop_on_signals, write_state
 from mdn_experiments.train.state import rng_state
 
@@ -46,25 +46,17 @@ log = logging.getLogger(__name__)
 FAULT_ENV, FAULT_RUN_ENV = "MDN_FAULT", "MDN_FAULT_RUN"
 
 
-def make_trainer(cfg: DictConfig, network: Network, splits: Splits, progress: bool, desc: str,
+def make_trainer(objects: RunObjects, network: Network, splits: Splits, progress: bool, desc: str,
                  on_event=None, trackers: Trackers | None = None) -> Trainer:
-    t = cfg.trainer
-    hooks = [ReviveDead(t.revive_after)] if t.revive_dead and network.is_mdn else []
+    """The trainer of one phase (the MDN, or the MSE baseline) with the run's hooks."""
+    s = objects.settings
+    hooks = [ReviveDead(s.revive_after)] if s.revive_dead and network.is_mdn else []
     if trackers is not None:  # after the revival hook: its column is logged too
         phase = "mdn" if network.is_mdn else "baseline"
         hooks.append(trackers.hook(phase, loss_renames(LOSS_NAMES[phase])))
-    return Trainer(
-        network, splits.train, splits.val,
-        optimizer_factory=optimizer_factory(cfg),
-        lr=t.lr, epochs=t.epochs if network.is_mdn or t.get("baseline_epochs") is None else t.baseline_epochs,
-        batch_size=t.batch_size, grad_clip=t.grad_clip,
-        lr_schedule=t.lr_schedule, lr_min_factor=t.lr_min_factor, patience=t.patience,
-        input_noise=t.input_noise, seed=cfg.seed,
-        on_nonfinite=t.on_nonfinite, rollback_lr_factor=t.rollback_lr_factor,
-        max_consecutive_rollbacks=t.max_consecutive_rollbacks,
-        epoch_hooks=hooks,
-        progress=progress, desc=desc, on_event=on_event,
-    )
+    return Trainer(network, splits.train, splits.val, s.mdn_train if network.is_mdn else s.baseline_train,
+                   optimizer_factory=objects.optimizer_factory, seed=s.seed, epoch_hooks=hooks, progress=progress,
+                   desc=desc, on_event=on_event)
 
 
 class RunCheckpoint:
@@ -153,7 +145,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path, progress: bool = False,
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     with locking.FolderLock(run_dir, "run"):  # one writer per folder (mdn-run took it already: re-entrant)
-        saved = check_run_folder(run_dir, OmegaConf.to_container(cfg, resolve=True), trust_saved_config)
+        saved = check_run_folder(run_dir, plain(cfg), trust_saved_config)
         if saved is not None:
             keep = {key: OmegaConf.select(cfg, key) for key in RESUME_FREE_KEYS}
             cfg = saved_config(saved["config"], str(run_dir / STATE_FILE))
@@ -164,18 +156,19 @@ def run_experiment(cfg: DictConfig, run_dir: Path, progress: bool = False,
 
 
 def _run_locked(cfg: DictConfig, run_dir: Path, saved: dict | None, progress: bool) -> dict[str, Any]:
-    """run_experiment's work, with the folder's lock held and its state read."""
-    plain_cfg = OmegaConf.to_container(cfg, resolve=True)
-    dataset, device = check_config(cfg, str(run_dir / STATE_FILE) if saved else "")
+    """run_experiment's work, with the folder's lock held and its state read: the config becomes
+    settings and objects here, and no code below sees it."""
+    objects = build_run(cfg, str(run_dir / STATE_FILE) if saved else "")
+    dataset, settings = objects.dataset, objects.settings
     data_start = time.perf_counter()
-    splits = dataset.load(cfg.seed)
+    splits = dataset.load(settings.seed)
     for part, (x, y) in (("training", splits.train), ("validation", splits.val), ("test", splits.test)):
         if not (torch.isfinite(x).all() and torch.isfinite(y).all()):
             keys = [f"dataset.{key}" for key, value in cfg.dataset.items()
                     if isinstance(value, float) or OmegaConf.is_list(value)]
             raise UserError(f"the {part} set of {dataset.name} holds inf or nan with these settings: choose finite, "
                             f"moderate values for {', '.join(keys) or 'the dataset keys'}")
-    splits = splits.to(device)
+    splits = splits.to(objects.device)
     data_seconds = time.perf_counter() - data_start
     log.info("run folder: %s", run_dir)
     fig_dir = run_dir / "figures"
@@ -184,11 +177,11 @@ def _run_locked(cfg: DictConfig, run_dir: Path, saved: dict | None, progress: bo
     wall_start = time.perf_counter()
 
     with stop_on_signals() as stop:
-        ckpt = RunCheckpoint(run_dir, saved["config"] if saved else plain_cfg, cfg.trainer.checkpoint_seconds, stop)
-        trackers = open_trackers(cfg, run_dir, ckpt.config)
+        ckpt = RunCheckpoint(run_dir, saved["config"] if saved else plain(cfg), settings.checkpoint_seconds, stop)
+        trackers = open_trackers(settings.tracking, run_dir, ckpt.config, dataset.name)
         try:
-            metrics = _train_and_evaluate(cfg, run_dir, dataset, splits, device, saved, ckpt, trackers, progress,
-                                          fig_dir, wall_start, data_seconds)
+            metrics = _train_and_evaluate(objects, run_dir, splits, saved, ckpt, trackers, progress, fig_dir,
+                                          wall_start, data_seconds)
         except Interrupted:
             trackers.close("killed")  # resumable: a resume continues the same tracked run
             raise
@@ -201,25 +194,24 @@ def _run_locked(cfg: DictConfig, run_dir: Path, saved: dict | None, progress: bo
     return metrics
 
 
-def _train_and_evaluate(cfg: DictConfig, run_dir: Path, dataset: Dataset, splits: Splits, device: torch.device,
-                        saved: dict | None, ckpt: RunCheckpoint, trackers: Trackers, progress: bool,
-                        fig_dir: Path, wall_start: float, data_seconds: float) -> dict[str, Any]:
+def _train_and_evaluate(objects: RunObjects, run_dir: Path, splits: Splits, saved: dict | None, ckpt: RunCheckpoint,
+                        trackers: Trackers, progress: bool, fig_dir: Path, wall_start: float,
+                        data_seconds: float) -> dict[str, Any]:
     """run_experiment's work once the run folder, the data and the trackers are ready."""
-    torch.manual_seed(cfg.seed)
-    mdn_net = build(cfg, dataset, "mdn").to(device)
-    prepare_network(cfg, mdn_net, dataset, splits)
-    trainer = make_trainer(cfg, mdn_net, splits, progress, f"MDN K={cfg.K}", on_event=ckpt,
+    settings = objects.settings
+    torch.manual_seed(settings.seed)  # each network starts from the seed, whatever ran before it
+    mdn_net = objects.prepared("mdn", splits)
+    trainer = make_trainer(objects, mdn_net, splits, progress, f"MDN K={settings.model.K}", on_event=ckpt,
                            trackers=trackers)
-    result = _train_phase("mdn", trainer, ckpt, saved, "baseline" if cfg.baseline else "evaluate")
+    result = _train_phase("mdn", trainer, ckpt, saved, "baseline" if settings.baseline else "evaluate")
     write_history(run_dir / "history.csv", result.history, "nll")
     log.info("MDN: best val NLL %.4f at epoch %d (%.1fs)", result.best_val_loss, result.best_epoch, result.seconds)
 
     baseline, baseline_result = None, None
-    if cfg.baseline:
-        torch.manual_seed(cfg.seed)
-        baseline = build(cfg, dataset, "mse").to(device)
-        prepare_network(cfg, baseline, dataset, splits)
-        trainer = make_trainer(cfg, baseline, splits, progress, "MSE baseline", on_event=ckpt,
+    if settings.baseline:
+        torch.manual_seed(settings.seed)
+        baseline = objects.prepared("mse", splits)
+        trainer = make_trainer(objects, baseline, splits, progress, "MSE baseline", on_event=ckpt,
                                trackers=trackers)
         baseline_result = _train_phase("baseline", trainer, ckpt, saved, "evaluate")
         write_history(run_dir / "baseline_history.csv", baseline_result.history, "mse")
@@ -229,7 +221,7 @@ def _train_and_evaluate(cfg: DictConfig, run_dir: Path, dataset: Dataset, splits
         set_rng_state(saved["rng"])  # the RNGs as they were when training ended
 
     with cached_predictions():  # the networks are trained: each is asked about each set once
-        metrics = evaluate_run(cfg, dataset, splits, mdn_net, baseline, result, baseline_result, fig_dir)
+        metrics = evaluate_run(settings, objects.dataset, splits, mdn_net, baseline, result, baseline_result, fig_dir)
     checkpoint = {"config": ckpt.config, "state_dict": mdn_net.state_dict(), "metrics": metrics}
     if baseline is not None:
         checkpoint["baseline_state_dict"] = baseline.state_dict()

@@ -32,13 +32,12 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from omegaconf import OmegaConf
 
-from mdn_experiments.errors import ConfigError, UserError
+from mdn_experiments.config.settings import TrackingSettings
+from mdn_experiments.errors import UserError
 
 log = logging.getLogger(__name__)
 
-LOGGERS = ("csv", "tensorboard", "mlflow")
 # a tracking URI read back from a run folder (tracking.json) may only name these stores
 SAVED_URI_SCHEMES = ("sqlite", "http", "https", "file")
 CONNECT_SECONDS = 5.0  # an MLflow server that does not answer within this is unreachable
@@ -47,20 +46,6 @@ PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow"}  # logger -> the p
 TRACKING_FILE = "tracking.json"  # the MLflow run of this folder (for a resume)
 TENSORBOARD_DIR = "tensorboard"
 FLUSH_SECONDS = 2.0  # MLflow: per-epoch metrics are sent in batches at most this often
-
-
-def logger_names(value: Any) -> list[str]:
-    """The configured `logger` as a list of known names (csv always included), or ConfigError."""
-    if OmegaConf.is_config(value):
-        value = OmegaConf.to_container(value, resolve=True)
-    names = [value] if isinstance(value, str) else value
-    allowed = f"one of {', '.join(LOGGERS)}, or a list of them, e.g. logger=[tensorboard,mlflow]"
-    if not isinstance(names, (list, tuple)) or not names:
-        raise ConfigError("logger", value, allowed)
-    for name in names:
-        if name not in LOGGERS:
-            raise ConfigError("logger", value, allowed)
-    return ["csv"] + [name for name in LOGGERS[1:] if name in names]
 
 
 def require(name: str) -> None:
@@ -339,23 +324,20 @@ class Trackers:
                 log.warning("%s could not be closed (%s: %s)", type(tracker).__name__, type(err).__name__, err)
 
 
-def check(cfg) -> list[str]:
-    """The configured logger names, their packages present (UserError otherwise)."""
-    names = logger_names(cfg.get("logger", "csv"))
+def check(names: Iterable[str]) -> None:
+    """The chosen loggers' packages are installed (UserError naming the extra otherwise)."""
     for name in names:
         require(name)
-    return names
 
 
-def open_trackers(cfg, run_dir: Path, config: dict[str, Any]) -> Trackers:
-    """The trackers the config asks for, opened for run_dir (`config`: the run's plain config)."""
+def open_trackers(settings: TrackingSettings, run_dir: Path, config: dict[str, Any], dataset: str) -> Trackers:
+    """The trackers `settings` asks for, opened for run_dir (`config`: the run's plain config,
+    `dataset`: its name, the default experiment of a single run)."""
+    check(settings.loggers)
     trackers: list[Tracker] = []
-    names: Iterable[str] = check(cfg)
-    options = cfg.get("tracking") or {}
-    for name in names:
+    for name in settings.loggers:
         if name == "tensorboard":
             trackers.append(TensorBoardTracker(run_dir, config))
         elif name == "mlflow":
-            trackers.append(MlflowTracker(run_dir, config, options.get("mlflow_uri"), options.get("experiment"),
-                                          cfg.dataset.name))
+            trackers.append(MlflowTracker(run_dir, config, settings.mlflow_uri, settings.experiment, dataset))
     return Trackers(trackers)

@@ -38,7 +38,7 @@ import torch
 
 from mdn_experiments import mdn
 from mdn_experiments.models import MLP, build_network
-from mdn_experiments.train import fit
+from mdn_experiments.train.trainer import fit
 
 SECTIONS = ("loss_step", "runner_overhead", "time_to_quality", "cost_curves", "mnist_throughput")
 OUT = Path("outputs/bench")
@@ -353,15 +353,11 @@ def scaling_figure(curves: dict[str, Any], path: Path) -> None:
 # --- 5. MNIST throughput -------------------------------------------------------------------------
 
 def mnist_throughput(quick: bool) -> dict[str, Any]:
-    from hydra import compose, initialize_config_dir
+    from mdn_experiments.config.compose import compose
+    from mdn_experiments.run.build import build, make_dataset
 
-    from mdn_experiments.cli import config_dir
-    from mdn_experiments.run.build import build
-    from hydra.utils import instantiate
-
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        cfg = compose("config", overrides=["dataset=mnist"])
-    dataset = instantiate(cfg.dataset)
+    cfg = compose(["dataset=mnist"])
+    dataset = make_dataset(cfg)
     torch.manual_seed(0)
     network = build(cfg, dataset, "mdn")
     batch = int(cfg.trainer.batch_size)

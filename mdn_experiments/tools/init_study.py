@@ -28,24 +28,20 @@ TARGETS = {"inverse_sine": ("val NLL", -1.10), "robot_arm": ("val positioning RM
 def run_one(job: tuple[str, int, int, str, bool, list[str]]) -> dict:
     dataset_name, K, seed, init, revive, extra = job
     import torch
-    from hydra import compose, initialize_config_dir
-
-    from mdn_experiments.cli import config_dir
-    from mdn_experiments.evaluation import HEALTH_KEYS
-    from mdn_experiments.run.build import build, check_config, prepare_network
+    from mdn_experiments.config.compose import compose
+    from mdn_experiments.evaluation.health import HEALTH_KEYS
+    from mdn_experiments.run.build import build_run
     from mdn_experiments.run.runner import make_trainer
-    from mdn_experiments.train import evaluate_loss, predict
+    from mdn_experiments.train.trainer import evaluate_loss, predict
 
     torch.set_num_threads(1)
     overrides = [f"dataset={dataset_name}", f"K={K}", f"seed={seed}", f"model.init={init}",
                  f"trainer.revive_dead={str(revive).lower()}", "trainer.progress=false", "trainer.threads=1", *extra]
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
-    dataset, device = check_config(cfg)
+    objects = build_run(compose(overrides))
+    dataset = objects.dataset
     torch.manual_seed(seed)
-    splits = dataset.load(seed).to(device)
-    net = build(cfg, dataset, "mdn").to(device)
-    prepare_network(cfg, net, dataset, splits)
+    splits = dataset.load(seed).to(objects.device)
+    net = objects.prepared("mdn", splits)
     quality_name, target = TARGETS[dataset_name]
     reached: dict = {}
 
@@ -59,7 +55,7 @@ def run_one(job: tuple[str, int, int, str, bool, list[str]]) -> dict:
         if not reached and value <= target:
             reached.update(epoch=row["epoch"], seconds=row["seconds"])
 
-    trainer = make_trainer(cfg, net, splits, progress=False, desc="mdn")
+    trainer = make_trainer(objects, net, splits, progress=False, desc="mdn")
     trainer.epoch_hooks.insert(0, watch)
     start = time.perf_counter()
     result = trainer.run()

@@ -220,7 +220,7 @@ def run(args: argparse.Namespace) -> None:
     from mdn_experiments.run import resources
     from mdn_experiments.errors import UserError
     from mdn_experiments.run.artifacts import load_trained
-    from mdn_experiments.train import predict
+    from mdn_experiments.train.trainer import predict
 
     sources = sum(bool(s) for s in (args.x, args.file, args.index))
     if sources != 1:

@@ -357,12 +357,9 @@ def steps(root: Path, quick: bool) -> list[tuple[str, Path, list[str]]]:
 def mnist_missing() -> str | None:
     """Why MNIST cannot run (its files are not found and cannot be fetched), or None."""
     try:  # find (or download) the files once, before launching three jobs that need them
-        from hydra import compose, initialize_config_dir
+        from mdn_experiments.config.compose import compose
 
-        from mdn_experiments.cli import config_dir
-
-        with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-            mnist_root = compose("config", overrides=["dataset=mnist"]).dataset.root
+        mnist_root = compose(["dataset=mnist"]).dataset.root
         ensure_mnist_files(Path(mnist_root))
     except DataError as err:
         return f"{err}. Add it with `make reproduce MNIST_ROOT=FOLDER` (a folder holding the four .gz files)."

@@ -23,12 +23,12 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from mdn_experiments.train.state import rng_state, set_rng_state
-from mdn_experiments.evaluation import dead_mask, health
+from mdn_experiments.evaluation.health import dead_mask, health
 from mdn_experiments.mdn import Mixture
+from mdn_experiments.config.schema import LrSchedule, OnNonfinite
+from mdn_experiments.config.settings import TrainSettings
 from mdn_experiments.models import Network, cached_predictions, predict  # noqa: F401  (re-exported)
 
-LR_SCHEDULES = ("constant", "cosine")
-NONFINITE_POLICIES = ("rollback", "stop")
 
 
 @dataclass
@@ -153,7 +153,8 @@ def _optimizer_step(
 
 
 class Trainer:
-    """Trains `network` in place on `train`, validating on `val` after every epoch.
+    """Trains `network` in place on `train`, validating on `val` after every epoch, as `settings`
+    (a TrainSettings) says.
 
     Each epoch is one pass over `train` in minibatches of `batch_size` (None: full batch).
     `input_noise` > 0 adds Gaussian jitter to the training inputs, its std in units of the
@@ -184,34 +185,22 @@ class Trainer:
         network: Network,
         train: tuple[Tensor, Tensor],
         val: tuple[Tensor, Tensor],
+        settings: TrainSettings,
         *,
-        epochs: int,
         optimizer_factory: Callable[..., torch.optim.Optimizer] = torch.optim.Adam,
-        lr: float = 1e-3,
-        batch_size: int | None = None,
-        grad_clip: float | None = None,
-        lr_schedule: str = "constant",
-        lr_min_factor: float = 0.0,
-        patience: int | None = None,
-        input_noise: float = 0.0,
         seed: int = 0,
-        on_nonfinite: str = "rollback",
-        rollback_lr_factor: float = 0.5,
-        max_consecutive_rollbacks: int = 5,
         epoch_hooks: Sequence[Callable[[Trainer, dict[str, Any]], None]] = (),
         progress: bool = False,
         desc: str = "train",
         on_event: Callable[[Trainer, str], None] | None = None,
     ) -> None:
-        if lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
-        if on_nonfinite not in NONFINITE_POLICIES:
-            raise ValueError(f"on_nonfinite must be one of {NONFINITE_POLICIES}, got {on_nonfinite!r}")
-        self.network, self.train_data, self.val_data = network, train, val
-        self.epochs, self.batch_size, self.patience = epochs, batch_size, patience
-        self.max_norm = grad_clip if grad_clip is not None else math.inf
-        self.input_noise, self.on_nonfinite = input_noise, on_nonfinite
-        self.rollback_lr_factor, self.max_consecutive_rollbacks = rollback_lr_factor, max_consecutive_rollbacks
+        self.network, self.train_data, self.val_data, self.settings = network, train, val, settings
+        epochs, batch_size, lr = settings.epochs, settings.batch_size, settings.lr
+        self.epochs, self.batch_size, self.patience = epochs, batch_size, settings.patience
+        self.max_norm = settings.grad_clip if settings.grad_clip is not None else math.inf
+        self.input_noise, self.on_nonfinite = settings.input_noise, settings.on_nonfinite
+        self.rollback_lr_factor = settings.rollback_lr_factor
+        self.max_consecutive_rollbacks = settings.max_consecutive_rollbacks
         self.show_progress, self.desc, self.on_event = progress, desc, on_event
         self.epoch_hooks = list(epoch_hooks)
 
@@ -220,7 +209,8 @@ class Trainer:
         n_train = train[0].shape[0]
         steps_per_epoch = 1 if batch_size is None else math.ceil(n_train / min(batch_size, n_train))
         total_steps = epochs * steps_per_epoch
-        if lr_schedule == "cosine":
+        if settings.lr_schedule == LrSchedule.cosine:
+            lr_min_factor = settings.lr_min_factor
             # decay to lr * lr_min_factor over the whole run; per optimizer step, not per epoch
             factor = lambda step: lr_min_factor + (1 - lr_min_factor) * 0.5 * (  # noqa: E731
                 1 + math.cos(math.pi * min(step, total_steps) / total_steps))
@@ -365,10 +355,11 @@ class Trainer:
         step = p.batch if reason.startswith("validation") else p.batch + 1
         where = {"epoch": p.epoch + 1, "step": step, "reason": reason, "lr": self.lr}
         p.failures += 1
-        stop = self.on_nonfinite == "stop" or p.failures > self.max_consecutive_rollbacks
+        stop = self.on_nonfinite == OnNonfinite.stop or p.failures > self.max_consecutive_rollbacks
         if stop:
             p.diverged = (f"non-finite {reason} at epoch {where['epoch']} step {where['step']} ({self.desc})"
-                          + (f" after {p.failures - 1} rollbacks in a row" if self.on_nonfinite == "rollback" else ""))
+                          + (f" after {p.failures - 1} rollbacks in a row" if self.on_nonfinite == OnNonfinite.rollback
+                             else ""))
             return False
         p.rollbacks.append(where)
         self._restore(self._good)
@@ -380,7 +371,7 @@ class Trainer:
 
 
 class ReviveDead:
-    """Epoch hook: a component whose pi has stayed below `evaluation.DEAD_PI` on every validation
+    """Epoch hook: a component whose pi has stayed below `evaluation.contract.DEAD_PI` on every validation
     input for `after` epochs in a row is re-seeded by splitting the most used component (largest
     average pi on the validation set) into it (`MDNHead.split_into`); the optimizer forgets its
     statistics for the rewritten rows. Adds the column `revived` (components revived at that
@@ -430,5 +421,10 @@ def fit(
     **kwargs: Any,
 ) -> FitResult:
     """Train `network` in place and leave it holding the best-validation weights: Trainer(...).run().
-    Keyword arguments as for Trainer."""
-    return Trainer(network, train, val, **kwargs).run()
+
+    Keyword arguments: the fields of TrainSettings (epochs, lr, batch_size, grad_clip, lr_schedule,
+    lr_min_factor, patience, input_noise, on_nonfinite, rollback_lr_factor,
+    max_consecutive_rollbacks) and Trainer's own (optimizer_factory, seed, epoch_hooks, progress,
+    desc, on_event)."""
+    loop = {name: kwargs.pop(name) for name in TrainSettings.FIELDS if name in kwargs}
+    return Trainer(network, train, val, TrainSettings(**loop), **kwargs).run()

@@ -1,0 +1,118 @@
+"""Every range of mdn-run's config in one table, checked before anything is built.
+
+Types and choices are Hydra's to check (the schema); what remains are ranges. Each rule names its
+key and what is allowed, and a violation is one ConfigError line. A dataset's own arguments
+(sizes, noise, lengths) are checked by the dataset's constructor and a backbone's by its own,
+which are the only places they are checked. Torch-free.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from omegaconf import DictConfig, OmegaConf
+
+from mdn_experiments.errors import ConfigError
+
+MAX_K = 1_000_000  # beyond memory long before this; the memory estimate refuses what cannot fit
+MAX_SEED = 2**32 - 1  # what numpy and scikit-learn take as a seed
+MAX_EXPERIMENT_NAME = 500  # MLflow refuses longer experiment names
+MAX_LR = 1e30  # beyond float32's range an optimizer step overflows
+MAX_THREADS = 1024
+LOGGERS = ("csv", "tensorboard", "mlflow")
+DEVICE_KINDS = ("cpu", "cuda", "mps")
+
+
+@dataclass(frozen=True)
+class Rule:
+    key: str  # dotted config key
+    ok: Callable[[Any], bool]  # the value's check (None values reach it too)
+    allowed: str  # what is allowed, as the error line says it
+
+
+def _optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda value: value is None or check(value)
+
+
+MODEL_RULES = (
+    Rule("K", lambda v: 1 <= v <= MAX_K, f"an integer from 1 to {MAX_K} (the number of mixture components)"),
+    Rule("model.sigma_min", lambda v: v > 0, "a float > 0 (the floor on sigma)"),
+)
+RUN_RULES = (
+    Rule("seed", lambda v: 0 <= v <= MAX_SEED, f"an integer from 0 to {MAX_SEED}"),
+    Rule("tracking.experiment", _optional(lambda v: 1 <= len(str(v)) <= MAX_EXPERIMENT_NAME),
+         f"a name of 1 to {MAX_EXPERIMENT_NAME} characters (MLflow's limit), or null"),
+)
+TRAINER_RULES = (
+    Rule("trainer.lr", lambda v: 0 < v <= MAX_LR, f"a float > 0 and at most {MAX_LR:g} (optimizers compute in float32)"),
+    Rule("trainer.epochs", lambda v: v >= 1, "an integer >= 1"),
+    Rule("trainer.baseline_epochs", _optional(lambda v: v >= 1), "an integer >= 1, or null for the same as trainer.epochs"),
+    Rule("trainer.batch_size", _optional(lambda v: v >= 1), "an integer >= 1, or null for full batch"),
+    Rule("trainer.grad_clip", _optional(lambda v: v > 0), "a float > 0, or null for no clipping"),
+    Rule("trainer.lr_min_factor", lambda v: 0 <= v <= 1, "a float in [0, 1]"),
+    Rule("trainer.patience", _optional(lambda v: v >= 1), "an integer >= 1, or null to train every epoch"),
+    Rule("trainer.input_noise", lambda v: v >= 0, "a float >= 0"),
+    Rule("trainer.threads", _optional(lambda v: 1 <= v <= MAX_THREADS),
+         f"an integer from 1 to {MAX_THREADS}, or null for torch's default"),
+    Rule("trainer.checkpoint_seconds", lambda v: v >= 0, "a number of seconds >= 0 (0: after every optimizer step)"),
+    Rule("trainer.rollback_lr_factor", lambda v: 0 < v <= 1, "a float in (0, 1]"),
+    Rule("trainer.revive_after", lambda v: v >= 1, "an integer >= 1 (epochs)"),
+    Rule("trainer.max_consecutive_rollbacks", lambda v: v >= 0, "an integer >= 0"),
+    Rule("trainer.device", lambda v: v == "auto" or str(v).split(":")[0] in DEVICE_KINDS,
+         "auto, cpu, cuda, cuda:N or mps"),
+)
+RULES = MODEL_RULES + RUN_RULES + TRAINER_RULES  # the one table
+
+
+def _apply(cfg: DictConfig, rules: tuple[Rule, ...]) -> None:
+    for rule in rules:
+        value = OmegaConf.select(cfg, rule.key, default=None)
+        if not rule.ok(value):
+            raise ConfigError(rule.key, value, rule.allowed)
+
+
+def _non_finite(node: Any, prefix: str = "") -> tuple[str, float] | None:
+    """The first key (dotted) whose value is a non-finite float (nan, inf), or None."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, value in items:
+        name = f"{prefix}.{key}" if prefix and isinstance(key, str) else f"{prefix}[{key}]" if prefix else str(key)
+        if isinstance(value, float) and not math.isfinite(value):
+            return name, value
+        found = _non_finite(value, name)
+        if found:
+            return found
+    return None
+
+
+def _finite(node: Any, prefix: str = "") -> None:
+    found = _non_finite(OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node, prefix)
+    if found:
+        raise ConfigError(found[0], found[1], "a finite number (nan and inf are not allowed)")
+
+
+def logger_names(value: Any) -> list[str]:
+    """The configured `logger` as a list of known names (csv always included), or ConfigError."""
+    if OmegaConf.is_config(value):
+        value = OmegaConf.to_container(value, resolve=True)
+    names = [value] if isinstance(value, str) else value
+    allowed = f"one of {', '.join(LOGGERS)}, or a list of them, e.g. logger=[tensorboard,mlflow]"
+    if not isinstance(names, (list, tuple)) or not names or any(name not in LOGGERS for name in names):
+        raise ConfigError("logger", value, allowed)
+    return ["csv"] + [name for name in LOGGERS[1:] if name in names]
+
+
+def validate(cfg: DictConfig) -> None:
+    """Every range of a composed config (RULES), finite numbers everywhere and a known logger;
+    raises ConfigError on the first violation."""
+    _finite(cfg)
+    _apply(cfg, MODEL_RULES + RUN_RULES)
+    logger_names(cfg.get("logger", "csv"))
+    _apply(cfg, TRAINER_RULES)
+
+
+def validate_model(cfg: DictConfig) -> None:
+    """The keys that decide a trained network's shape: what loading a finished run needs."""
+    _finite(cfg.model, "model")
+    _apply(cfg, MODEL_RULES)

@@ -1,0 +1,111 @@
+"""Small typed settings objects: where the DictConfig stops. A run's entry turns its composed
+config into these (`RunSettings.from_config`), and the trainer, the evaluation and the trackers
+receive them instead of the whole config. Torch-free.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from omegaconf import DictConfig
+
+from mdn_experiments.config.ranges import logger_names
+from mdn_experiments.config.schema import LrSchedule, OnNonfinite
+
+
+def _plain(value: Any) -> Any:
+    return value.value if isinstance(value, Enum) else value
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """One training phase's loop (train.Trainer): epochs, step size, minibatches, clipping, the
+    learning-rate schedule, early stopping, input jitter and the non-finite guard."""
+
+    epochs: int
+    lr: float = 1e-3
+    batch_size: int | None = None  # None: full batch
+    grad_clip: float | None = None  # max total gradient norm; None: no clipping
+    lr_schedule: LrSchedule = LrSchedule.constant
+    lr_min_factor: float = 0.0  # the cosine schedule ends at lr * lr_min_factor
+    patience: int | None = None  # epochs without a better validation loss before stopping
+    input_noise: float = 0.0  # Gaussian input jitter, in input standard deviations
+    on_nonfinite: OnNonfinite = OnNonfinite.rollback
+    rollback_lr_factor: float = 0.5
+    max_consecutive_rollbacks: int = 5
+
+    def __post_init__(self) -> None:
+        # the choices are enums: a name is taken (fit(..., lr_schedule="cosine")), anything else refused
+        object.__setattr__(self, "lr_schedule", LrSchedule(_plain(self.lr_schedule)))
+        object.__setattr__(self, "on_nonfinite", OnNonfinite(_plain(self.on_nonfinite)))
+
+    FIELDS = ("epochs", "lr", "batch_size", "grad_clip", "lr_schedule", "lr_min_factor", "patience", "input_noise",
+              "on_nonfinite", "rollback_lr_factor", "max_consecutive_rollbacks")
+
+    @classmethod
+    def from_trainer(cls, trainer: DictConfig, epochs: int | None = None) -> TrainSettings:
+        """From the `trainer` node (a phase may train for other `epochs`, e.g. the MSE baseline)."""
+        values = {name: trainer[name] for name in cls.FIELDS}
+        if epochs is not None:
+            values["epochs"] = epochs
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """The MDN head's settings (the backbone is an object built from its own config node)."""
+
+    K: int
+    sigma_min: float
+    sigma_transform: str = "softplus"
+    covariance: str = "diag"
+    standardize: bool = True
+    init: str = "default"
+
+
+@dataclass(frozen=True)
+class TrackingSettings:
+    """Where the numbers go besides the run folder (run.tracking)."""
+
+    loggers: tuple[str, ...] = ("csv",)
+    mlflow_uri: str | None = None  # None: sqlite:///<cwd>/outputs/mlflow.db
+    experiment: str | None = None  # None: the sweep folder (a sweep's jobs), else the dataset's name
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Everything a run needs from its config besides the objects built from it (dataset, backbone,
+    optimizer: run.build)."""
+
+    seed: int
+    baseline: bool
+    figures: bool
+    model: ModelSettings
+    mdn_train: TrainSettings
+    baseline_train: TrainSettings
+    device: str
+    threads: int | None
+    progress: bool | None
+    checkpoint_seconds: float
+    revive_dead: bool
+    revive_after: int
+    tracking: TrackingSettings
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> RunSettings:
+        """From a composed (and validated) config."""
+        t, m = cfg.trainer, cfg.model
+        tracking = cfg.get("tracking") or {}
+        return cls(
+            seed=cfg.seed, baseline=cfg.baseline, figures=cfg.figures,
+            model=ModelSettings(K=cfg.K, sigma_min=m.sigma_min, sigma_transform=_plain(m.sigma_transform),
+                                covariance=_plain(m.get("covariance", "diag")),  # runs saved before it existed: diag
+                                standardize=m.standardize, init=_plain(m.init)),
+            mdn_train=TrainSettings.from_trainer(t),
+            baseline_train=TrainSettings.from_trainer(t, t.get("baseline_epochs") or t.epochs),
+            device=t.device, threads=t.threads, progress=t.progress, checkpoint_seconds=t.checkpoint_seconds,
+            revive_dead=t.revive_dead, revive_after=t.revive_after,
+            tracking=TrackingSettings(loggers=tuple(logger_names(cfg.get("logger", "csv"))),
+                                      mlflow_uri=tracking.get("mlflow_uri"), experiment=tracking.get("experiment")))
