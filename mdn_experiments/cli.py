@@ -28,14 +28,15 @@ import mdn_experiments.config  # noqa: F401  (registers the schemas in the Confi
 from mdn_experiments.config.compose import config_dir
 from mdn_experiments.config.safety import check_overrides
 from mdn_experiments.errors import DISK_ERRORS, Interrupted, UserError, disk_error
+from mdn_experiments.evaluation import contract as C
 from mdn_experiments.run import folders
 from mdn_experiments.tools.launch import RESUME_ENV
 from mdn_experiments.tools.report import FAILED_JOBS
 
 log = logging.getLogger("mdn_experiments")
 PROG = "mdn-run"
-HEADLINE_METRICS = ("test_nll", "nll_gap", "baseline_test_rmse", "positioning_rmse", "baseline_positioning_rmse",
-                    "accuracy_top1", "accuracy_any", "baseline_accuracy")
+HEADLINE_METRICS = (C.TEST_NLL, C.NLL_GAP, C.RMSE_BASELINE, C.POSITIONING_RMSE_TOP_PI, C.POSITIONING_RMSE_BASELINE,
+                    C.ACCURACY_TOP_PI, C.ACCURACY_ANY_ACTIVE, C.ACCURACY_BASELINE)  # the "done:" line
 
 
 class _StderrGate(io.TextIOBase):

@@ -167,6 +167,11 @@ class Network(nn.Module):
     def is_mdn(self) -> bool:
         return isinstance(self.head, mdn.MDNHead)
 
+    @property
+    def loss_name(self) -> str:
+        """What loss() is: "nll" (MDN head) or "mse"; history columns are train_<it> and val_<it>."""
+        return "nll" if self.is_mdn else "mse"
+
     @torch.no_grad()
     def fit_standardization(self, x: Tensor, y: Tensor, per_feature: bool = True) -> None:
         """Set the scaling from training data. per_feature=False uses one scalar for the input

@@ -9,6 +9,7 @@ from pathlib import Path
 
 
 from mdn_experiments.config.compose import compose
+from mdn_experiments.evaluation.contract import is_timing
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -22,7 +23,7 @@ TINY = [
 def without_timings(metrics: dict) -> dict:
     """metrics.json less its timings (every key ending in _seconds or _per_second): what two runs
     of the same config must agree on."""
-    return {key: value for key, value in metrics.items() if not key.endswith(("_seconds", "_per_second"))}
+    return {key: value for key, value in metrics.items() if not is_timing(key)}
 
 
 def compose_config(overrides: list[str] | None = None):

@@ -2,11 +2,13 @@
 and the reference file the report reads."""
 
 import json
+from pathlib import Path
 import math
 import subprocess
 import sys
 
 import pytest
+from omegaconf import OmegaConf
 from hydra import compose, initialize_config_dir
 
 from helpers import compose_config
@@ -70,18 +72,26 @@ def test_the_minimal_loop_makes_the_same_number_of_steps_as_fit():
     assert steps == [128, 128, 44] * 2
 
 
-@pytest.mark.parametrize("preset, dataset, K, seeds", [
-    ("toy_k_sweep", "inverse_sine", None, "0,1,2"), ("toy_bishop", "inverse_sine", 3, "0,1,2"),
-    ("robot_arm", "robot_arm", 3, "0,1,2"), ("mnist", "mnist", 10, "0,1,2")])
-def test_each_experiment_preset_is_a_sweep_of_its_dataset(preset, dataset, K, seeds):
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        cfg = compose("config", overrides=[f"experiment={preset}"], return_hydra_config=True)
-    assert cfg.dataset.name == dataset and str(cfg.hydra.mode) == "RunMode.MULTIRUN"
-    assert cfg.hydra.sweeper.params.seed == seeds
-    if K is not None:
-        assert cfg.K == K
+@pytest.mark.parametrize("preset, dataset, K", [("inverse_sine", "inverse_sine", 3), ("toy_bishop", "inverse_sine", 3),
+                                                ("robot_arm", "robot_arm", 3), ("mnist", "mnist", 10)])
+def test_each_experiment_preset_holds_one_run_of_its_dataset(preset, dataset, K):
+    """A preset is one tuned run (no sweep in it); the seeds and grids come from the sweep options."""
+    cfg = compose_config([f"experiment={preset}"])
+    assert cfg.dataset.name == dataset and cfg.K == K
+    preset_file = (Path(config_dir()) / "experiment" / f"{preset}.yaml").read_text()
+    assert "hydra" not in preset_file and "seed" not in preset_file.split("defaults")[1]
     plain = compose_config([f"dataset={dataset}"])
     assert cfg.trainer.epochs == (100 if preset == "toy_bishop" else plain.trainer.epochs)
+
+
+@pytest.mark.parametrize("sweep, params, subdir", [("seeds", {"seed": "0,1,2"}, "seed=${seed}"),
+                                                   ("k_grid", {"K": "1,2,3,4,5", "seed": "0,1,2"}, "K=${K},seed=${seed}")])
+def test_the_sweep_options_hold_the_grids(sweep, params, subdir):
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose("config", overrides=[f"sweep={sweep}"], return_hydra_config=True)
+    assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
+    assert dict(cfg.hydra.sweeper.params) == params
+    assert OmegaConf.to_container(cfg.hydra.sweep, resolve=False)["subdir"] == subdir
 
 
 def test_references_name_known_sweeps_and_well_formed_bands():
@@ -92,8 +102,8 @@ def test_references_name_known_sweeps_and_well_formed_bands():
     for row in banded:
         low, high = row["band"]
         assert low is None or high is None or low < high
-    arm = next(row for row in banded if row["metric"] == "positioning_rmse")
+    arm = next(row for row in banded if row["metric"] == "positioning_rmse_top_pi")
     assert band_check(arm, 0.0008).endswith("**held**") and band_check(arm, 0.002).endswith("**missed**")
-    top1 = next(row for row in banded if row["metric"] == "accuracy_top1")
+    top1 = next(row for row in banded if row["metric"] == "accuracy_top_pi")
     assert band_check(top1, 0.991).endswith("**held**") and band_check(top1, 0.989).endswith("**missed**")
     assert band_check(top1, float("nan")) == "not run"

@@ -56,8 +56,8 @@ class TestRollback:
         assert [row["rollbacks"] for row in result.history] == [0, 1, 0, 0, 0, 0]
         # the learning rate was halved from the rollback on (same cosine-free constant schedule)
         assert result.history[0]["lr"] == pytest.approx(1e-2) and result.history[1]["lr"] == pytest.approx(5e-3)
-        assert all(math.isfinite(row["val_loss"]) for row in result.history)
-        assert result.best_val_loss < result.history[0]["val_loss"]
+        assert all(math.isfinite(row["val_nll"]) for row in result.history)
+        assert result.best_val_loss < result.history[0]["val_nll"]
 
     def test_a_nan_step_is_not_applied(self):
         x, y = toy_data()
@@ -82,7 +82,7 @@ class TestRollback:
         assert len(result.rollbacks) >= 1 and result.diverged == ""
         assert all("validation loss=inf" in r["reason"] or "loss=" in r["reason"] for r in result.rollbacks)
         assert result.history[-1]["lr"] <= 100.0 * 0.01 ** len(result.rollbacks) * (1 + 1e-9)
-        assert all(math.isfinite(row["val_loss"]) for row in result.history)
+        assert all(math.isfinite(row["val_nll"]) for row in result.history)
 
     def test_stop_ends_at_the_first_failure_and_keeps_the_best_weights(self):
         x, y = toy_data()
@@ -136,7 +136,7 @@ class TestRunStatus:
         assert metrics["rollbacks"] >= 1, proc.stderr
         assert metrics["rollbacks"] == sum(int(row["rollbacks"]) for row in rows)
         assert metrics["rollback_at"].count("epoch ") == metrics["rollbacks"]
-        assert metrics["epochs_run"] == 8 and "baseline_rollbacks" in metrics
+        assert metrics["epochs_run"] == 8 and "rollbacks_baseline" in metrics
         assert metrics["status"] != "diverged"  # recovered (ok or degenerate: with such a step it learns little)
 
     def test_a_run_no_better_than_the_unconditional_gaussian_is_degenerate(self, tmp_path):

@@ -30,9 +30,9 @@ def test_a_tiny_run_writes_every_artifact(tmp_path, tiny_overrides):
 
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved == metrics
-    for key in ["dataset", "K", "seed", "test_nll", "val_nll", "bayes_nll", "nll_gap", "baseline_test_rmse",
+    for key in ["dataset", "K", "seed", "test_nll", "val_nll", "bayes_nll", "nll_gap", "rmse_baseline",
                 "train_seconds", "n_params", "branch_count_accuracy", "coverage_50", "coverage_90", "crps",
-                "baseline_crps", "pit_ks"]:
+                "crps_baseline", "pit_ks"]:
         assert key in saved, key
     for key in ["branch_count_accuracy", "coverage_50", "coverage_90", "pit_ks"]:
         assert 0 <= saved[key] <= 1, key
@@ -65,7 +65,7 @@ def test_a_saved_run_reloads_to_the_same_predictions(tmp_path, tiny_overrides):
     with torch.no_grad():
         assert -net(x).log_prob(y).mean().item() == pytest.approx(metrics["test_nll"], abs=1e-5)
         rmse = (baseline(x) - y).square().sum(-1).mean().sqrt().item()
-    assert rmse == pytest.approx(metrics["baseline_test_rmse"], abs=1e-6)
+    assert rmse == pytest.approx(metrics["rmse_baseline"], abs=1e-6)
     assert config["dataset"]["n_test"] == 500
 
 
@@ -79,7 +79,7 @@ def test_the_same_seed_twice_gives_identical_metrics(tmp_path, tiny_overrides):
 
 def test_baseline_can_be_turned_off(tmp_path, tiny_overrides):
     metrics = run_experiment(compose_config(tiny_overrides + ["baseline=false"]), tmp_path)
-    assert "baseline_test_rmse" not in metrics
+    assert "rmse_baseline" not in metrics
     assert not (tmp_path / "baseline_history.csv").exists()
     assert is_png(tmp_path / "figures" / "comparison.png")
 
@@ -99,7 +99,7 @@ def test_bishops_setup_runs_with_lbfgs(tmp_path, tiny_overrides):
     rows = list(csv.DictReader((tmp_path / "history.csv").open()))
     assert len(rows) == 5
     assert metrics["val_nll"] < float(rows[0]["train_nll"])
-    assert metrics["baseline_test_rmse"] < 0.3  # a constant predictor scores about 0.29
+    assert metrics["rmse_baseline"] < 0.3  # a constant predictor scores about 0.29
 
 
 def test_a_finished_run_folder_is_never_overwritten(tmp_path, tiny_overrides):

@@ -120,11 +120,11 @@ def test_positioning_rmse_is_zero_for_true_angles_and_large_for_the_branch_avera
     ds = RobotArm()
     splits = ds.load(seed=0)
     metrics = ds.metrics(Oracle(ds, both=True), BranchAverage(ds), splits)
-    assert metrics["positioning_rmse"] < 1e-5  # float32 angles
-    assert metrics["positioning_rmse_alpha_over_sigma"] < 1e-5
+    assert metrics["positioning_rmse_top_pi"] < 1e-5  # float32 angles
+    assert metrics["positioning_rmse_peak_density"] < 1e-5
     assert metrics["positioning_rmse_top_mode"] < 1e-5  # the modes sit on the (far-apart) means
     assert metrics["positioning_rmse_best_of_modes"] < 1e-5
-    assert metrics["baseline_positioning_rmse"] > 0.01
+    assert metrics["positioning_rmse_baseline"] > 0.01
     assert metrics["branch_coverage"] == 1.0
     assert 0.3 < metrics["doubled_share"] < 0.9
 
@@ -133,14 +133,14 @@ def test_branch_coverage_needs_both_branches():
     ds = RobotArm()
     splits = ds.load(seed=0)
     one = ds.metrics(Oracle(ds, both=False), None, splits)
-    assert one["positioning_rmse"] < 1e-5
+    assert one["positioning_rmse_top_pi"] < 1e-5
     # one component sits on one solution: it covers both only where they are within 0.05 rad
     solutions, inside = ds.valid_solutions(splits.test[0])
     doubled = inside.all(-1)
     close = (solutions[:, 0] - solutions[:, 1]).norm(dim=-1) <= 0.05
     assert one["branch_coverage"] == pytest.approx(close[doubled].double().mean().item())
     assert one["branch_coverage"] < 0.05
-    assert "baseline_positioning_rmse" not in one
+    assert "positioning_rmse_baseline" not in one
 
 
 def test_bad_arguments_name_the_config_key():
@@ -157,9 +157,9 @@ def test_a_tiny_arm_run_writes_every_artifact(tmp_path, tiny_overrides, covarian
     metrics = run_experiment(cfg, tmp_path)
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved == metrics and saved["dataset"] == "robot_arm" and saved["K"] == 2
-    for key in ["positioning_rmse", "positioning_rmse_alpha_over_sigma", "positioning_mean_error",
+    for key in ["positioning_rmse_top_pi", "positioning_rmse_peak_density", "positioning_mean_error_top_pi",
                 "positioning_rmse_top_mode", "positioning_rmse_best_of_modes", "coverage_50", "coverage_90",
-                "baseline_positioning_rmse", "branch_coverage", "test_nll", "val_nll", "baseline_test_rmse"]:
+                "positioning_rmse_baseline", "branch_coverage", "test_nll", "val_nll", "rmse_baseline"]:
         assert math.isfinite(saved[key]), key
     assert "crps" not in saved  # 2-D targets: coverage only
     net, _, _ = load_run(tmp_path)

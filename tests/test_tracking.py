@@ -119,7 +119,7 @@ def test_tensorboard_holds_the_epochs_the_metrics_and_the_figures(tmp_path):
     assert [e.value for e in events.Scalars("baseline/val_mse")] == pytest.approx(
         [row["val_mse"] for row in baseline_rows], rel=1e-6)
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    for key in ("test_nll", "baseline_test_rmse", "crps", "K"):
+    for key in ("test_nll", "rmse_baseline", "crps", "K"):
         assert close(events.Scalars(f"metrics/{key}")[0].value, metrics[key]), key
     figures = sorted(p.stem for p in (run_dir / "figures").glob("*.png"))
     assert figures and sorted(events.Tags()["images"]) == [f"figures/{stem}" for stem in figures]

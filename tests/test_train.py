@@ -56,12 +56,12 @@ def test_fit_keeps_the_best_validation_weights():
     net = make_net()
     result = fit(net, (x, y), (xv, yv), optimizer_factory=torch.optim.Adam, lr=3e-2, epochs=40,
                  batch_size=64)
-    val_losses = [row["val_loss"] for row in result.history]
+    val_losses = [row["val_nll"] for row in result.history]
     assert result.best_val_loss == min(val_losses)
     assert result.best_epoch == val_losses.index(min(val_losses)) + 1
     # the network now holds exactly those weights
     assert evaluate_loss(net, xv, yv)[0] == pytest.approx(result.best_val_loss, abs=1e-6)
-    assert result.history[-1]["val_loss"] >= result.best_val_loss
+    assert result.history[-1]["val_nll"] >= result.best_val_loss
 
 
 def test_history_rows_hold_the_documented_columns():
@@ -69,7 +69,7 @@ def test_history_rows_hold_the_documented_columns():
     result = fit(make_net(), (x, y), (x, y), optimizer_factory=torch.optim.Adam, lr=1e-2, epochs=3,
                  batch_size=100, lr_schedule="cosine", lr_min_factor=0.1)
     assert [row["epoch"] for row in result.history] == [1, 2, 3]
-    assert set(result.history[0]) == {"epoch", "train_loss", "val_loss", "grad_norm", "grad_norm_max",
+    assert set(result.history[0]) == {"epoch", "train_nll", "val_nll", "grad_norm", "grad_norm_max",
                                       "sigma_floor_share", "lr", "rollbacks", "seconds", "effective_components",
                                       "dead_components", "responsibility_entropy"}
     assert 0 < result.history[0]["seconds"] < result.history[2]["seconds"]
@@ -116,7 +116,7 @@ def test_other_optimizers_come_in_through_the_factory():
     x, y = toy_data()
     factory = functools.partial(torch.optim.RMSprop, alpha=0.9)
     result = fit(make_net("mse"), (x, y), (x, y), optimizer_factory=factory, lr=1e-2, epochs=20)
-    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    assert result.history[-1]["train_mse"] < result.history[0]["train_mse"]  # the MSE network's loss
 
 
 def test_same_seed_same_training():
@@ -138,11 +138,11 @@ def test_lbfgs_runs_through_the_closure_and_logs_the_loss_at_the_start_of_each_s
     result = fit(net, (x, y), (x, y), optimizer_factory=lbfgs_factory(), lr=1.0, epochs=8, batch_size=None)
     rows = result.history
     assert result.steps == 8
-    assert rows[0]["train_loss"] == pytest.approx(start_loss, rel=1e-6)
+    assert rows[0]["train_nll"] == pytest.approx(start_loss, rel=1e-6)
     # full batch, validation on the training data: each step starts where the previous one ended,
     # so the loss logged at step e+1 is the validation loss measured after step e
     for before, after in zip(rows, rows[1:]):
-        assert after["train_loss"] == pytest.approx(before["val_loss"], rel=1e-5, abs=1e-6)
+        assert after["train_nll"] == pytest.approx(before["val_nll"], rel=1e-5, abs=1e-6)
     # 8 steps of at most 5 quasi-Newton iterations each: the NLL falls well below the start
     assert result.best_val_loss < start_loss - 0.5
 

@@ -18,14 +18,15 @@ import torch
 from torch import Tensor
 
 from mdn_experiments.datasets.base import Dataset, Splits, require, require_split_sizes
-from mdn_experiments.evaluation.contract import ACTIVE_PI, MIN_MODE_MASS
+from mdn_experiments.evaluation import contract as C
+from mdn_experiments.evaluation.contract import point
 from mdn_experiments.models import Network
 
 DIRECTIONS = ("inverse", "forward")
 
 
 class InverseSine(Dataset):
-    main_metric = "nll_gap"
+    main_metric = C.NLL_GAP
     input_shape = (1,)
     output_dim = 1
 
@@ -160,18 +161,18 @@ class InverseSine(Dataset):
         rmse = lambda pred: float(np.sqrt(np.mean((pred - y_np) ** 2)))  # noqa: E731
         out = {
             "direction": self.direction,
-            "bayes_nll": float(-true_logp.mean()),
-            "ideal_mean_rmse": rmse(ideal),
-            "most_probable_rmse": rmse(params.most_probable_mean()[:, 0].double().cpu().numpy()),
-            "mixture_mean_rmse": rmse(params.mean()[:, 0].double().cpu().numpy()),
-            "mean_active_components": float((params.pi >= ACTIVE_PI).sum(-1).float().mean()),
+            C.BAYES_NLL: float(-true_logp.mean()),
+            C.RMSE_IDEAL_MEAN: rmse(ideal),
+            C.RMSE_TOP_PI: rmse(point(params, C.TOP_PI)[:, 0].double().cpu().numpy()),
+            C.RMSE_MIXTURE_MEAN: rmse(point(params, C.MIXTURE_MEAN)[:, 0].double().cpu().numpy()),
+            C.MEAN_ACTIVE_COMPONENTS: float((params.pi >= C.ACTIVE_PI).sum(-1).float().mean()),
         }
-        # branches: modes holding >= 5 % of the probability against the true support's intervals
-        n_modes = params.modes().significant(MIN_MODE_MASS).sum(-1).cpu().numpy()
-        out["branch_count_accuracy"] = float((n_modes == self.support_intervals(x)).mean())
+        # branches: modes holding >= MIN_MODE_MASS of the probability against the true support's intervals
+        n_modes = params.modes().significant(C.MIN_MODE_MASS).sum(-1).cpu().numpy()
+        out[C.BRANCH_COUNT_ACCURACY] = float((n_modes == self.support_intervals(x)).mean())
         # how many components the MDN uses where the answer has one branch and where it has three;
         # "one branch" asks the whole noise window [x - w, x + w] to sit on a single branch
-        active = (params.pi >= ACTIVE_PI).sum(-1).cpu().numpy()
+        active = (params.pi >= C.ACTIVE_PI).sum(-1).cpu().numpy()
         branches = self.branch_count(x)
         one_branch = ((branches == 1) & (self.branch_count(x - self.noise) == 1)
                       & (self.branch_count(x + self.noise) == 1))
@@ -181,5 +182,5 @@ class InverseSine(Dataset):
         if baseline is not None:
             pred = baseline(x)[:, 0].double().cpu().numpy()
             # how far the MSE network is from the true conditional mean E[y|x]
-            out["baseline_vs_ideal_mean_rmse"] = float(np.sqrt(np.mean((pred - ideal) ** 2)))
+            out[C.RMSE_TO_IDEAL_MEAN_BASELINE] = float(np.sqrt(np.mean((pred - ideal) ** 2)))
         return out

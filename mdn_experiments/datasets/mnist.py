@@ -17,14 +17,15 @@ import torch
 
 from mdn_experiments.datasets.base import Dataset, Splits, require
 from mdn_experiments.datasets.idx import MNIST_MIRRORS, DataError, ensure_mnist_files, read_idx
-from mdn_experiments.evaluation.contract import ACTIVE_PI
+from mdn_experiments.evaluation import contract as C
+from mdn_experiments.evaluation.contract import point
 from mdn_experiments.models import Network, predict
 
 N_TRAIN_FILE, N_TEST_FILE = 60000, 10000
 
 
 class Mnist(Dataset):
-    main_metric = "accuracy_top1"
+    main_metric = C.ACCURACY_TOP_PI
     input_shape = (1, 28, 28)
     output_dim = 1
     per_feature_standardization = False  # one scale for all pixels
@@ -82,17 +83,16 @@ class Mnist(Dataset):
         x, y = splits.test
         label = y[:, 0].long()
         params = predict(mdn_net, x)
-        top1 = self.digit(params.most_probable_mean()[:, 0])
-        top_mode = self.digit(params.modes().location[:, 0, 0])  # the highest mode's digit
-        active = params.pi >= ACTIVE_PI
+        accuracy = lambda values: float((self.digit(values[:, 0]) == label).float().mean())  # noqa: E731
+        active = params.pi >= C.ACTIVE_PI
         hit = (self.digit(params.mu[..., 0]) == label[:, None]) & active
         out = {
-            "accuracy_top1": float((top1 == label).float().mean()),
-            "accuracy_top_mode": float((top_mode == label).float().mean()),
-            "accuracy_any": float(hit.any(-1).float().mean()),
-            "mean_active_components": float(active.sum(-1).float().mean()),
-            "accuracy_mixture_mean": float((self.digit(params.mean()[:, 0]) == label).float().mean()),
+            C.ACCURACY_TOP_PI: accuracy(point(params, C.TOP_PI)),
+            C.key("accuracy", C.TOP_MODE): accuracy(point(params, C.TOP_MODE)),
+            C.ACCURACY_ANY_ACTIVE: float(hit.any(-1).float().mean()),
+            C.MEAN_ACTIVE_COMPONENTS: float(active.sum(-1).float().mean()),
+            C.key("accuracy", C.MIXTURE_MEAN): accuracy(point(params, C.MIXTURE_MEAN)),
         }
         if baseline is not None:
-            out["baseline_accuracy"] = float((self.digit(predict(baseline, x)[:, 0]) == label).float().mean())
+            out[C.ACCURACY_BASELINE] = accuracy(predict(baseline, x))
         return out

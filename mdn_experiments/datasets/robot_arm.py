@@ -16,8 +16,9 @@ import torch
 from torch import Tensor
 
 from mdn_experiments.datasets.base import Dataset, Splits, require, require_split_sizes
-from mdn_experiments.evaluation.contract import ACTIVE_PI, BRANCH_RADIUS, MIN_MODE_MASS
-from mdn_experiments.mdn import Mixture, Modes
+from mdn_experiments.evaluation import contract as C
+from mdn_experiments.evaluation.contract import BRANCH_RADIUS, MIN_MODE_MASS, point
+from mdn_experiments.mdn import Modes
 from mdn_experiments.models import Network
 
 
@@ -54,7 +55,7 @@ def _rms(errors: Tensor) -> float:
 
 
 class RobotArm(Dataset):
-    main_metric = "positioning_rmse"
+    main_metric = C.POSITIONING_RMSE_TOP_PI
     input_shape = (2,)
     output_dim = 2
 
@@ -120,14 +121,6 @@ class RobotArm(Dataset):
         """Euclidean distance (N,) from the desired position to where the predicted angles reach."""
         return (self.fk(theta_pred.double()) - position.double()).norm(dim=-1)
 
-    @staticmethod
-    def peak_density_choice(params: Mixture) -> Tensor:
-        """Mean of the component with the largest peak density pi_k N(mu_k; mu_k, Sigma_k), i.e.
-        the largest pi_k / sqrt(det Sigma_k) (Bishop's alpha / sigma rule): (N, 2)."""
-        score = params.log_pi - 0.5 * torch.linalg.slogdet(params.component_covariance()).logabsdet
-        k = score.argmax(-1)
-        return params.mu[torch.arange(k.shape[0]), k]
-
     def branch_coverage(self, modes: Modes, position: Tensor, radius: float = BRANCH_RADIUS) -> tuple[float, int]:
         """Share of points with both IK solutions in the box where each solution lies within
         `radius` rad (Euclidean in angle space) of a mode holding >= MIN_MODE_MASS of probability.
@@ -152,23 +145,23 @@ class RobotArm(Dataset):
         x, _ = splits.test
         params = mdn_net(x)
         modes = params.modes()
-        errors = self.positioning_errors(x, params.most_probable_mean())
+        errors = self.positioning_errors(x, point(params, C.TOP_PI))
         coverage, n_doubled = self.branch_coverage(modes, x)
         out = {
-            "positioning_rmse": _rms(errors),
-            "positioning_mean_error": float(errors.mean()),
-            "positioning_max_error": float(errors.max()),
-            "positioning_rmse_top_mode": _rms(self.positioning_errors(x, modes.location[:, 0])),
-            "positioning_rmse_best_of_modes": _rms(self.best_of_modes_errors(modes, x)),
-            "positioning_rmse_alpha_over_sigma": _rms(self.positioning_errors(x, self.peak_density_choice(params))),
-            "positioning_rmse_mixture_mean": _rms(self.positioning_errors(x, params.mean())),
-            "branch_coverage": coverage,
+            C.POSITIONING_RMSE_TOP_PI: _rms(errors),
+            C.key("positioning_mean_error", C.TOP_PI): float(errors.mean()),
+            C.key("positioning_max_error", C.TOP_PI): float(errors.max()),
+            C.key(C.POSITIONING_RMSE, C.TOP_MODE): _rms(self.positioning_errors(x, modes.location[:, 0])),
+            C.key(C.POSITIONING_RMSE, C.BEST_OF_MODES): _rms(self.best_of_modes_errors(modes, x)),
+            C.key(C.POSITIONING_RMSE, C.PEAK_DENSITY): _rms(self.positioning_errors(x, point(params, C.PEAK_DENSITY))),
+            C.key(C.POSITIONING_RMSE, C.MIXTURE_MEAN): _rms(self.positioning_errors(x, point(params, C.MIXTURE_MEAN))),
+            C.BRANCH_COVERAGE: coverage,
             "doubled_share": n_doubled / x.shape[0],
-            "mean_active_components": float((params.pi >= ACTIVE_PI).sum(-1).float().mean()),
-            "mean_modes": float(modes.significant(MIN_MODE_MASS).sum(-1).float().mean()),
+            C.MEAN_ACTIVE_COMPONENTS: float((params.pi >= C.ACTIVE_PI).sum(-1).float().mean()),
+            "mean_modes": float(modes.significant(C.MIN_MODE_MASS).sum(-1).float().mean()),
         }
         if baseline is not None:
             baseline_errors = self.positioning_errors(x, baseline(x))
-            out["baseline_positioning_rmse"] = _rms(baseline_errors)
-            out["baseline_positioning_mean_error"] = float(baseline_errors.mean())
+            out[C.POSITIONING_RMSE_BASELINE] = _rms(baseline_errors)
+            out[C.key("positioning_mean_error", C.BASELINE)] = float(baseline_errors.mean())
         return out

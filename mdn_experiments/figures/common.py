@@ -16,9 +16,9 @@ def loss_curves(path: Path, *, history, baseline_history, title: str) -> Path:
     fig, axes = plt.subplots(1, panels, figsize=(6.0 * panels, 4.0), squeeze=False)
     ax = axes[0, 0]
     epochs = [row["epoch"] for row in history]
-    ax.plot(epochs, [row["train_loss"] for row in history], label="train NLL")
-    ax.plot(epochs, [row["val_loss"] for row in history], label="validation NLL")
-    best = min(history, key=lambda row: row["val_loss"])
+    ax.plot(epochs, [row["train_nll"] for row in history], label="train NLL")
+    ax.plot(epochs, [row["val_nll"] for row in history], label="validation NLL")
+    best = min(history, key=lambda row: row["val_nll"])
     ax.axvline(best["epoch"], color="0.5", ls="--", lw=1, label=f"kept (epoch {best['epoch']})")
     ax.set(xlabel="epoch", ylabel="NLL (nats/sample)", title=f"MDN, {title}")
     _clip_ylim(ax, history)
@@ -26,8 +26,8 @@ def loss_curves(path: Path, *, history, baseline_history, title: str) -> Path:
     if baseline_history:
         ax = axes[0, 1]
         epochs = [row["epoch"] for row in baseline_history]
-        ax.plot(epochs, [row["train_loss"] for row in baseline_history], label="train MSE")
-        ax.plot(epochs, [row["val_loss"] for row in baseline_history], label="validation MSE")
+        ax.plot(epochs, [row["train_mse"] for row in baseline_history], label="train MSE")
+        ax.plot(epochs, [row["val_mse"] for row in baseline_history], label="validation MSE")
         ax.set(xlabel="epoch", ylabel="MSE (standardised targets)", yscale="log", title="MSE baseline")
         ax.legend(fontsize=8)
     return save(fig, Path(path))
@@ -63,7 +63,7 @@ def health(path: Path, *, history, n_components: int, title: str) -> Path:
 
 def _clip_ylim(ax, history) -> None:
     """Keep the first epochs' large losses from squashing the interesting part of the curve."""
-    values = np.array([[row["train_loss"], row["val_loss"]] for row in history]).ravel()
+    values = np.array([[row["train_nll"], row["val_nll"]] for row in history]).ravel()
     low, high = values.min(), np.quantile(values, 0.98)
     pad = 0.05 * (high - low + 1e-9)
     ax.set_ylim(low - pad, high + pad)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import torch
 
 from mdn_experiments.config import saved_config, validate_model
+from mdn_experiments.evaluation.contract import non_finite
 from mdn_experiments.datasets.base import Dataset
 from mdn_experiments.errors import RunFolderError, UserError
 from mdn_experiments.models import Network
@@ -35,21 +35,13 @@ RESUME_FREE_KEYS = ("trainer.progress", "trainer.threads", "trainer.checkpoint_s
                     "tracking.mlflow_uri", "tracking.experiment")
 
 
-LOSS_NAMES = {"mdn": "nll", "baseline": "mse"}  # history.csv's loss columns per phase
-
-
-def loss_renames(loss_name: str) -> dict[str, str]:
-    return {"train_loss": f"train_{loss_name}", "val_loss": f"val_{loss_name}"}
-
-
-def write_history(path: Path, history: list[dict[str, float]], loss_name: str) -> None:
-    """history.csv: one row per epoch; the loss columns are named after the objective."""
+def write_history(path: Path, history: list[dict[str, float]]) -> None:
+    """history.csv: one row per epoch, the columns as the trainer names them."""
     if not history:
         return
-    rename = loss_renames(loss_name)
     with path.open("w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow([rename.get(key, key) for key in history[0]])
+        writer.writerow(list(history[0]))
         writer.writerows([row.values() for row in history])
 
 
@@ -61,11 +53,6 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def non_finite(metrics: dict[str, Any]) -> dict[str, float]:
-    """The metrics whose value is a float that is not finite (nan, inf, -inf)."""
-    return {key: value for key, value in metrics.items() if isinstance(value, float) and not math.isfinite(value)}
 
 
 def finite_metrics(metrics: dict[str, Any]) -> dict[str, Any]:

@@ -16,23 +16,22 @@ from mdn_experiments.evaluation.calibration import LEVELS, calibrate
 from mdn_experiments.evaluation.scores import rmse, unconditional_nll
 from mdn_experiments.figures import draw_task
 from mdn_experiments.models import Network, count_parameters
-from mdn_experiments.run.artifacts import non_finite
+from mdn_experiments.evaluation import contract as C
 from mdn_experiments.train.trainer import FitResult, evaluate_loss, predict
 
 TRAIN_NLL_POINTS = 10_000  # train_nll: on the first this many training points (all of the synthetic sets)
 
 
-def _rollback_metrics(prefix: str, result: FitResult) -> dict[str, Any]:
-    return {f"{prefix}rollbacks": len(result.rollbacks),
-            f"{prefix}rollback_at": "; ".join(f"epoch {r['epoch']} step {r['step']} ({r['reason']})"
-                                              for r in result.rollbacks)}
+def _rollback_metrics(result: FitResult, rule: str | None = None) -> dict[str, Any]:
+    return {C.key("rollbacks", rule): len(result.rollbacks),
+            C.key("rollback_at", rule): "; ".join(f"epoch {r['epoch']} step {r['step']} ({r['reason']})"
+                                                  for r in result.rollbacks)}
 
 
 def evaluate_run(settings: RunSettings, dataset: Dataset, splits: Splits, mdn_net: Network, baseline: Network | None,
                  result: FitResult, baseline_result: FitResult | None, fig_dir: Path) -> dict[str, Any]:
-    """metrics.json's content (wall time aside) and the figures; sets `status`:
-    ok, diverged (a phase stopped by the non-finite guard) or degenerate (the MDN's test NLL is
-    no better than `unconditional_nll`)."""
+    """metrics.json's content (wall time aside) and the figures, with the run's status
+    (contract.run_status)."""
     metrics_start = time.perf_counter()
     test_nll, _ = evaluate_loss(mdn_net, *splits.test)
     train_nll, _ = evaluate_loss(mdn_net, *(part[:TRAIN_NLL_POINTS] for part in splits.train))
@@ -44,13 +43,13 @@ def evaluate_run(settings: RunSettings, dataset: Dataset, splits: Splits, mdn_ne
         "seed": settings.seed,
         "status": "ok",
         "status_reason": "",
-        "test_nll": test_nll,
-        "unconditional_nll": unconditional_nll(splits.train[1], splits.test[1]),
-        "val_nll": result.best_val_loss,
-        "train_nll": train_nll,
+        C.TEST_NLL: test_nll,
+        C.UNCONDITIONAL_NLL: unconditional_nll(splits.train[1], splits.test[1]),
+        C.VAL_NLL: result.best_val_loss,
+        C.TRAIN_NLL: train_nll,
         "best_epoch": result.best_epoch,
         "epochs_run": len(result.history),
-        **_rollback_metrics("", result),
+        **_rollback_metrics(result),
         **{key: val_diagnostics[key] for key in HEALTH_KEYS},
         "revivals": len(result.revivals),
         "revived_at": "; ".join(f"component {r['component'] + 1} at epoch {r['epoch']}" for r in result.revivals),
@@ -64,39 +63,25 @@ def evaluate_run(settings: RunSettings, dataset: Dataset, splits: Splits, mdn_ne
                                                                test_mixture.component_std()))
     if baseline is not None:
         with torch.no_grad():
-            metrics["baseline_test_rmse"] = rmse(predict(baseline, splits.test[0]), splits.test[1])
-        metrics["baseline_n_params"] = count_parameters(baseline)
-        metrics["baseline_train_seconds"] = baseline_result.seconds
-        metrics.update(_rollback_metrics("baseline_", baseline_result))
+            metrics[C.RMSE_BASELINE] = rmse(predict(baseline, splits.test[0]), splits.test[1])
+        metrics[C.key("n_params", C.BASELINE)] = count_parameters(baseline)
+        metrics[C.key("train_seconds", C.BASELINE)] = baseline_result.seconds
+        metrics.update(_rollback_metrics(baseline_result, C.BASELINE))
     if unusable:  # modes, samples and figures of a mixture with inf/nan parameters mean nothing
         metrics["metrics_seconds"] = time.perf_counter() - metrics_start
-        metrics["status"], metrics["status_reason"] = "nonfinite", (
-            "the MDN's predictions on the test set are not finite (inf or nan parameters): the task metrics, "
-            "calibration and figures were not computed")
+        metrics["status"], metrics["status_reason"] = C.run_status(metrics, [], unusable=True)
         return metrics
     metrics.update(dataset.metrics(mdn_net, baseline, splits))
     with torch.no_grad():
         calibration = calibrate(test_mixture, splits.test[1])
         metrics.update(calibration.metrics())
         if baseline is not None and calibration.crps is not None:  # a point forecast's CRPS: |y - y_hat|
-            metrics["baseline_crps"] = float((predict(baseline, splits.test[0]) - splits.test[1]).abs().mean())
-    if "bayes_nll" in metrics:
-        metrics["nll_gap"] = metrics["test_nll"] - metrics["bayes_nll"]
-
+            metrics[C.CRPS_BASELINE] = float((predict(baseline, splits.test[0]) - splits.test[1]).abs().mean())
+    if C.BAYES_NLL in metrics:
+        metrics[C.NLL_GAP] = metrics[C.TEST_NLL] - metrics[C.BAYES_NLL]
     diverged = [f"{name}: {r.diverged}" for name, r in (("MDN", result), ("baseline", baseline_result))
                 if r is not None and r.diverged]
-    if diverged:
-        metrics["status"] = "diverged"
-        metrics["status_reason"] = "training stopped by the non-finite guard (" + "; ".join(diverged) + \
-            "); the best weights before it were evaluated"
-    elif not test_nll < metrics["unconditional_nll"]:
-        metrics["status"] = "degenerate"
-        metrics["status_reason"] = (f"test NLL {test_nll:.4g} is no better than {metrics['unconditional_nll']:.4g}, "
-                                    f"the NLL of one Gaussian fitted to the training targets")
-    elif non_finite(metrics):
-        metrics["status"] = "nonfinite"
-        metrics["status_reason"] = ("metrics that are not finite numbers (null in metrics.json): "
-                                    + "; ".join(f"{key}={value}" for key, value in non_finite(metrics).items()))
+    metrics["status"], metrics["status_reason"] = C.run_status(metrics, diverged)
 
     metrics["metrics_seconds"] = time.perf_counter() - metrics_start
     figures_start = time.perf_counter()

@@ -28,8 +28,8 @@ from hydra.errors import InstantiationException
 from mdn_experiments.errors import DISK_ERRORS, UserError, disk_error
 from mdn_experiments.models import Network
 from mdn_experiments.run import locking
-from mdn_experiments.run.artifacts import (LOSS_NAMES, RESUME_FREE_KEYS, check_run_folder, finite_metrics,
-                                           loss_renames, remove_state, write_history, write_json_atomic)
+from mdn_experiments.run.artifacts import (RESUME_FREE_KEYS, check_run_folder, finite_metrics, remove_state,
+                                           write_history, write_json_atomic)
 from mdn_experiments.run.build import RunObjects, build_run
 from mdn_experiments.run.evaluate import evaluate_run
 from mdn_experiments.run.tracking import Trackers, open_trackers
@@ -53,7 +53,7 @@ def make_trainer(objects: RunObjects, network: Network, splits: Splits, progress
     hooks = [ReviveDead(s.revive_after)] if s.revive_dead and network.is_mdn else []
     if trackers is not None:  # after the revival hook: its column is logged too
         phase = "mdn" if network.is_mdn else "baseline"
-        hooks.append(trackers.hook(phase, loss_renames(LOSS_NAMES[phase])))
+        hooks.append(trackers.hook(phase))
     return Trainer(network, splits.train, splits.val, s.mdn_train if network.is_mdn else s.baseline_train,
                    optimizer_factory=objects.optimizer_factory, seed=s.seed, epoch_hooks=hooks, progress=progress,
                    desc=desc, on_event=on_event)
@@ -204,7 +204,7 @@ def _train_and_evaluate(objects: RunObjects, run_dir: Path, splits: Splits, save
     trainer = make_trainer(objects, mdn_net, splits, progress, f"MDN K={settings.model.K}", on_event=ckpt,
                            trackers=trackers)
     result = _train_phase("mdn", trainer, ckpt, saved, "baseline" if settings.baseline else "evaluate")
-    write_history(run_dir / "history.csv", result.history, "nll")
+    write_history(run_dir / "history.csv", result.history)
     log.info("MDN: best val NLL %.4f at epoch %d (%.1fs)", result.best_val_loss, result.best_epoch, result.seconds)
 
     baseline, baseline_result = None, None
@@ -214,7 +214,7 @@ def _train_and_evaluate(objects: RunObjects, run_dir: Path, splits: Splits, save
         trainer = make_trainer(objects, baseline, splits, progress, "MSE baseline", on_event=ckpt,
                                trackers=trackers)
         baseline_result = _train_phase("baseline", trainer, ckpt, saved, "evaluate")
-        write_history(run_dir / "baseline_history.csv", baseline_result.history, "mse")
+        write_history(run_dir / "baseline_history.csv", baseline_result.history)
         log.info("MSE baseline: best val MSE %.4g at epoch %d", baseline_result.best_val_loss,
                  baseline_result.best_epoch)
     if saved is not None and saved["phase"] == "evaluate":

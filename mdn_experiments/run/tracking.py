@@ -300,12 +300,11 @@ class Trackers:
     def __init__(self, trackers: Sequence[Tracker]) -> None:
         self.trackers = list(trackers)
 
-    def hook(self, phase: str, renames: dict[str, str]):
-        """An epoch hook for Trainer (hook(trainer, row)); `renames` maps row keys to csv names."""
+    def hook(self, phase: str):
+        """An epoch hook for Trainer (hook(trainer, row)): each history row, named as in its csv."""
         def log_epoch(trainer, row: dict[str, Any]) -> None:
-            named = {renames.get(key, key): value for key, value in row.items()}
             for tracker in self.trackers:
-                tracker.epoch(phase, named)
+                tracker.epoch(phase, row)
         return log_epoch
 
     def final(self, metrics: dict[str, Any], run_dir: Path) -> None:

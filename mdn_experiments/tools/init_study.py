@@ -51,7 +51,7 @@ def run_one(job: tuple[str, int, int, str, bool, list[str]]) -> dict:
         return evaluate_loss(network, x, y)[0]
 
     def watch(trainer, row) -> None:  # runs first, on the weights the row was computed from
-        value = row["val_loss"] if dataset_name == "inverse_sine" else quality(trainer.network, *splits.val)
+        value = row["val_nll"] if dataset_name == "inverse_sine" else quality(trainer.network, *splits.val)
         if not reached and value <= target:
             reached.update(epoch=row["epoch"], seconds=row["seconds"])
 

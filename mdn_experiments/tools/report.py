@@ -18,7 +18,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 
 from mdn_experiments.errors import RunFolderError, UserError
-from mdn_experiments.evaluation.contract import STATUSES
+from mdn_experiments.evaluation.contract import STATUSES, upgrade
 from mdn_experiments.run import locking
 from mdn_experiments.run.layout import SWEEP_DONE_FILE, job_folders, read_json, read_yaml
 
@@ -46,7 +46,7 @@ def _job_row(job_dir: Path, sweep_dir: Path) -> dict[str, Any]:
                    K=config.get("K", ""), seed=config.get("seed", ""))
         metrics_path, error_path = job_dir / "metrics.json", job_dir / "error.txt"
         if metrics_path.exists():
-            metrics = read_json(metrics_path)
+            metrics = upgrade(read_json(metrics_path))
             missing = [key for key in METRIC_KEYS if not isinstance(metrics.get(key), (int, float))]
             status = metrics.get("status", "ok")
             if missing and status == "ok":

@@ -26,11 +26,14 @@ from mdn_experiments.tools import launch
 from mdn_experiments.run import locking
 from mdn_experiments.datasets.idx import DataError, ensure_mnist_files
 from mdn_experiments.errors import RunFolderError, UserError
+from mdn_experiments.evaluation import contract as C
 from mdn_experiments.run.layout import REPRODUCE_FILE, read_json, sweep_finished
 from mdn_experiments.tools.report import collect, write_atomic, write_summary
 from mdn_experiments.config.safety import quote
 
 REFERENCES_FILE = "references.yaml"  # the reference values and bands, beside this module
+TEMPLATE_FILE = "report.md.j2"  # REPORT.md's words, with the numbers as placeholders
+FIGURES_FILE = "report_figures.yaml"  # the figures REPORT.md shows, with their captions
 SWEEPS = ("toy_k_sweep", "toy_bishop", "robot_arm", "mnist")  # its sweep folders, in the order they run
 
 # shrink every run to seconds (for tests of this pipeline, not for results)
@@ -72,7 +75,7 @@ def load_jobs(sweep_dir: Path) -> dict[str, dict]:
     jobs = {}
     for path in sorted(sweep_dir.glob("*/metrics.json")):
         try:
-            jobs[path.parent.name] = read_json(path)
+            jobs[path.parent.name] = C.upgrade(read_json(path))
         except RunFolderError:
             continue
     return jobs
@@ -143,152 +146,55 @@ def band_check(row: dict, mean: float) -> str:
     return f"{text}: **{'held' if held else 'missed'}**"
 
 
-def reference_row(row: dict, jobs_by_sweep: dict[str, dict[str, dict]]) -> str:
+def reference_row(row: dict, jobs_by_sweep: dict[str, dict[str, dict]]) -> dict[str, str]:
     summary = stats(jobs_by_sweep.get(row["sweep"], {}), row["metric"], **(row.get("match") or {}))
-    return (f"| {row['what']} | {fmt(summary, percent=bool(row.get('percent')))} | {row['reference']} | "
-            f"{band_check(row, summary[0])} |")
+    return {"what": row["what"], "ours": fmt(summary, percent=bool(row.get("percent"))),
+            "reference": row["reference"], "band": band_check(row, summary[0])}
 
 
 def build_report(root: Path, timings: dict[str, float], mnist_note: str | None, prefix: str = "") -> str:
-    """REPORT.md's text; figure links are prefixed with `prefix` (the run folder, seen from the file)."""
+    """REPORT.md's text, from the template report.md.j2; figure links are prefixed with `prefix`
+    (the run folder, seen from the file)."""
+    import jinja2
+    import yaml
+
     jobs_by_sweep = {name: load_jobs(root / name) for name in SWEEPS}
-    toy, bishop, arm, mnist = (jobs_by_sweep[name] for name in SWEEPS)
     toy_summary = None
-    if toy:
+    if jobs_by_sweep["toy_k_sweep"]:
         with locking.FolderLock(root / "toy_k_sweep", "sweep summary"):
             toy_summary = write_summary(root / "toy_k_sweep")
-    fig = lambda rel: f"{prefix}{rel}"  # noqa: E731
-    lines = [
-        "# mdn-experiments: reproduction report",
-        "",
-        f"Made by `make reproduce` on {dt.datetime.now():%Y-%m-%d %H:%M}. Machine: {machine()}.",
-        f"Software: {versions()}.",
-        "Wall time: " + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in timings.items())
-        + f"; total {sum(timings.values()) / 60:.1f} min.",
-        "",
-        "Every number is the mean ± standard deviation over the seeds whose run is ok (n); a run that "
-        "diverged, is degenerate (no better than one Gaussian fitted to the targets) or failed is left "
-        "out and counted beside the number.",
-        "",
-        *job_status_lines(root),
-        "## Our numbers beside the references",
-        "",
-        f"Reference values and bands from `mdn_experiments/tools/{REFERENCES_FILE}`; a band is held when the "
-        "mean over the seeds lies inside it.",
-        "",
-        "| quantity | ours | reference | band |",
-        "|---|---|---|---|",
-        *[reference_row(row, jobs_by_sweep) for row in references()],
-        "",
-    ]
-    if mnist_note:
-        lines += [f"MNIST was not run: {mnist_note}", ""]
-    lines += [
-        "## The paper's claims, each with the number that answers it",
-        "",
-        "**An MSE network predicts the average of the branches.** On the toy problem the MSE network's "
-        f"curve lies {fmt(stats(toy, 'baseline_vs_ideal_mean_rmse', K=3), 2)} (RMS) from the true "
-        f"conditional mean E[t|x], while the test targets spread {fmt(stats(toy, 'ideal_mean_rmse', K=3), 2)} "
-        f"(RMS) around it. On the arm it misses the target by {fmt(stats(arm, 'baseline_positioning_rmse'), 3)} "
-        f"against {fmt(stats(arm, 'positioning_rmse'), 2)} for the MDN, which keeps both elbow branches "
-        f"(branch coverage {fmt(stats(arm, 'branch_coverage'), 3)}: the share of doubled points where both "
-        "analytic solutions lie within 0.05 rad of a mode holding ≥ 5 % of the probability).",
-        "",
-        "**The number of useful components follows the number of modes.** With K=5 the MDN keeps "
-        f"{fmt(stats(toy, 'active_components_one_branch', K=5), 3)} components with π ≥ 0.05 where "
-        "the whole noise window around x lies on one branch of the inverse, and "
-        f"{fmt(stats(toy, 'active_components_three_branches', K=5), 3)} where f(t) = x has three "
-        "solutions (K=3: "
-        f"{fmt(stats(toy, 'active_components_one_branch', K=3), 3)} and "
-        f"{fmt(stats(toy, 'active_components_three_branches', K=3), 3)}). Counted as modes holding ≥ 5 % of "
-        "the probability against the number of separate intervals of the true p(t|x), the K=3 MDN gets the "
-        f"number right for {fmt(stats(toy, 'branch_count_accuracy', K=3), 2)} of the test inputs (the true "
-        "density is flat on each interval, and a wide interval is usually drawn with two bumps).",
-    ]
+    k_choice = None
     if toy_summary and toy_summary["table"]:
-        entries = toy_summary["table"]["inverse_sine"]
-        lines += ["Validation NLL against K: " + ", ".join(
-            f"K={e['K']}: {e['val_nll']:.3f}" for e in entries) + ". "
-            f"K chosen by validation NLL: {toy_summary['chosen_k']['inverse_sine']['by_val_nll']}; "
-            f"by BIC: {toy_summary['chosen_k']['inverse_sine']['by_bic']} (BIC counts every network weight, "
-            "so its penalty dwarfs the likelihood differences and it always picks the smallest K)."]
-    lines += ["", "**An ambiguous digit gets several candidate values.** " + (
-        f"On MNIST the mean number of components with π ≥ 0.05 is "
-        f"{fmt(stats(mnist, 'mean_active_components'), 3)}; some component rounds to the label for "
-        f"{fmt(stats(mnist, 'accuracy_any'), 4, True)} of the test digits against "
-        f"{fmt(stats(mnist, 'accuracy_top1'), 4, True)} for the most probable one alone."
-        if mnist else "Not answered: MNIST was not run (see above)."), "",
-        "## Calibration",
-        "",
-        "Coverage: the share of test targets inside the predicted mixture's 50 % and 90 % highest-density "
-        "regions (calibrated: 0.5 and 0.9; estimated per input from 1000 draws of the mixture). CRPS "
-        "(1-D targets, closed form, lower is better) beside the MSE network's (its absolute error), and "
-        "the Kolmogorov–Smirnov distance of the PIT values from uniform (0 when calibrated).",
-        "",
-    ]
-    for name, jobs, match in (("inverse sine, K=3", toy, {"K": 3}), ("robot arm, K=3", arm, {}),
-                              ("MNIST, K=10", mnist, {})):
-        if not jobs:
-            continue
-        line = (f"- **{name}**: coverage_50 {fmt(stats(jobs, 'coverage_50', **match), 3)}, "
-                f"coverage_90 {fmt(stats(jobs, 'coverage_90', **match), 3)}")
-        if stats(jobs, "crps", **match)[2]:
-            line += (f"; CRPS {fmt(stats(jobs, 'crps', **match), 3)} against {fmt(stats(jobs, 'baseline_crps', **match), 3)} "
-                     f"for the MSE network; PIT KS distance {fmt(stats(jobs, 'pit_ks', **match), 2)}")
-        lines.append(line + ".")
-    lines += [
-        "",
-        "## Figures (seed 0)",
-        "",
-    ]
-    figures = [
-        ("toy_k_sweep/K=3,seed=0/figures/comparison.png", "Figure 2a: the MSE network (red) runs between the "
-         "branches, near the true E[t|x] (dotted); the mean of the most probable MDN component stays on a branch, "
-         "and the MDN's modes (rings, area ∝ mass) mark every branch."),
-        ("toy_k_sweep/K=3,seed=0/figures/contour.png", "Figure 2b: p(t|x) of the K=3 MDN; three ridges in the "
-         "middle, where the inverse has three values."),
-        ("toy_k_sweep/K=3,seed=0/figures/pi.png", "Figure 3 (K=3): one component dominates at each end; "
-         "the components share the middle."),
-        ("toy_k_sweep/K=5,seed=0/figures/pi.png", "Figure 3 (K=5): the extra components stay small or "
-         "split a branch."),
-        ("toy_bishop/seed=0/figures/contour.png", "p(t|x) from Bishop's own setup (20 tanh units, "
-         f"L-BFGS): the same three-valued middle, from {n_weights(bishop)} weights instead of "
-         f"{n_weights(toy, K=3)}."),
-        ("toy_k_sweep/k_sweep.png", "NLL, NLL gap and BIC against K (mean ± std over seeds)."),
-        ("robot_arm/seed=0/figures/workspace.png", "Figure 4a: end-effector samples by elbow branch, and the "
-         "doubled region where both arm configurations reach."),
-        ("robot_arm/seed=0/figures/top_pi.png", "Figure 4b: the largest mixing coefficient; about 0.5 "
-         "where the MDN splits its mass between the two branches."),
-        ("robot_arm/seed=0/figures/positioning_errors.png", "Figure 5: lines from desired to reached "
-         "positions; the MSE network misses in the doubled region, the MDN's lines are too short to see."),
-        ("mnist/seed=0/figures/samples.png", "Figure 7: test digits beside their mixtures over 0–9; the "
-         "ambiguous ones carry several candidates."),
-        ("mnist/seed=0/figures/confusions.png", "Where top-1 goes wrong, MDN beside the rounded MSE network."),
-        ("toy_k_sweep/K=3,seed=0/figures/calibration.png", "Calibration of the toy K=3 MDN: coverage of its "
-         "highest-density regions against their level, and the PIT histogram."),
-        ("robot_arm/seed=0/figures/calibration.png", "Calibration of the arm MDN (2-D targets: coverage only)."),
-    ]
-    for rel, sentence in figures:
-        if (root / rel).exists():
-            lines += [f"![{rel}]({fig(rel)})", "", sentence, ""]
-    return "\n".join(lines) + "\n"
+        entries, chosen = toy_summary["table"]["inverse_sine"], toy_summary["chosen_k"]["inverse_sine"]
+        k_choice = {"val_nll": ", ".join(f"K={e['K']}: {e['val_nll']:.3f}" for e in entries), **chosen}
+    counts, bad = [], []
+    for sweep, rows in job_rows(root).items():
+        counts.append(f"{sweep} {sum(row['status'] == 'ok' for row in rows)}/{len(rows)} ok")
+        bad += [{"sweep": sweep, **row} for row in rows if row["status"] != "ok"]
+    weights = {"bishop_weights": n_weights(jobs_by_sweep["toy_bishop"]),
+               "toy_weights": n_weights(jobs_by_sweep["toy_k_sweep"], K=3)}
+    figures = [{"path": f["path"], "caption": f["caption"].format(**weights)}
+               for f in yaml.safe_load(Path(__file__).with_name(FIGURES_FILE).read_text()) if (root / f["path"]).exists()]
+
+    def s(sweep: str, metric: str, digits: int = 4, percent: bool = False, **match) -> str:
+        return fmt(stats(jobs_by_sweep[sweep], metric, **match), digits, percent)
+
+    environment = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent), undefined=jinja2.StrictUndefined,
+                                     keep_trailing_newline=True, autoescape=False)
+    return environment.get_template(TEMPLATE_FILE).render(
+        made=f"{dt.datetime.now():%Y-%m-%d %H:%M}", machine=machine(), software=versions(),
+        timings=", ".join(f"{name} {seconds:.0f} s" for name, seconds in timings.items()),
+        total_minutes=f"{sum(timings.values()) / 60:.1f}",
+        job_counts=", ".join(counts) if counts else "no jobs ran", bad_jobs=bad,
+        reference_rows=[reference_row(row, jobs_by_sweep) for row in references()], mnist_note=mnist_note,
+        s=s, ran=lambda sweep: bool(jobs_by_sweep[sweep]), has=lambda sweep, metric, **match: stats(
+            jobs_by_sweep[sweep], metric, **match)[2] > 0, k_choice=k_choice, figures=figures, prefix=prefix,
+        active_pi=C.ACTIVE_PI, min_mode_percent=f"{C.MIN_MODE_MASS * 100:g}", branch_radius=C.BRANCH_RADIUS)
 
 
 def job_rows(root: Path) -> dict[str, list[dict]]:
     """The summary rows (job, status, reason, ...) of every sweep this reproduction holds."""
     return {sweep: collect(root / sweep) for sweep in SWEEPS if (root / sweep).is_dir()}
-
-
-def job_status_lines(root: Path) -> list[str]:
-    """One line with every sweep's job counts by status, then one line per job that is not ok."""
-    counts, bad = [], []
-    for sweep, rows in job_rows(root).items():
-        ok = sum(row["status"] == "ok" for row in rows)
-        counts.append(f"{sweep} {ok}/{len(rows)} ok")
-        bad += [f"- `{sweep}/{row['job']}`: **{row['status']}**: {row['reason']}" for row in rows
-                if row["status"] != "ok"]
-    return ["Job status: " + ", ".join(counts) + "." if counts else "Job status: no jobs ran.", "", *bad,
-            *([""] if bad else [])]
 
 
 def new_run_folder(out: Path) -> Path:
@@ -343,15 +249,18 @@ def parallel_launcher(n_jobs: int) -> list[str]:
 
 def steps(root: Path, quick: bool) -> list[tuple[str, Path, list[str]]]:
     """The reproduction's steps: (name, sweep folder, mdn-run arguments), each an experiment preset
-    (conf/experiment/) swept into its own folder. The 15-job toy sweep runs 2 jobs at a time, the
-    3-seed steps all 3 at once."""
+    (conf/experiment/: one tuned run) swept by a sweep option (conf/sweep/) into its own folder.
+    The 15-job toy sweep runs 2 jobs at a time, the 3-seed steps all 3 at once."""
     q = QUICK if quick else []
-    plan = [("inverse sine, K = 1..5 x 3 seeds", "toy_k_sweep", parallel_launcher(2), q),
-            ("inverse sine, Bishop's setup x 3 seeds", "toy_bishop", parallel_launcher(3), q),
-            ("robot arm, K=3 x 3 seeds", "robot_arm", parallel_launcher(3), q),
-            ("MNIST x 3 seeds", "mnist", parallel_launcher(3), QUICK_MNIST if quick else [])]
-    return [(name, root / folder, [f"experiment={folder}", *launcher, *budget, f"hydra.sweep.dir={quote(str(root / folder))}"])
-            for name, folder, launcher, budget in plan]
+    plan = [("inverse sine, K = 1..5 x 3 seeds", "toy_k_sweep", ["experiment=inverse_sine", "sweep=k_grid"],
+             parallel_launcher(2), q),
+            ("inverse sine, Bishop's setup x 3 seeds", "toy_bishop", ["experiment=toy_bishop", "sweep=seeds"],
+             parallel_launcher(3), q),
+            ("robot arm, K=3 x 3 seeds", "robot_arm", ["experiment=robot_arm", "sweep=seeds"], parallel_launcher(3), q),
+            ("MNIST x 3 seeds", "mnist", ["experiment=mnist", "sweep=seeds"], parallel_launcher(3),
+             QUICK_MNIST if quick else [])]
+    return [(name, root / folder, [*preset, *launcher, *budget, f"hydra.sweep.dir={quote(str(root / folder))}"])
+            for name, folder, preset, launcher, budget in plan]
 
 
 def mnist_missing() -> str | None:

@@ -161,8 +161,8 @@ class Trainer:
     input's standard deviation: a smoothness regulariser (Bishop 1995, training with noise).
     Any torch.optim optimizer works, L-BFGS included (its line search re-evaluates the loss
     through a closure; pair it with grad_clip=None, since clipping distorts the curvature it
-    builds). Every history row holds: epoch, train_loss (mean over the epoch's minibatches),
-    val_loss, grad_norm (mean total gradient norm *before* clipping), grad_norm_max,
+    builds). Every history row holds: epoch, train_nll or train_mse (the network's loss_name; the
+    mean over the epoch's minibatches), val_nll or val_mse, grad_norm (mean total gradient norm *before* clipping), grad_norm_max,
     sigma_floor_share (validation set), lr, rollbacks (how many happened in that epoch), seconds
     (training time so far) and, for an MDN, the component health of `evaluation.health` on the
     validation set (effective_components, dead_components, responsibility_entropy).
@@ -253,6 +253,9 @@ class Trainer:
         self._load_modules_state(state)
         self.best_state = _clone(state["best_state"])
         self.progress = Progress(**copy.deepcopy(state["progress"]))
+        loss = self.network.loss_name  # a state saved before the columns were named after the loss
+        self.progress.history = [{{"train_loss": f"train_{loss}", "val_loss": f"val_{loss}"}.get(k, k): v
+                                  for k, v in row.items()} for row in self.progress.history]
         self._segment_start = time.perf_counter()
 
     def _snapshot(self) -> dict[str, Any]:
@@ -299,8 +302,8 @@ class Trainer:
             p.epoch, p.batch, p.order, p.failures = p.epoch + 1, 0, None, 0
             p.history.append({
                 "epoch": p.epoch,
-                "train_loss": sum(p.losses) / len(p.losses),
-                "val_loss": val_loss,
+                f"train_{self.network.loss_name}": sum(p.losses) / len(p.losses),
+                f"val_{self.network.loss_name}": val_loss,
                 "grad_norm": sum(p.norms) / len(p.norms),
                 "grad_norm_max": max(p.norms),
                 **diagnostics,
