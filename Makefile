@@ -16,7 +16,7 @@ export MDN_MNIST_ROOT ?= $(SHARED_MNIST)
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-slow test-all test-cluster run sweep reproduce bench init-study clean
+.PHONY: help install test test-all test-cluster run sweep reproduce bench init-study clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -31,19 +31,17 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv with the pinned CPU torch and the project (editable, dev extras)
 
-test: install ## run the fast test suite (what CI runs), on every core
-	$(BIN)/python -m pytest -m "not slow and not cluster" -q -n auto
+test: install ## the quick tier: tests/unit and a few command-line smoke tests (a couple of minutes)
+	$(BIN)/python -m pytest -m "unit or quick" -q -n auto --durations=10
 
-test-slow: install ## run the slow tier only (longer end-to-end runs; CI runs it after make test)
-	$(BIN)/python -m pytest -m "slow and not cluster" -q -n auto
-
-test-all: test test-slow ## run every test but the cluster ones: make test, then the slow tier
+test-all: install ## everything else: tests/integration, the commands end to end (CI runs it after make test)
+	$(BIN)/python -m pytest tests/integration -m "not unit and not quick and not cluster" -q -n auto --durations=10
 
 SLURM_DIR ?= /tmp/mdn-slurm-test
 test-cluster: install ## bring up a throwaway one-node SLURM (root, apt), run the cluster tests, tear it down
-	@tests/cluster/slurm-up.sh $(SLURM_DIR) || { echo "make test-cluster: no cluster, no cluster tests (see the line above)" >&2; exit 1; }
-	@SLURM_CONF=$(SLURM_DIR)/slurm.conf $(BIN)/python -m pytest -m cluster -q tests/cluster; status=$$?; \
-	  tests/cluster/slurm-down.sh $(SLURM_DIR); exit $$status
+	@tests/integration/cluster/slurm-up.sh $(SLURM_DIR) || { echo "make test-cluster: no cluster, no cluster tests (see the line above)" >&2; exit 1; }
+	@SLURM_CONF=$(SLURM_DIR)/slurm.conf $(BIN)/python -m pytest -m cluster -q tests/integration/cluster; status=$$?; \
+	  tests/integration/cluster/slurm-down.sh $(SLURM_DIR); exit $$status
 
 run: install ## one run: make run ARGS="K=5 seed=1"
 	$(BIN)/mdn-run $(ARGS)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 
 from mdn_experiments.config.compose import compose
+from mdn_experiments.tools import launch
+from mdn_experiments.datasets.idx import MNIST_FILES
 from mdn_experiments.evaluation.contract import is_timing
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,9 +34,61 @@ def compose_config(overrides: list[str] | None = None):
 
 
 def run_cli(args: list[str], cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run `mdn-run ARGS` in a fresh interpreter (the console script calls cli.main)."""
-    return subprocess.run(
-        [sys.executable, "-m", "mdn_experiments.cli", *args],
-        cwd=cwd or REPO, capture_output=True, text=True, timeout=600,
-        env={**os.environ, **(env or {})},
-    )
+    """Run `mdn-run ARGS` in a fresh interpreter, as a user would (launch: the one helper that starts it)."""
+    return launch.run("mdn_experiments.cli", args, cwd=cwd or REPO, env=env, capture_output=True, text=True,
+                      timeout=600)
+
+
+def cli_in_process(args: list[str]) -> subprocess.CompletedProcess:
+    """`mdn-run ARGS` in this process (no new interpreter, no torch import for a refused config):
+    its exit status and what it printed. For the command-line checks that stop before any run."""
+    import contextlib
+    import io
+
+    from mdn_experiments import cli
+
+    out, err, argv, code = io.StringIO(), io.StringIO(), sys.argv, 0
+    sys.argv = ["mdn-run", *args]
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            cli.main()
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    finally:
+        sys.argv = argv
+    return subprocess.CompletedProcess(["mdn-run", *args], code, out.getvalue(), err.getvalue())
+
+
+HOLD = """
+import sys, time
+from mdn_experiments.run import locking
+locking.acquire(sys.argv[1], "test")
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def holding(folder: Path) -> subprocess.Popen:
+    """Another process that holds folder's lock until it is killed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    child = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "held"
+    return child
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under folder with its bytes: what 'nothing changed' is checked against."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def one_error(proc, prog: str = "mdn-run") -> str:
+    errors = [line for line in proc.stderr.splitlines() if line.startswith(f"{prog}: error:")]
+    assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    return errors[0]
+
+
+def find_mnist_root() -> Path | None:
+    for candidate in (os.environ.get("MDN_MNIST_ROOT"), REPO.parent / "shared" / "data" / "mnist" / "raw"):
+        if candidate and all((Path(candidate) / name).exists() for name in MNIST_FILES):
+            return Path(candidate)
+    return None

@@ -1,0 +1,14 @@
+"""The Python API: the README's example runs exactly as written, and the package exports what it says."""
+
+import pytest
+
+
+def test_every_advertised_name_is_importable():
+    import mdn_experiments
+    from mdn_experiments import mdn
+
+    for name in mdn_experiments.__all__:
+        assert getattr(mdn_experiments, name) is not None, name
+    assert mdn_experiments.FullMixture is mdn.FullMixture
+    with pytest.raises(AttributeError):
+        mdn_experiments.no_such_thing  # noqa: B018

@@ -1,0 +1,72 @@
+"""The package's layers: each module imports only from its own layer or the ones below it, and the
+config layer loads without torch (so a refused config costs no torch import)."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import mdn_experiments
+
+PACKAGE = Path(mdn_experiments.__file__).parent
+# lowest first; a module may import from its own layer and any layer before it
+LAYERS = [
+    ("errors", "config"),
+    ("mdn",),
+    ("models",),
+    ("evaluation", "datasets"),
+    ("train",),
+    ("figures",),
+    ("run",),
+    ("tools",),
+    ("cli", "__init__"),
+]
+
+
+def layer_of(module: str) -> int:
+    top = module.split(".")[1] if module.count(".") else "__init__"
+    for index, names in enumerate(LAYERS):
+        if top in names:
+            return index
+    raise AssertionError(f"{module} is in no layer")
+
+
+def modules() -> dict[str, Path]:
+    out = {}
+    for path in PACKAGE.rglob("*.py"):
+        rel = path.relative_to(PACKAGE.parent).with_suffix("")
+        name = ".".join(rel.parts)
+        out[name.removesuffix(".__init__") if name.endswith(".__init__") and name.count(".") > 1 else name] = path
+    return out
+
+
+def project_imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("mdn_experiments"):
+            found.add(node.module if node.module != "mdn_experiments" else f"mdn_experiments.{node.names[0].name}")
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name.startswith("mdn_experiments"))
+    return found
+
+
+def test_every_module_imports_downward_only():
+    wrong = []
+    for module, path in modules().items():
+        if module == "mdn_experiments.__init__" or module == "mdn_experiments":
+            continue  # the lazy public API names every layer by design
+        for imported in project_imports(path):
+            if imported == "mdn_experiments":
+                continue
+            if layer_of(imported) > layer_of(module):
+                wrong.append(f"{module} -> {imported}")
+    assert wrong == []
+
+
+def test_the_config_layer_loads_without_torch():
+    code = ("import sys, mdn_experiments.config, mdn_experiments.config.safety, mdn_experiments.evaluation.contract, "
+            "mdn_experiments.cli; print(sorted(m for m in ('torch', 'numpy', 'matplotlib') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"

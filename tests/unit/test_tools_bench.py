@@ -1,0 +1,77 @@
+"""make bench's script on tiny sizes (it is timed by hand, never by tests), the experiment presets
+and the reference file the report reads."""
+
+from pathlib import Path
+import math
+import pytest
+from omegaconf import OmegaConf
+from hydra import compose, initialize_config_dir
+from helpers import compose_config
+from mdn_experiments import mdn
+from mdn_experiments.tools import bench
+from mdn_experiments.cli import config_dir
+from mdn_experiments.tools.reproduce import SWEEPS, band_check, references
+
+
+def test_the_probability_space_loss_underflows_where_ours_does_not():
+    case = bench.underflow_case()
+    assert math.isinf(case["prob_space"]["loss"]) and not case["prob_space"]["gradient_finite"]
+    assert math.isfinite(case["ours"]["loss"]) and case["ours"]["gradient_finite"]
+    # both formulas agree where nothing underflows, for every kind (the benchmark compares like with like)
+    for covariance in ("diag", "isotropic", "full"):
+        raw, y = bench.loss_inputs(256, 3, 2, covariance)
+        mixture = mdn.mixture_from_raw(raw.detach().double(), 3, 2, covariance)
+        assert float(bench.prob_space_nll(mixture, y.double())) == pytest.approx(float(mdn.nll(mixture, y.double())),
+                                                                                 rel=1e-9)
+
+
+def test_the_minimal_loop_makes_the_same_number_of_steps_as_fit():
+    train, val = bench.toy_problem(300)
+    net = bench.toy_network()
+    steps = []
+    original = net.loss
+
+    def counting(x, y):
+        steps.append(x.shape[0])
+        return original(x, y)
+
+    net.loss = counting
+    bench.minimal_loop(net, train, epochs=2, batch_size=128, lr=1e-3, grad_clip=5.0, seed=0)
+    assert steps == [128, 128, 44] * 2
+
+
+@pytest.mark.parametrize("preset, dataset, K", [("inverse_sine", "inverse_sine", 3), ("toy_bishop", "inverse_sine", 3),
+                                                ("robot_arm", "robot_arm", 3), ("mnist", "mnist", 10)])
+def test_each_experiment_preset_holds_one_run_of_its_dataset(preset, dataset, K):
+    """A preset is one tuned run (no sweep in it); the seeds and grids come from the sweep options."""
+    cfg = compose_config([f"experiment={preset}"])
+    assert cfg.dataset.name == dataset and cfg.K == K
+    preset_file = (Path(config_dir()) / "experiment" / f"{preset}.yaml").read_text()
+    assert "hydra" not in preset_file and "seed" not in preset_file.split("defaults")[1]
+    plain = compose_config([f"dataset={dataset}"])
+    assert cfg.trainer.epochs == (100 if preset == "toy_bishop" else plain.trainer.epochs)
+
+
+@pytest.mark.parametrize("sweep, params, subdir", [("seeds", {"seed": "0,1,2"}, "seed=${seed}"),
+                                                   ("k_grid", {"K": "1,2,3,4,5", "seed": "0,1,2"}, "K=${K},seed=${seed}")])
+def test_the_sweep_options_hold_the_grids(sweep, params, subdir):
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose("config", overrides=[f"sweep={sweep}"], return_hydra_config=True)
+    assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
+    assert dict(cfg.hydra.sweeper.params) == params
+    assert OmegaConf.to_container(cfg.hydra.sweep, resolve=False)["subdir"] == subdir
+
+
+def test_references_name_known_sweeps_and_well_formed_bands():
+    rows = references()
+    assert {row["sweep"] for row in rows} <= set(SWEEPS)
+    banded = [row for row in rows if "band" in row]
+    assert len(banded) == 5
+    for row in banded:
+        low, high = row["band"]
+        assert low is None or high is None or low < high
+    arm = next(row for row in banded if row["metric"] == "positioning_rmse_top_pi")
+    assert band_check(arm, 0.0008).endswith("**held**") and band_check(arm, 0.002).endswith("**missed**")
+    top1 = next(row for row in banded if row["metric"] == "accuracy_top_pi")
+    assert band_check(top1, 0.991).endswith("**held**") and band_check(top1, 0.989).endswith("**missed**")
+    assert band_check(top1, float("nan")) == "not run"

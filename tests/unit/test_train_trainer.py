@@ -1,0 +1,156 @@
+"""The training loop: clipping, best-weight selection, the non-finite guard, early stopping."""
+
+import functools
+import pytest
+import torch
+from mdn_experiments.models import MLP, build_network
+from mdn_experiments.train.trainer import evaluate_loss, fit
+
+
+def toy_data(n=256, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 1, generator=g)
+    return x, torch.sin(6 * x) + 0.1 * torch.randn(n, 1, generator=g)
+
+
+def make_net(head="mdn", seed=0):
+    torch.manual_seed(seed)
+    return build_network(MLP([1], [16]), [1], 1, head, n_components=2)
+
+
+def lbfgs_factory():
+    return functools.partial(torch.optim.LBFGS, max_iter=5, history_size=20, line_search_fn="strong_wolfe")
+
+
+def test_clipping_bounds_the_update_and_logs_the_norm_before_clipping():
+    x, y = toy_data()
+    net = make_net()
+    # the unclipped gradient norm, computed independently
+    loss, _ = net.loss(x, y)
+    grads = torch.autograd.grad(loss, list(net.parameters()))
+    true_norm = torch.sqrt(sum(g.square().sum() for g in grads)).item()
+    before = torch.cat([p.detach().flatten() for p in net.parameters()]).clone()
+
+    clip = true_norm / 10  # force clipping
+    result = fit(net, (x, y), (x, y), optimizer_factory=torch.optim.SGD, lr=1.0, epochs=1,
+                 batch_size=None, grad_clip=clip)
+    # one full-batch SGD step with lr=1 moves the parameters by exactly the clipped gradient
+    after = torch.cat([p.detach().flatten() for p in net.parameters()])
+    assert result.history[0]["grad_norm"] == pytest.approx(true_norm, rel=1e-5)
+    assert (after - before).norm().item() == pytest.approx(clip, rel=1e-4)
+
+
+def test_no_clipping_when_grad_clip_is_none():
+    x, y = toy_data()
+    net = make_net()
+    loss, _ = net.loss(x, y)
+    grads = torch.autograd.grad(loss, list(net.parameters()))
+    true_norm = torch.sqrt(sum(g.square().sum() for g in grads)).item()
+    before = torch.cat([p.detach().flatten() for p in net.parameters()]).clone()
+    fit(net, (x, y), (x, y), optimizer_factory=torch.optim.SGD, lr=1e-3, epochs=1, grad_clip=None)
+    after = torch.cat([p.detach().flatten() for p in net.parameters()])
+    assert (after - before).norm().item() == pytest.approx(1e-3 * true_norm, rel=1e-4)
+
+
+def test_fit_keeps_the_best_validation_weights():
+    x, y = toy_data(seed=0)
+    xv, yv = toy_data(seed=1)
+    net = make_net()
+    result = fit(net, (x, y), (xv, yv), optimizer_factory=torch.optim.Adam, lr=3e-2, epochs=40,
+                 batch_size=64)
+    val_losses = [row["val_nll"] for row in result.history]
+    assert result.best_val_loss == min(val_losses)
+    assert result.best_epoch == val_losses.index(min(val_losses)) + 1
+    # the network now holds exactly those weights
+    assert evaluate_loss(net, xv, yv)[0] == pytest.approx(result.best_val_loss, abs=1e-6)
+    assert result.history[-1]["val_nll"] >= result.best_val_loss
+
+
+def test_history_rows_hold_the_documented_columns():
+    x, y = toy_data()
+    result = fit(make_net(), (x, y), (x, y), optimizer_factory=torch.optim.Adam, lr=1e-2, epochs=3,
+                 batch_size=100, lr_schedule="cosine", lr_min_factor=0.1)
+    assert [row["epoch"] for row in result.history] == [1, 2, 3]
+    assert set(result.history[0]) == {"epoch", "train_nll", "val_nll", "grad_norm", "grad_norm_max",
+                                      "sigma_floor_share", "lr", "rollbacks", "seconds", "effective_components",
+                                      "dead_components", "responsibility_entropy"}
+    assert 0 < result.history[0]["seconds"] < result.history[2]["seconds"]
+    assert result.steps == 3 * 3  # ceil(256 / 100) minibatches per epoch
+    # the cosine schedule decays the learning rate towards lr * lr_min_factor
+    lrs = [row["lr"] for row in result.history]
+    assert lrs[0] > lrs[1] > lrs[2] >= 1e-2 * 0.1 - 1e-12
+
+
+def test_sigma_floor_share_sees_sigmas_at_the_floor():
+    x, y = toy_data()
+    net = make_net()
+    with torch.no_grad():  # push every raw sigma far negative: all sigmas sit at the floor
+        K, D = 2, 1
+        sigma_slots = slice(K * (1 + D), None)  # raw layout: K logits, K*D means, K*D sigmas
+        net.head.linear.bias[sigma_slots] = -1e3
+        net.head.linear.weight[sigma_slots] = 0
+    assert evaluate_loss(net, x, y)[1]["sigma_floor_share"] == 1.0
+
+
+def test_a_non_finite_loss_in_every_step_stops_after_the_allowed_rollbacks():
+    x, y = toy_data()
+    x[5] = float("nan")  # every full pass sees it: no learning rate can help
+    net = make_net()
+    before = [p.detach().clone() for p in net.parameters()]
+    result = fit(net, (x, y), toy_data(seed=1), optimizer_factory=torch.optim.Adam, lr=1e-2, epochs=2,
+                 max_consecutive_rollbacks=3)
+    assert len(result.rollbacks) == 3 and result.history == []
+    assert result.diverged.startswith("non-finite loss=nan") and "after 3 rollbacks in a row" in result.diverged
+    assert [r["lr"] for r in result.rollbacks] == pytest.approx([1e-2, 5e-3, 2.5e-3])  # halved each time
+    # no epoch ever completed: the network keeps its initial weights, never a NaN one
+    assert all(torch.equal(a, b.detach()) for a, b in zip(before, net.parameters()))
+
+
+def test_patience_stops_early():
+    x, y = toy_data()
+    # lr = 0: nothing improves after the first epoch
+    result = fit(make_net(), (x, y), (x, y), optimizer_factory=torch.optim.SGD, lr=0.0, epochs=50,
+                 patience=3)
+    assert len(result.history) == 4
+
+
+def test_other_optimizers_come_in_through_the_factory():
+    x, y = toy_data()
+    factory = functools.partial(torch.optim.RMSprop, alpha=0.9)
+    result = fit(make_net("mse"), (x, y), (x, y), optimizer_factory=factory, lr=1e-2, epochs=20)
+    assert result.history[-1]["train_mse"] < result.history[0]["train_mse"]  # the MSE network's loss
+
+
+def test_same_seed_same_training():
+    x, y = toy_data()
+    runs = [fit(make_net(), (x, y), (x, y), optimizer_factory=torch.optim.Adam, lr=1e-2, epochs=5,
+                batch_size=32, seed=7, input_noise=0.1).history for _ in range(2)]
+    untimed = [[{k: v for k, v in row.items() if k != "seconds"} for row in run] for run in runs]
+    assert untimed[0] == untimed[1]
+
+
+def test_lbfgs_runs_through_the_closure_and_logs_the_loss_at_the_start_of_each_step():
+    x, y = toy_data()
+    net = make_net()
+    start_loss = net.loss(x, y)[0].item()
+    result = fit(net, (x, y), (x, y), optimizer_factory=lbfgs_factory(), lr=1.0, epochs=8, batch_size=None)
+    rows = result.history
+    assert result.steps == 8
+    assert rows[0]["train_nll"] == pytest.approx(start_loss, rel=1e-6)
+    # full batch, validation on the training data: each step starts where the previous one ended,
+    # so the loss logged at step e+1 is the validation loss measured after step e
+    for before, after in zip(rows, rows[1:]):
+        assert after["train_nll"] == pytest.approx(before["val_nll"], rel=1e-5, abs=1e-6)
+    # 8 steps of at most 5 quasi-Newton iterations each: the NLL falls well below the start
+    assert result.best_val_loss < start_loss - 0.5
+
+
+def test_lbfgs_stops_on_a_non_finite_loss_before_changing_the_weights():
+    x, y = toy_data()
+    x[3] = float("nan")
+    net = make_net()
+    before = [p.detach().clone() for p in net.parameters()]
+    result = fit(net, (x, y), toy_data(seed=1), optimizer_factory=lbfgs_factory(), lr=1.0, epochs=3,
+                 on_nonfinite="stop")
+    assert result.diverged.startswith("non-finite loss=nan, gradient norm=nan at epoch 1 step 1")
+    assert all(torch.equal(a, b.detach()) for a, b in zip(before, net.parameters()))
