@@ -16,7 +16,7 @@ export MDN_MNIST_ROOT ?= $(SHARED_MNIST)
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all test-cluster run sweep reproduce bench init-study clean
+.PHONY: help install test test-all test-cluster lint docs docs-reports run sweep reproduce bench init-study clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -42,6 +42,17 @@ test-cluster: install ## bring up a throwaway one-node SLURM (root, apt), run th
 	@tests/integration/cluster/slurm-up.sh $(SLURM_DIR) || { echo "make test-cluster: no cluster, no cluster tests (see the line above)" >&2; exit 1; }
 	@SLURM_CONF=$(SLURM_DIR)/slurm.conf $(BIN)/python -m pytest -m cluster -q tests/integration/cluster; status=$$?; \
 	  tests/integration/cluster/slurm-down.sh $(SLURM_DIR); exit $$status
+
+lint: install ## ruff: the lint rules and the formatting of pyproject.toml, on the whole tree (CI runs it)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+docs: install ## build the docs site strictly (a broken link or a missing page fails) into site/
+	@$(BIN)/python -c "import mkdocs, material, mkdocstrings" 2>/dev/null || $(BIN)/python -m pip install --quiet -e ".[docs]"
+	$(BIN)/python -m mkdocs build --strict
+
+docs-reports: install ## the docs' results and performance pages from the newest make reproduce and make bench
+	$(BIN)/python -m mdn_experiments.tools.publish
 
 run: install ## one run: make run ARGS="K=5 seed=1"
 	$(BIN)/mdn-run $(ARGS)

@@ -16,14 +16,30 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     # the MDN maths
-    "MDNHead": "mdn", "Mixture": "mdn", "DiagonalMixture": "mdn", "IsotropicMixture": "mdn",
-    "FullMixture": "mdn", "Modes": "mdn", "mixture_from_raw": "mdn", "nll": "mdn", "COVARIANCES": "mdn",
+    "MDNHead": "mdn",
+    "Mixture": "mdn",
+    "DiagonalMixture": "mdn",
+    "IsotropicMixture": "mdn",
+    "FullMixture": "mdn",
+    "Modes": "mdn",
+    "mixture_from_raw": "mdn",
+    "nll": "mdn",
+    "COVARIANCES": "mdn",
     # networks and training
-    "MLP": "models", "CNN": "models", "Network": "models", "build_network": "models",
-    "fit": "train.trainer", "Trainer": "train.trainer", "FitResult": "train.trainer", "predict": "train.trainer",
+    "MLP": "models",
+    "CNN": "models",
+    "Network": "models",
+    "build_network": "models",
+    "fit": "train.trainer",
+    "Trainer": "train.trainer",
+    "FitResult": "train.trainer",
+    "predict": "train.trainer",
     # scores, trained runs
-    "calibrate": "evaluation.calibration", "crps": "evaluation.calibration", "pit": "evaluation.calibration",
-    "hdr_levels": "evaluation.calibration", "load_run": "run.artifacts",
+    "calibrate": "evaluation.calibration",
+    "crps": "evaluation.calibration",
+    "pit": "evaluation.calibration",
+    "hdr_levels": "evaluation.calibration",
+    "load_run": "run.artifacts",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -35,8 +35,16 @@ from mdn_experiments.tools.report import FAILED_JOBS
 
 log = logging.getLogger("mdn_experiments")
 PROG = "mdn-run"
-HEADLINE_METRICS = (C.TEST_NLL, C.NLL_GAP, C.RMSE_BASELINE, C.POSITIONING_RMSE_TOP_PI, C.POSITIONING_RMSE_BASELINE,
-                    C.ACCURACY_TOP_PI, C.ACCURACY_ANY_ACTIVE, C.ACCURACY_BASELINE)  # the "done:" line
+HEADLINE_METRICS = (
+    C.TEST_NLL,
+    C.NLL_GAP,
+    C.RMSE_BASELINE,
+    C.POSITIONING_RMSE_TOP_PI,
+    C.POSITIONING_RMSE_BASELINE,
+    C.ACCURACY_TOP_PI,
+    C.ACCURACY_ANY_ACTIVE,
+    C.ACCURACY_BASELINE,
+)  # the "done:" line
 
 
 class _StderrGate(io.TextIOBase):
@@ -127,8 +135,10 @@ def one_line(message: str) -> str:
         r"Key '([^']+)' (?:is not in struct|not in)", text
     )
     if unknown:
-        return (f"{unknown.group(1)}: unknown config key (misspelled?); see the valid keys with "
-                f"'{PROG} --cfg job', or add a new key with +{unknown.group(1)}=...")
+        return (
+            f"{unknown.group(1)}: unknown config key (misspelled?); see the valid keys with "
+            f"'{PROG} --cfg job', or add a new key with +{unknown.group(1)}=..."
+        )
     choice = re.search(r"Invalid value '([^']*)', expected one of \[([^\]]*)\]", text)
     if choice:
         key = re.search(r"full_key: (\S+)", text)
@@ -139,7 +149,8 @@ def one_line(message: str) -> str:
         key = re.search(r"full_key: (\S+)", text)
         name = key.group(1) if key else "value"
         kind = {"Integer": "an integer", "Float": "a number", "Boolean": "true or false"}.get(
-            converted.group(2), converted.group(2))
+            converted.group(2), converted.group(2)
+        )
         return f"{name}={converted.group(1)!r} is not allowed: {name} must be {kind}"
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return " | ".join(lines[:3]) if lines else "configuration error"
@@ -171,14 +182,20 @@ def _run(cfg: DictConfig) -> float | None:
         except OSError as err:
             if err.errno not in DISK_ERRORS:
                 raise
-            print(f"{PROG}: error: {disk_error(err)}; what the run had saved is kept: once there is room, "
-                  f"continue with mdn-resume {shlex.quote(str(run_dir))}", file=sys.stderr)
+            print(
+                f"{PROG}: error: {disk_error(err)}; what the run had saved is kept: once there is room, "
+                f"continue with mdn-resume {shlex.quote(str(run_dir))}",
+                file=sys.stderr,
+            )
             sys.exit(1)
     summary = ", ".join(f"{key}={metrics[key]:.4g}" for key in HEADLINE_METRICS if isinstance(metrics.get(key), float))
     print(f"[{PROG}] done: {summary}; metrics, figures and model in {run_dir}", flush=True)
     if metrics["status"] != "ok":
-        print(f"[{PROG}] warning: this run is {metrics['status']}: {metrics['status_reason']}", file=sys.stderr,
-              flush=True)
+        print(
+            f"[{PROG}] warning: this run is {metrics['status']}: {metrics['status_reason']}",
+            file=sys.stderr,
+            flush=True,
+        )
         if hydra_cfg.mode != RunMode.MULTIRUN:
             sys.exit(1)  # all files are written; the status says what they are worth
     return metrics["test_nll"]
@@ -237,16 +254,22 @@ def main() -> None:
         # ReleaseStderr): a user's mistake becomes one line, a bug keeps its traceback
         _run()
         if FAILED_JOBS:
-            print(f"{PROG}: error: {len(FAILED_JOBS)} sweep job(s) failed or are not ok (see the summary); "
-                  f"the others' results are kept", file=real_stderr)
+            print(
+                f"{PROG}: error: {len(FAILED_JOBS)} sweep job(s) failed or are not ok (see the summary); "
+                f"the others' results are kept",
+                file=real_stderr,
+            )
             sys.exit(1)
     except (Interrupted, KeyboardInterrupt) as stop:
         _gate.release()
         signum = getattr(stop, "signum", signal.SIGINT)
         target = _resume_target[0] if _resume_target else "<the run folder>"
         saved = "the training state is saved" if isinstance(stop, Interrupted) else "what was saved is kept"
-        print(f"{PROG}: stopped by {signal.Signals(signum).name}; {saved}. "
-              f"Resume with: mdn-resume {shlex.quote(target)}", file=real_stderr, flush=True)
+        print(
+            f"{PROG}: stopped by {signal.Signals(signum).name}; {saved}. Resume with: mdn-resume {shlex.quote(target)}",
+            file=real_stderr,
+            flush=True,
+        )
         sys.exit(128 + signum)
     except SystemExit as exit_:
         if exit_.code not in (0, None) and not _gate.released:
@@ -264,12 +287,18 @@ def main() -> None:
         _gate.release()
         target = shlex.quote(_resume_target[0]) if _resume_target else "FOLDER"
         if _worker_died(err):
-            print(f"{PROG}: error: a worker process of the sweep died (killed, or out of memory); the jobs that "
-                  f"finished are kept: continue with mdn-resume {target}", file=real_stderr)
+            print(
+                f"{PROG}: error: a worker process of the sweep died (killed, or out of memory); the jobs that "
+                f"finished are kept: continue with mdn-resume {target}",
+                file=real_stderr,
+            )
             sys.exit(1)
         if isinstance(err, OSError) and err.errno in DISK_ERRORS:
-            print(f"{PROG}: error: {disk_error(err)}; what was saved is kept: once there is room, continue "
-                  f"with mdn-resume {target}", file=real_stderr)
+            print(
+                f"{PROG}: error: {disk_error(err)}; what was saved is kept: once there is room, continue "
+                f"with mdn-resume {target}",
+                file=real_stderr,
+            )
             sys.exit(1)
         raise
     finally:

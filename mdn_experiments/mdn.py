@@ -177,8 +177,9 @@ class Mixture:
         k = k.reshape(*batch, n_samples)  # (*N, S): the component each sample comes from
         nb = len(batch)
         # gather every field's chosen component: a "mixture" whose S components are the draws
-        chosen = mix._map(lambda t: t.gather(nb, k.reshape(*k.shape, *[1] * (t.dim() - nb - 1))
-                                             .expand(*k.shape, *t.shape[nb + 1:])))
+        chosen = mix._map(
+            lambda t: t.gather(nb, k.reshape(*k.shape, *[1] * (t.dim() - nb - 1)).expand(*k.shape, *t.shape[nb + 1 :]))
+        )
         eps = torch.randn(chosen.mu.shape, generator=generator, dtype=chosen.mu.dtype, device=chosen.mu.device)
         return (chosen.mu + chosen._noise(eps)).movedim(-2, 0)
 
@@ -233,8 +234,12 @@ class Mixture:
         y = y.gather(-2, order.unsqueeze(-1).expand_as(y))
         log_density, mass, valid = log_density.gather(-1, order), mass.gather(-1, order), valid.gather(-1, order)
         dtype = self.mu.dtype
-        return Modes(y.to(dtype).reshape(*batch, K, D), log_density.to(dtype).reshape(*batch, K),
-                     mass.to(dtype).reshape(*batch, K), valid.reshape(*batch, K))
+        return Modes(
+            y.to(dtype).reshape(*batch, K, D),
+            log_density.to(dtype).reshape(*batch, K),
+            mass.to(dtype).reshape(*batch, K),
+            valid.reshape(*batch, K),
+        )
 
     # --- supplied by each kind -----------------------------------------------------------------------
 
@@ -244,8 +249,9 @@ class Mixture:
         raise NotImplementedError
 
     @classmethod
-    def from_raw(cls, raw: Tensor, n_components: int, dim: int, sigma_min: float = 1e-3,
-                 sigma_transform: str = "softplus") -> Mixture:
+    def from_raw(
+        cls, raw: Tensor, n_components: int, dim: int, sigma_min: float = 1e-3, sigma_transform: str = "softplus"
+    ) -> Mixture:
         """Split raw network outputs (*N, n_raw(K, D)) into this kind's parameters."""
         raise NotImplementedError
 
@@ -254,8 +260,9 @@ class Mixture:
         """Adjust the freshly initialised output layer producing the raw outputs (default: nothing)."""
 
     @classmethod
-    def raw_from(cls, log_pi: Tensor, mu: Tensor, covariance: Tensor, sigma_min: float = 1e-3,
-                 sigma_transform: str = "softplus") -> Tensor:
+    def raw_from(
+        cls, log_pi: Tensor, mu: Tensor, covariance: Tensor, sigma_min: float = 1e-3, sigma_transform: str = "softplus"
+    ) -> Tensor:
         """The raw outputs (n_raw,) that `from_raw` turns into this one mixture: log_pi (K,),
         mu (K, D), covariance (K, D, D) (for diag and isotropic only its diagonal is used).
         Scales below the floor are raised to it."""
@@ -325,8 +332,11 @@ class DiagonalMixture(Mixture):
         K, D = n_components, dim
         logits, mu, raw_sigma = raw.split([K, K * D, K * D], dim=-1)
         batch = raw.shape[:-1]
-        return cls(F.log_softmax(logits, dim=-1), mu.reshape(*batch, K, D),
-                   positive(raw_sigma, sigma_min, sigma_transform).reshape(*batch, K, D))
+        return cls(
+            F.log_softmax(logits, dim=-1),
+            mu.reshape(*batch, K, D),
+            positive(raw_sigma, sigma_min, sigma_transform).reshape(*batch, K, D),
+        )
 
     @classmethod
     def raw_from(cls, log_pi, mu, covariance, sigma_min=1e-3, sigma_transform="softplus"):
@@ -380,8 +390,11 @@ class IsotropicMixture(Mixture):
     def from_raw(cls, raw, n_components, dim, sigma_min=1e-3, sigma_transform="softplus"):
         K, D = n_components, dim
         logits, mu, raw_sigma = raw.split([K, K * D, K], dim=-1)
-        return cls(F.log_softmax(logits, dim=-1), mu.reshape(*raw.shape[:-1], K, D),
-                   positive(raw_sigma, sigma_min, sigma_transform).unsqueeze(-1))
+        return cls(
+            F.log_softmax(logits, dim=-1),
+            mu.reshape(*raw.shape[:-1], K, D),
+            positive(raw_sigma, sigma_min, sigma_transform).unsqueeze(-1),
+        )
 
     @classmethod
     def raw_from(cls, log_pi, mu, covariance, sigma_min=1e-3, sigma_transform="softplus"):
@@ -420,14 +433,15 @@ class IsotropicMixture(Mixture):
 
     def to_distribution(self):
         D = torch.distributions
-        return D.MixtureSameFamily(D.Categorical(logits=self.log_pi),
-                                   D.Independent(D.Normal(self.mu, self.component_std()), 1))
+        return D.MixtureSameFamily(
+            D.Categorical(logits=self.log_pi), D.Independent(D.Normal(self.mu, self.component_std()), 1)
+        )
 
 
 def _solve_lower(L: Tensor, b: Tensor) -> Tensor:
     """z with L z = b, L (..., D, D) lower triangular, b (..., D); broadcasts. For small D a
-    forward substitution in elementwise ops, about twice as fast on the CPU as the batched
-    LAPACK call for D = 2 (measured on (1000, 3, 2, 2), forward and backward)."""
+    forward substitution in elementwise ops: the batched LAPACK call pays a per-matrix overhead
+    that dominates for 2 x 2 systems."""
     D = L.shape[-1]
     if D > 4:
         return torch.linalg.solve_triangular(L, b.unsqueeze(-1), upper=False).squeeze(-1)
@@ -469,7 +483,9 @@ class FullMixture(Mixture):
         # component that shrinks towards the floor takes its correlations down with it instead of
         # having to learn D(D-1)/2 tiny raw outputs: on the robot arm (noise-free targets) the
         # unscaled form reached test NLL -7.7 / -5.8 (two runs), this one -9.8.
-        lower[..., rows, cols] = off.reshape(*batch, K, n_off) * diag[..., cols]  # a fresh tensor: autograd sees the copy
+        lower[..., rows, cols] = (
+            off.reshape(*batch, K, n_off) * diag[..., cols]
+        )  # a fresh tensor: autograd sees the copy
         return cls(F.log_softmax(logits, dim=-1), mu.reshape(*batch, K, D), lower + torch.diag_embed(diag))
 
     @staticmethod
@@ -490,15 +506,19 @@ class FullMixture(Mixture):
         diag = L.diagonal(dim1=-2, dim2=-1).clamp_min(sigma_min * (1 + 1e-6))  # (K, D)
         rows, cols = torch.tril_indices(D, D, offset=-1, device=mu.device)
         off = L[..., rows, cols] / diag[..., cols]  # from_raw multiplies by the column's diagonal
-        return torch.cat([log_pi, mu.reshape(-1), positive_inverse(diag, sigma_min, sigma_transform).reshape(-1),
-                          off.reshape(-1)])
+        return torch.cat(
+            [log_pi, mu.reshape(-1), positive_inverse(diag, sigma_min, sigma_transform).reshape(-1), off.reshape(-1)]
+        )
 
     @staticmethod
     def component_rows(k, n_components, dim):
         K, D = n_components, dim
         n_off = D * (D - 1) // 2
-        return ([k], [K + k * D + d for d in range(D)],
-                [K + K * D + k * D + d for d in range(D)] + [K + 2 * K * D + k * n_off + j for j in range(n_off)])
+        return (
+            [k],
+            [K + k * D + d for d in range(D)],
+            [K + K * D + k * D + d for d in range(D)] + [K + 2 * K * D + k * n_off + j for j in range(n_off)],
+        )
 
     def component_log_prob(self, y):
         z = _solve_lower(self.scale_tril, y.unsqueeze(-2) - self.mu)
@@ -526,8 +546,9 @@ class FullMixture(Mixture):
 
     def to_distribution(self):
         D = torch.distributions
-        return D.MixtureSameFamily(D.Categorical(logits=self.log_pi),
-                                   D.MultivariateNormal(self.mu, scale_tril=self.scale_tril))
+        return D.MixtureSameFamily(
+            D.Categorical(logits=self.log_pi), D.MultivariateNormal(self.mu, scale_tril=self.scale_tril)
+        )
 
 
 MIXTURES: dict[str, type[Mixture]] = {"diag": DiagonalMixture, "isotropic": IsotropicMixture, "full": FullMixture}
@@ -556,8 +577,14 @@ class Modes:
         return self.valid & (self.mass >= min_mass)
 
 
-def mixture_from_raw(raw: Tensor, n_components: int, dim: int, covariance: str = "diag",
-                     sigma_min: float = 1e-3, sigma_transform: str = "softplus") -> Mixture:
+def mixture_from_raw(
+    raw: Tensor,
+    n_components: int,
+    dim: int,
+    covariance: str = "diag",
+    sigma_min: float = 1e-3,
+    sigma_transform: str = "softplus",
+) -> Mixture:
     """Raw network outputs (*N, n_raw) -> the mixture of the given covariance kind."""
     if covariance not in MIXTURES:
         raise ValueError(f"covariance must be one of {COVARIANCES}, got {covariance!r}")
@@ -612,8 +639,9 @@ class MDNHead(nn.Module):
         """Start every input at the mixture (log_pi (K,), mu (K, D), covariance (K, D, D), in this
         head's output units): the biases produce it, and all weights are shrunk by `weight_scale`,
         so the features move it only a little until training makes use of them."""
-        raw = self.mixture_type.raw_from(log_pi.double(), mu.double(), covariance.double(), self.sigma_min,
-                                         self.sigma_transform)
+        raw = self.mixture_type.raw_from(
+            log_pi.double(), mu.double(), covariance.double(), self.sigma_min, self.sigma_transform
+        )
         self.linear.bias.copy_(raw.to(self.linear.bias))
         self.linear.weight.mul_(weight_scale)
 
@@ -634,5 +662,6 @@ class MDNHead(nn.Module):
         return lk + mk + sk + ld + md + sd
 
     def forward(self, features: Tensor) -> Mixture:
-        return self.mixture_type.from_raw(self.linear(features), self.n_components, self.out_dim,
-                                          self.sigma_min, self.sigma_transform)
+        return self.mixture_type.from_raw(
+            self.linear(features), self.n_components, self.out_dim, self.sigma_min, self.sigma_transform
+        )

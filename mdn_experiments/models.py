@@ -42,8 +42,12 @@ def check_arg(ok: bool, name: str, value: object, allowed: str) -> None:
 
 
 def check_widths(name: str, widths: object) -> None:
-    check_arg(isinstance(widths, Sequence) and not isinstance(widths, str)
-              and all(_is_int(w) and w >= 1 for w in widths), name, widths, "a list of integers >= 1, e.g. [64, 64]")
+    check_arg(
+        isinstance(widths, Sequence) and not isinstance(widths, str) and all(_is_int(w) and w >= 1 for w in widths),
+        name,
+        widths,
+        "a list of integers >= 1, e.g. [64, 64]",
+    )
 
 
 def check_activation(activation: object) -> None:
@@ -53,9 +57,7 @@ def check_activation(activation: object) -> None:
 class MLP(nn.Module):
     """Fully connected backbone: (N, *input_shape) -> (N, hidden[-1])."""
 
-    def __init__(
-        self, input_shape: Sequence[int], hidden: Sequence[int] = (20,), activation: str = "tanh"
-    ) -> None:
+    def __init__(self, input_shape: Sequence[int], hidden: Sequence[int] = (20,), activation: str = "tanh") -> None:
         check_widths("hidden", hidden)
         check_activation(activation)
         super().__init__()
@@ -96,27 +98,39 @@ class CNN(nn.Module):
         check_activation(activation)
         check_arg(_is_int(kernel_size) and kernel_size >= 1, "kernel_size", kernel_size, "an integer >= 1")
         check_arg(_is_int(padding) and padding >= 0, "padding", padding, "an integer >= 0")
-        check_arg(_is_int(convs_per_block) and convs_per_block >= 1, "convs_per_block", convs_per_block,
-                  "an integer >= 1")
-        check_arg(isinstance(dropout, (int, float)) and not isinstance(dropout, bool) and 0 <= dropout < 1,
-                  "dropout", dropout, "a number in [0, 1)")
+        check_arg(
+            _is_int(convs_per_block) and convs_per_block >= 1, "convs_per_block", convs_per_block, "an integer >= 1"
+        )
+        check_arg(
+            isinstance(dropout, (int, float)) and not isinstance(dropout, bool) and 0 <= dropout < 1,
+            "dropout",
+            dropout,
+            "a number in [0, 1)",
+        )
         super().__init__()
         if len(input_shape) != 3:
-            raise UserError(f"model.backbone: a CNN needs image inputs (channels, height, width), but this "
-                            f"dataset's inputs have shape {tuple(input_shape)}; use model=mlp")
+            raise UserError(
+                f"model.backbone: a CNN needs image inputs (channels, height, width), but this "
+                f"dataset's inputs have shape {tuple(input_shape)}; use model=mlp"
+            )
         in_channels, height, width = input_shape
         layers: list[nn.Module] = []
         for out_channels in channels:
             for _ in range(convs_per_block):
-                layers += [nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, bias=False),
-                           nn.BatchNorm2d(out_channels), activation_layer(activation)]
+                layers += [
+                    nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, bias=False),
+                    nn.BatchNorm2d(out_channels),
+                    activation_layer(activation),
+                ]
                 in_channels = out_channels
                 height, width = height + 2 * padding - kernel_size + 1, width + 2 * padding - kernel_size + 1
             layers.append(nn.MaxPool2d(2))
             height, width = height // 2, width // 2
             if height < 1 or width < 1:
-                raise UserError(f"model.backbone: the image shrinks to nothing after {len(channels)} blocks; "
-                                f"use fewer channels entries, a smaller kernel_size or more padding")
+                raise UserError(
+                    f"model.backbone: the image shrinks to nothing after {len(channels)} blocks; "
+                    f"use fewer channels entries, a smaller kernel_size or more padding"
+                )
         layers.append(nn.Flatten())
         features = in_channels * height * width
         for size in hidden:
@@ -124,8 +138,8 @@ class CNN(nn.Module):
             features = size
         self.net = nn.Sequential(*layers)
         self.out_features = features
-        # NHWC activations and weights: the CPU convolution kernels run ~1.6x faster on MNIST
-        # (make bench); the numbers computed are the same up to float rounding
+        # NHWC activations and weights: the CPU's convolution kernels are written for that layout
+        # (make bench measures the gain); the numbers computed are the same up to float rounding
         self.channels_last = bool(channels_last)
         if self.channels_last:
             self.net.to(memory_format=torch.channels_last)
@@ -259,25 +273,37 @@ def require_sklearn():
     try:
         from sklearn import mixture
     except ImportError:
-        raise UserError("model.init=gmm needs scikit-learn, which is not installed: "
-                        "pip install scikit-learn (or the project's extra: pip install '.[gmm]')") from None
+        raise UserError(
+            "model.init=gmm needs scikit-learn, which is not installed: "
+            "pip install scikit-learn (or the project's extra: pip install '.[gmm]')"
+        ) from None
     return mixture
 
 
-def fit_gmm(z: Tensor, n_components: int, covariance: str, sigma_min: float, seed: int) -> tuple[Tensor, Tensor, Tensor]:
+def fit_gmm(
+    z: Tensor, n_components: int, covariance: str, sigma_min: float, seed: int
+) -> tuple[Tensor, Tensor, Tensor]:
     """A Gaussian mixture fitted to targets z (N, D) by scikit-learn, as (log_pi (K,), mu (K, D),
     covariance (K, D, D)) in float64. The covariance kind follows the head's."""
     GaussianMixture = require_sklearn().GaussianMixture
     K, D = n_components, z.shape[1]
-    gmm = GaussianMixture(K, covariance_type=SKLEARN_COVARIANCE[covariance], reg_covar=max(1e-6, sigma_min**2),
-                          n_init=1, random_state=seed).fit(z.numpy())
+    gmm = GaussianMixture(
+        K,
+        covariance_type=SKLEARN_COVARIANCE[covariance],
+        reg_covar=max(1e-6, sigma_min**2),
+        n_init=1,
+        random_state=seed,
+    ).fit(z.numpy())
     cov = torch.as_tensor(gmm.covariances_, dtype=torch.float64)
     if covariance == "diag":
         cov = torch.diag_embed(cov)
     elif covariance == "isotropic":
         cov = cov[:, None, None] * torch.eye(D, dtype=torch.float64)
-    return (torch.as_tensor(gmm.weights_, dtype=torch.float64).log(), torch.as_tensor(gmm.means_, dtype=torch.float64),
-            cov)
+    return (
+        torch.as_tensor(gmm.weights_, dtype=torch.float64).log(),
+        torch.as_tensor(gmm.means_, dtype=torch.float64),
+        cov,
+    )
 
 
 def count_parameters(module: nn.Module) -> int:

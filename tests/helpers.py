@@ -7,18 +7,22 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 from mdn_experiments.config.compose import compose
-from mdn_experiments.tools import launch
 from mdn_experiments.datasets.idx import MNIST_FILES
 from mdn_experiments.evaluation.contract import is_timing
+from mdn_experiments.tools import launch
 
 REPO = Path(__file__).resolve().parents[1]
 
 # tiny budgets: every end-to-end test finishes in a few seconds
 TINY = [
-    "dataset.n_train=200", "dataset.n_val=100", "dataset.n_test=500",
-    "trainer.epochs=3", "trainer.batch_size=64", "trainer.progress=false", "trainer.threads=1",
+    "dataset.n_train=200",
+    "dataset.n_val=100",
+    "dataset.n_test=500",
+    "trainer.epochs=3",
+    "trainer.batch_size=64",
+    "trainer.progress=false",
+    "trainer.threads=1",
 ]
 
 
@@ -35,8 +39,9 @@ def compose_config(overrides: list[str] | None = None):
 
 def run_cli(args: list[str], cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run `mdn-run ARGS` in a fresh interpreter, as a user would (launch: the one helper that starts it)."""
-    return launch.run("mdn_experiments.cli", args, cwd=cwd or REPO, env=env, capture_output=True, text=True,
-                      timeout=600)
+    return launch.run(
+        "mdn_experiments.cli", args, cwd=cwd or REPO, env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 def cli_in_process(args: list[str]) -> subprocess.CompletedProcess:

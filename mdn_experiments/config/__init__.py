@@ -20,5 +20,15 @@ def plain(cfg: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
 
 
-__all__ = ["DATASET_SCHEMAS", "ModelSettings", "RunSettings", "TrackingSettings", "TrainSettings", "logger_names",
-           "plain", "saved_config", "validate", "validate_model"]
+__all__ = [
+    "DATASET_SCHEMAS",
+    "ModelSettings",
+    "RunSettings",
+    "TrackingSettings",
+    "TrainSettings",
+    "logger_names",
+    "plain",
+    "saved_config",
+    "validate",
+    "validate_model",
+]

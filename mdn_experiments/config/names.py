@@ -26,10 +26,11 @@ def safe_name(text: Any, fallback: str = "job") -> str:
         out = out.replace(".", "%2E")
     if len(out.encode()) > MAX_NAME_BYTES:
         digest = hashlib.sha256(text.encode()).hexdigest()[:12]
-        out = out.encode()[:MAX_NAME_BYTES - 13].decode("utf-8", "ignore") + "~" + digest
+        out = out.encode()[: MAX_NAME_BYTES - 13].decode("utf-8", "ignore") + "~" + digest
     return out
 
 
 OmegaConf.register_new_resolver("mdn.token", lambda: _PROCESS_TOKEN, use_cache=True, replace=True)
-OmegaConf.register_new_resolver("mdn.safe_name", lambda text, fallback="job": safe_name(text, str(fallback)),
-                                replace=True)
+OmegaConf.register_new_resolver(
+    "mdn.safe_name", lambda text, fallback="job": safe_name(text, str(fallback)), replace=True
+)

@@ -42,26 +42,41 @@ MODEL_RULES = (
 )
 RUN_RULES = (
     Rule("seed", lambda v: 0 <= v <= MAX_SEED, f"an integer from 0 to {MAX_SEED}"),
-    Rule("tracking.experiment", _optional(lambda v: 1 <= len(str(v)) <= MAX_EXPERIMENT_NAME),
-         f"a name of 1 to {MAX_EXPERIMENT_NAME} characters (MLflow's limit), or null"),
+    Rule(
+        "tracking.experiment",
+        _optional(lambda v: 1 <= len(str(v)) <= MAX_EXPERIMENT_NAME),
+        f"a name of 1 to {MAX_EXPERIMENT_NAME} characters (MLflow's limit), or null",
+    ),
 )
 TRAINER_RULES = (
-    Rule("trainer.lr", lambda v: 0 < v <= MAX_LR, f"a float > 0 and at most {MAX_LR:g} (optimizers compute in float32)"),
+    Rule(
+        "trainer.lr", lambda v: 0 < v <= MAX_LR, f"a float > 0 and at most {MAX_LR:g} (optimizers compute in float32)"
+    ),
     Rule("trainer.epochs", lambda v: v >= 1, "an integer >= 1"),
-    Rule("trainer.baseline_epochs", _optional(lambda v: v >= 1), "an integer >= 1, or null for the same as trainer.epochs"),
+    Rule(
+        "trainer.baseline_epochs",
+        _optional(lambda v: v >= 1),
+        "an integer >= 1, or null for the same as trainer.epochs",
+    ),
     Rule("trainer.batch_size", _optional(lambda v: v >= 1), "an integer >= 1, or null for full batch"),
     Rule("trainer.grad_clip", _optional(lambda v: v > 0), "a float > 0, or null for no clipping"),
     Rule("trainer.lr_min_factor", lambda v: 0 <= v <= 1, "a float in [0, 1]"),
     Rule("trainer.patience", _optional(lambda v: v >= 1), "an integer >= 1, or null to train every epoch"),
     Rule("trainer.input_noise", lambda v: v >= 0, "a float >= 0"),
-    Rule("trainer.threads", _optional(lambda v: 1 <= v <= MAX_THREADS),
-         f"an integer from 1 to {MAX_THREADS}, or null for torch's default"),
+    Rule(
+        "trainer.threads",
+        _optional(lambda v: 1 <= v <= MAX_THREADS),
+        f"an integer from 1 to {MAX_THREADS}, or null for torch's default",
+    ),
     Rule("trainer.checkpoint_seconds", lambda v: v >= 0, "a number of seconds >= 0 (0: after every optimizer step)"),
     Rule("trainer.rollback_lr_factor", lambda v: 0 < v <= 1, "a float in (0, 1]"),
     Rule("trainer.revive_after", lambda v: v >= 1, "an integer >= 1 (epochs)"),
     Rule("trainer.max_consecutive_rollbacks", lambda v: v >= 0, "an integer >= 0"),
-    Rule("trainer.device", lambda v: v == "auto" or str(v).split(":")[0] in DEVICE_KINDS,
-         "auto, cpu, cuda, cuda:N or mps"),
+    Rule(
+        "trainer.device",
+        lambda v: v == "auto" or str(v).split(":")[0] in DEVICE_KINDS,
+        "auto, cpu, cuda, cuda:N or mps",
+    ),
 )
 RULES = MODEL_RULES + RUN_RULES + TRAINER_RULES  # the one table
 

@@ -28,36 +28,77 @@ from typing import Any
 
 from mdn_experiments.errors import UserError
 
-DATASETS = ("mdn_experiments.datasets.inverse_sine.InverseSine", "mdn_experiments.datasets.robot_arm.RobotArm",
-            "mdn_experiments.datasets.mnist.Mnist")
+DATASETS = (
+    "mdn_experiments.datasets.inverse_sine.InverseSine",
+    "mdn_experiments.datasets.robot_arm.RobotArm",
+    "mdn_experiments.datasets.mnist.Mnist",
+)
 BACKBONES = ("mdn_experiments.models.MLP", "mdn_experiments.models.CNN")
-OPTIMIZERS = tuple(f"torch.optim.{name}" for name in (
-    "Adam", "AdamW", "SGD", "LBFGS", "RMSprop", "Adagrad", "Adadelta", "Adamax", "NAdam", "RAdam", "ASGD", "Rprop"))
+OPTIMIZERS = tuple(
+    f"torch.optim.{name}"
+    for name in (
+        "Adam",
+        "AdamW",
+        "SGD",
+        "LBFGS",
+        "RMSprop",
+        "Adagrad",
+        "Adadelta",
+        "Adamax",
+        "NAdam",
+        "RAdam",
+        "ASGD",
+        "Rprop",
+    )
+)
 CALLBACKS = ("mdn_experiments.cli.ReleaseStderr", "mdn_experiments.tools.report.SweepSummary")
-LAUNCHERS = ("hydra._internal.core_plugins.basic_launcher.BasicLauncher",
-             "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher",
-             "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher",
-             "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher")
+LAUNCHERS = (
+    "hydra._internal.core_plugins.basic_launcher.BasicLauncher",
+    "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher",
+    "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher",
+    "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher",
+)
 SWEEPERS = ("hydra._internal.core_plugins.basic_sweeper.BasicSweeper",)
 
 # where a _target_ may stand (a dotted path; "*" matches one key) and what it may name
-TASK_SLOTS: dict[str, tuple[str, ...]] = {"dataset": DATASETS, "model.backbone": BACKBONES,
-                                          "trainer.optimizer": OPTIMIZERS}
-HYDRA_SLOTS: dict[str, tuple[str, ...]] = {"hydra.callbacks.*": CALLBACKS, "hydra.launcher": LAUNCHERS,
-                                           "hydra.sweeper": SWEEPERS}
+TASK_SLOTS: dict[str, tuple[str, ...]] = {
+    "dataset": DATASETS,
+    "model.backbone": BACKBONES,
+    "trainer.optimizer": OPTIMIZERS,
+}
+HYDRA_SLOTS: dict[str, tuple[str, ...]] = {
+    "hydra.callbacks.*": CALLBACKS,
+    "hydra.launcher": LAUNCHERS,
+    "hydra.sweeper": SWEEPERS,
+}
 SPECIAL_KEYS = ("_target_", "_args_", "_recursive_", "_convert_", "_partial_")
 PARTIAL_SLOTS = ("trainer.optimizer",)  # the trainer passes the parameters and the learning rate
 
 # Hydra settings a run folder's overrides may set when mdn-resume replays them. Anything else under
 # hydra. (search paths, callbacks, logging configs, environment variables, a launcher's shell
 # setup lines) could bring code in, and is refused.
-REPLAYABLE_HYDRA_KEYS = ("hydra.run.dir", "hydra.sweep.dir", "hydra.sweep.subdir", "hydra.mode", "hydra.output_subdir",
-                         "hydra.verbose", "hydra.job.chdir", "hydra.launcher.", "hydra.sweeper.params.")
+REPLAYABLE_HYDRA_KEYS = (
+    "hydra.run.dir",
+    "hydra.sweep.dir",
+    "hydra.sweep.subdir",
+    "hydra.mode",
+    "hydra.output_subdir",
+    "hydra.verbose",
+    "hydra.job.chdir",
+    "hydra.launcher.",
+    "hydra.sweeper.params.",
+)
 UNREPLAYABLE_LAUNCHER_KEYS = ("setup", "srun_args", "additional_parameters", "_target_")
 PROJECT_GROUPS = ("dataset", "model", "trainer", "sweep", "experiment")
 OPTION_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
-REPLAYABLE_HYDRA_GROUPS = ("hydra/launcher", "hydra/sweeper", "hydra/help", "hydra/hydra_help",
-                           "hydra/job_logging", "hydra/hydra_logging")
+REPLAYABLE_HYDRA_GROUPS = (
+    "hydra/launcher",
+    "hydra/sweeper",
+    "hydra/help",
+    "hydra/hydra_help",
+    "hydra/job_logging",
+    "hydra/hydra_logging",
+)
 
 
 class UnsafeConfig(UserError):
@@ -82,8 +123,14 @@ def _join(prefix: str, key: object) -> str:
     return f"{prefix}[{key}]" if isinstance(key, int) else f"{prefix}.{key}" if prefix else str(key)
 
 
-def check_targets(tree: Any, source: str = "", *, slots: Mapping[str, tuple[str, ...]] | None = None,
-                  prefix: str = "", saved: bool = False) -> None:
+def check_targets(
+    tree: Any,
+    source: str = "",
+    *,
+    slots: Mapping[str, tuple[str, ...]] | None = None,
+    prefix: str = "",
+    saved: bool = False,
+) -> None:
     """Walk a plain config (dicts, lists, scalars) and refuse every `_target_` outside its allow-list.
 
     `slots`: where a target may stand (default: the task's dataset, backbone and optimizer).
@@ -99,21 +146,35 @@ def check_targets(tree: Any, source: str = "", *, slots: Mapping[str, tuple[str,
             if key == "_target_":
                 allowed = _slot_for(prefix, slots)
                 if allowed is None:
-                    raise UnsafeConfig(source, path, value, "no object is built from this place of the config "
-                                       f"(a _target_ may stand only at {', '.join(sorted(slots))})")
+                    raise UnsafeConfig(
+                        source,
+                        path,
+                        value,
+                        "no object is built from this place of the config "
+                        f"(a _target_ may stand only at {', '.join(sorted(slots))})",
+                    )
                 if value not in allowed:
                     raise UnsafeConfig(source, path, value, f"one of {', '.join(allowed)}")
             elif key in SPECIAL_KEYS:
                 if not (key == "_partial_" and prefix in PARTIAL_SLOTS and value is True):
-                    raise UnsafeConfig(source, path, value, f"{key} is not used by this project"
-                                       + (" (only trainer.optimizer._partial_=true)" if key == "_partial_" else ""))
+                    raise UnsafeConfig(
+                        source,
+                        path,
+                        value,
+                        f"{key} is not used by this project"
+                        + (" (only trainer.optimizer._partial_=true)" if key == "_partial_" else ""),
+                    )
             check_targets(value, source, slots=slots, prefix=path, saved=saved)
     elif isinstance(tree, (list, tuple)):
         for index, value in enumerate(tree):
             check_targets(value, source, slots=slots, prefix=_join(prefix, index), saved=saved)
     elif saved and isinstance(tree, str) and "${" in tree:
-        raise UnsafeConfig(source, prefix, tree, "a plain value (a saved config is stored resolved; an "
-                           "interpolation in it means the file was edited)")
+        raise UnsafeConfig(
+            source,
+            prefix,
+            tree,
+            "a plain value (a saved config is stored resolved; an interpolation in it means the file was edited)",
+        )
     elif tree is not None and not isinstance(tree, (str, int, float, bool)):
         raise UnsafeConfig(source, prefix, type(tree).__name__, "a number, a string, a list or a mapping")
 
@@ -184,7 +245,9 @@ def check_overrides(overrides: Iterable[str], source: str, *, replay: bool) -> l
         if ("/" in key or key in PROJECT_GROUPS) and all(isinstance(v, str) or v is None for v in choices):
             # a config group choice: an option of the config tree or of a plugin
             if replay and key not in PROJECT_GROUPS + REPLAYABLE_HYDRA_GROUPS:
-                raise UnsafeConfig(source, key, text, f"a choice of {', '.join(PROJECT_GROUPS + REPLAYABLE_HYDRA_GROUPS)}")
+                raise UnsafeConfig(
+                    source, key, text, f"a choice of {', '.join(PROJECT_GROUPS + REPLAYABLE_HYDRA_GROUPS)}"
+                )
             if replay and not all(v is None or OPTION_NAME.fullmatch(v) for v in choices):
                 raise UnsafeConfig(source, key, text, "the name of an option (letters, digits, _ . -), not a path")
             continue
@@ -193,17 +256,22 @@ def check_overrides(overrides: Iterable[str], source: str, *, replay: bool) -> l
             if any(p in SPECIAL_KEYS for p in parts):
                 special = next(i for i, p in enumerate(parts) if p in SPECIAL_KEYS)
                 node = {parts[special]: value}
-                for part in reversed(parts[special + 1:]):
+                for part in reversed(parts[special + 1 :]):
                     node = {part: node}
                 check_targets(node, source, slots=slots, prefix=".".join(parts[:special]))
             else:
                 check_targets(value, source, slots=slots, prefix=key)
         if replay and key.startswith("hydra."):
             if not key.startswith(REPLAYABLE_HYDRA_KEYS) or (
-                    key.startswith("hydra.launcher.") and parts[2] in UNREPLAYABLE_LAUNCHER_KEYS):
-                raise UnsafeConfig(source, key, text, "one of the Hydra settings a run folder may replay: "
-                                   + ", ".join(k.rstrip(".") + ("*" if k.endswith(".") else "")
-                                               for k in REPLAYABLE_HYDRA_KEYS))
+                key.startswith("hydra.launcher.") and parts[2] in UNREPLAYABLE_LAUNCHER_KEYS
+            ):
+                raise UnsafeConfig(
+                    source,
+                    key,
+                    text,
+                    "one of the Hydra settings a run folder may replay: "
+                    + ", ".join(k.rstrip(".") + ("*" if k.endswith(".") else "") for k in REPLAYABLE_HYDRA_KEYS),
+                )
     return parsed
 
 

@@ -28,13 +28,20 @@ def saved_config(data: Any, source: str) -> DictConfig:
     if schema is None:  # check_targets let it through only when dataset names no class at all
         raise RunFolderError(f"{source}: dataset._target_ is missing: the saved config names no dataset")
     try:
-        typed = OmegaConf.merge(OmegaConf.structured(RunConfig), {
-            "dataset": OmegaConf.structured(schema), "model": OmegaConf.structured(ModelConfig),
-            "trainer": OmegaConf.structured(TrainerConfig)}, data)
+        typed = OmegaConf.merge(
+            OmegaConf.structured(RunConfig),
+            {
+                "dataset": OmegaConf.structured(schema),
+                "model": OmegaConf.structured(ModelConfig),
+                "trainer": OmegaConf.structured(TrainerConfig),
+            },
+            data,
+        )
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or "config"
-        raise RunFolderError(f"{source}: {key}: {str(err).splitlines()[0]}: not a config this version of "
-                             "mdn-experiments wrote") from None
+        raise RunFolderError(
+            f"{source}: {key}: {str(err).splitlines()[0]}: not a config this version of mdn-experiments wrote"
+        ) from None
     missing = sorted(OmegaConf.missing_keys(typed))
     if missing:
         raise RunFolderError(f"{source}: the saved config has no value for {', '.join(missing[:5])}")

@@ -139,9 +139,11 @@ class RunConfig:
     trainer: Any = MISSING
 
 
-DATASET_SCHEMAS = {"mdn_experiments.datasets.inverse_sine.InverseSine": InverseSineConfig,
-                   "mdn_experiments.datasets.robot_arm.RobotArm": RobotArmConfig,
-                   "mdn_experiments.datasets.mnist.Mnist": MnistConfig}
+DATASET_SCHEMAS = {
+    "mdn_experiments.datasets.inverse_sine.InverseSine": InverseSineConfig,
+    "mdn_experiments.datasets.robot_arm.RobotArm": RobotArmConfig,
+    "mdn_experiments.datasets.mnist.Mnist": MnistConfig,
+}
 
 
 def register_configs() -> None:

@@ -41,8 +41,19 @@ class TrainSettings:
         object.__setattr__(self, "lr_schedule", LrSchedule(_plain(self.lr_schedule)))
         object.__setattr__(self, "on_nonfinite", OnNonfinite(_plain(self.on_nonfinite)))
 
-    FIELDS = ("epochs", "lr", "batch_size", "grad_clip", "lr_schedule", "lr_min_factor", "patience", "input_noise",
-              "on_nonfinite", "rollback_lr_factor", "max_consecutive_rollbacks")
+    FIELDS = (
+        "epochs",
+        "lr",
+        "batch_size",
+        "grad_clip",
+        "lr_schedule",
+        "lr_min_factor",
+        "patience",
+        "input_noise",
+        "on_nonfinite",
+        "rollback_lr_factor",
+        "max_consecutive_rollbacks",
+    )
 
     @classmethod
     def from_trainer(cls, trainer: DictConfig, epochs: int | None = None) -> TrainSettings:
@@ -99,13 +110,28 @@ class RunSettings:
         t, m = cfg.trainer, cfg.model
         tracking = cfg.get("tracking") or {}
         return cls(
-            seed=cfg.seed, baseline=cfg.baseline, figures=cfg.figures,
-            model=ModelSettings(K=cfg.K, sigma_min=m.sigma_min, sigma_transform=_plain(m.sigma_transform),
-                                covariance=_plain(m.get("covariance", "diag")),  # runs saved before it existed: diag
-                                standardize=m.standardize, init=_plain(m.init)),
+            seed=cfg.seed,
+            baseline=cfg.baseline,
+            figures=cfg.figures,
+            model=ModelSettings(
+                K=cfg.K,
+                sigma_min=m.sigma_min,
+                sigma_transform=_plain(m.sigma_transform),
+                covariance=_plain(m.get("covariance", "diag")),  # runs saved before it existed: diag
+                standardize=m.standardize,
+                init=_plain(m.init),
+            ),
             mdn_train=TrainSettings.from_trainer(t),
             baseline_train=TrainSettings.from_trainer(t, t.get("baseline_epochs") or t.epochs),
-            device=t.device, threads=t.threads, progress=t.progress, checkpoint_seconds=t.checkpoint_seconds,
-            revive_dead=t.revive_dead, revive_after=t.revive_after,
-            tracking=TrackingSettings(loggers=tuple(logger_names(cfg.get("logger", "csv"))),
-                                      mlflow_uri=tracking.get("mlflow_uri"), experiment=tracking.get("experiment")))
+            device=t.device,
+            threads=t.threads,
+            progress=t.progress,
+            checkpoint_seconds=t.checkpoint_seconds,
+            revive_dead=t.revive_dead,
+            revive_after=t.revive_after,
+            tracking=TrackingSettings(
+                loggers=tuple(logger_names(cfg.get("logger", "csv"))),
+                mlflow_uri=tracking.get("mlflow_uri"),
+                experiment=tracking.get("experiment"),
+            ),
+        )

@@ -60,8 +60,10 @@ def read_idx(path: Path | str) -> np.ndarray:
     shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
     expected = int(np.prod(shape)) * dtype.itemsize
     if len(raw) - header != expected:
-        raise DataError(f"{path}: holds {len(raw) - header} data bytes, its header promises {expected} "
-                        f"(shape {shape}); the file is truncated or corrupted")
+        raise DataError(
+            f"{path}: holds {len(raw) - header} data bytes, its header promises {expected} "
+            f"(shape {shape}); the file is truncated or corrupted"
+        )
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
 
 
@@ -83,8 +85,9 @@ def download(url: str, target: Path, expected_md5: str, timeout: float = 30.0, p
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response, open(partial, "wb") as out:
             total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=target.name, disable=not progress,
-                      leave=False) as bar:
+            with tqdm(
+                total=total, unit="B", unit_scale=True, desc=target.name, disable=not progress, leave=False
+            ) as bar:
                 for chunk in iter(lambda: response.read(1 << 16), b""):
                     out.write(chunk)
                     digest.update(chunk)
@@ -113,26 +116,33 @@ def _download_with_torchvision(root: Path, name: str, md5: str, mirrors) -> bool
     return False
 
 
-def ensure_mnist_files(root: Path, download_missing: bool = True, mirrors=MNIST_MIRRORS,
-                       progress: bool = True) -> dict[str, Path]:
+def ensure_mnist_files(
+    root: Path, download_missing: bool = True, mirrors=MNIST_MIRRORS, progress: bool = True
+) -> dict[str, Path]:
     """Paths of the four verified MNIST files under root, downloading the missing ones if allowed."""
     root = Path(root).expanduser()
     if root.exists() and not root.is_dir():
-        raise DataError(f"dataset.root={str(root)!r} is not a folder: dataset.root must be a folder holding "
-                        f"(or to receive) the four MNIST .gz files")
+        raise DataError(
+            f"dataset.root={str(root)!r} is not a folder: dataset.root must be a folder holding "
+            f"(or to receive) the four MNIST .gz files"
+        )
     paths = {}
     for name, md5 in MNIST_FILES.items():
         path = root / name
         if not path.exists():
             if not download_missing:
-                raise DataError(f"{path} is missing (expected MD5 {md5}); put the four MNIST files in "
-                                f"{root} or set dataset.root=FOLDER (or dataset.download=true)")
+                raise DataError(
+                    f"{path} is missing (expected MD5 {md5}); put the four MNIST files in "
+                    f"{root} or set dataset.root=FOLDER (or dataset.download=true)"
+                )
             try:
                 root.mkdir(parents=True, exist_ok=True)
             except OSError as err:
-                raise DataError(f"dataset.root={str(root)!r} cannot be created ({err.strerror}); "
-                                f"dataset.root must be a folder you can write to, or one holding the four "
-                                f"MNIST .gz files") from None
+                raise DataError(
+                    f"dataset.root={str(root)!r} cannot be created ({err.strerror}); "
+                    f"dataset.root must be a folder you can write to, or one holding the four "
+                    f"MNIST .gz files"
+                ) from None
             if not _download_with_torchvision(root, name, md5, mirrors):
                 failures = []
                 for mirror in mirrors:
@@ -142,12 +152,16 @@ def ensure_mnist_files(root: Path, download_missing: bool = True, mirrors=MNIST_
                     except DataError as err:
                         failures.append(str(err))
                 else:
-                    raise DataError(f"{path} is missing and could not be downloaded ({'; '.join(failures)}); "
-                                    f"copy the file there (MD5 {md5}) or set dataset.root=FOLDER")
+                    raise DataError(
+                        f"{path} is missing and could not be downloaded ({'; '.join(failures)}); "
+                        f"copy the file there (MD5 {md5}) or set dataset.root=FOLDER"
+                    )
         actual = md5sum(path)
         if actual != md5:
-            raise DataError(f"{path}: MD5 {actual} does not match the published {md5}; the file is corrupted "
-                            f"or truncated: delete it to download it again, or set dataset.root to a folder "
-                            f"holding the original files")
+            raise DataError(
+                f"{path}: MD5 {actual} does not match the published {md5}; the file is corrupted "
+                f"or truncated: delete it to download it again, or set dataset.root to a folder "
+                f"holding the original files"
+            )
         paths[name] = path
     return paths

@@ -174,8 +174,9 @@ class InverseSine(Dataset):
         # "one branch" asks the whole noise window [x - w, x + w] to sit on a single branch
         active = (params.pi >= C.ACTIVE_PI).sum(-1).cpu().numpy()
         branches = self.branch_count(x)
-        one_branch = ((branches == 1) & (self.branch_count(x - self.noise) == 1)
-                      & (self.branch_count(x + self.noise) == 1))
+        one_branch = (
+            (branches == 1) & (self.branch_count(x - self.noise) == 1) & (self.branch_count(x + self.noise) == 1)
+        )
         for mask, name in ((one_branch, "one_branch"), (branches == 3, "three_branches")):
             if mask.any():
                 out[f"active_components_{name}"] = float(active[mask].mean())

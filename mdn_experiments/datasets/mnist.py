@@ -42,8 +42,12 @@ class Mnist(Dataset):
         mirrors: list[str] | None = None,
     ) -> None:
         require(n_val >= 1, "n_val", n_val, "an integer >= 1")
-        require(1 <= n_train <= N_TRAIN_FILE - n_val, "n_train", n_train,
-                f"an integer in [1, {N_TRAIN_FILE} - dataset.n_val]")
+        require(
+            1 <= n_train <= N_TRAIN_FILE - n_val,
+            "n_train",
+            n_train,
+            f"an integer in [1, {N_TRAIN_FILE} - dataset.n_val]",
+        )
         require(1 <= n_test <= N_TEST_FILE, "n_test", n_test, f"an integer in [1, {N_TEST_FILE}]")
         self.name, self.root = name, Path(root).expanduser()
         self.n_train, self.n_val, self.n_test = n_train, n_val, n_test
@@ -55,10 +59,15 @@ class Mnist(Dataset):
         train_y = read_idx(files["train-labels-idx1-ubyte.gz"])
         test_x = read_idx(files["t10k-images-idx3-ubyte.gz"])
         test_y = read_idx(files["t10k-labels-idx1-ubyte.gz"])
-        if train_x.shape != (N_TRAIN_FILE, 28, 28) or train_y.shape != (N_TRAIN_FILE,) \
-                or test_x.shape != (N_TEST_FILE, 28, 28) or test_y.shape != (N_TEST_FILE,):
-            raise DataError(f"{self.root}: unexpected MNIST shapes {train_x.shape}, {train_y.shape}, "
-                            f"{test_x.shape}, {test_y.shape}")
+        if (
+            train_x.shape != (N_TRAIN_FILE, 28, 28)
+            or train_y.shape != (N_TRAIN_FILE,)
+            or test_x.shape != (N_TEST_FILE, 28, 28)
+            or test_y.shape != (N_TEST_FILE,)
+        ):
+            raise DataError(
+                f"{self.root}: unexpected MNIST shapes {train_x.shape}, {train_y.shape}, {test_x.shape}, {test_y.shape}"
+            )
 
         def pair(images: np.ndarray, labels: np.ndarray):
             x = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)

@@ -22,7 +22,6 @@ from mdn_experiments.mdn import Modes
 from mdn_experiments.models import Network
 
 
-
 def forward_kinematics(theta: Tensor, l1: float = 0.8, l2: float = 0.2) -> Tensor:
     """End-effector position (N, 2) of joint angles theta (N, 2)."""
     th1, th12 = theta[..., 0], theta[..., 0] + theta[..., 1]
@@ -38,7 +37,7 @@ def inverse_kinematics(position: Tensor, l1: float = 0.8, l2: float = 0.2) -> tu
     s = th2 - pi, so cos s = (r^2 - L1^2 - L2^2) / (2 L1 L2).
     """
     x1, x2 = position[..., 0], position[..., 1]
-    cos_s = (x1.square() + x2.square() - l1 ** 2 - l2 ** 2) / (2 * l1 * l2)
+    cos_s = (x1.square() + x2.square() - l1**2 - l2**2) / (2 * l1 * l2)
     reachable = cos_s.abs() <= 1 + 1e-6
     s_abs = torch.acos(cos_s.clamp(-1, 1))
     solutions = []
@@ -76,10 +75,18 @@ class RobotArm(Dataset):
         require(l2 > 0, "l2", l2, "a length > 0")
         for key, bounds in (("theta1_range", theta1_range), ("theta2_range", theta2_range)):
             require(len(bounds) == 2 and bounds[0] < bounds[1], key, list(bounds), "[low, high] with low < high")
-        require(-math.pi <= theta1_range[0] and theta1_range[1] <= math.pi, "theta1_range", list(theta1_range),
-                "inside [-pi, pi]")
-        require(0 <= theta2_range[0] and theta2_range[1] <= 2 * math.pi, "theta2_range", list(theta2_range),
-                "inside [0, 2 pi]")
+        require(
+            -math.pi <= theta1_range[0] and theta1_range[1] <= math.pi,
+            "theta1_range",
+            list(theta1_range),
+            "inside [-pi, pi]",
+        )
+        require(
+            0 <= theta2_range[0] and theta2_range[1] <= 2 * math.pi,
+            "theta2_range",
+            list(theta2_range),
+            "inside [0, 2 pi]",
+        )
         require(noise >= 0, "noise", noise, "a float >= 0 (std of Gaussian noise on the positions)")
         self.name = name
         self.n_train, self.n_val, self.n_test = n_train, n_val, n_test
@@ -111,8 +118,12 @@ class RobotArm(Dataset):
         solutions, reachable = inverse_kinematics(position.double(), self.l1, self.l2)
         th1, th2 = solutions[..., 0], solutions[..., 1]
         eps = 1e-9
-        inside = ((th1 >= self.theta1_range[0] - eps) & (th1 <= self.theta1_range[1] + eps)
-                  & (th2 >= self.theta2_range[0] - eps) & (th2 <= self.theta2_range[1] + eps))
+        inside = (
+            (th1 >= self.theta1_range[0] - eps)
+            & (th1 <= self.theta1_range[1] + eps)
+            & (th2 >= self.theta2_range[0] - eps)
+            & (th2 <= self.theta2_range[1] + eps)
+        )
         return solutions, inside & reachable[..., None]
 
     # --- metrics ----------------------------------------------------------------------------

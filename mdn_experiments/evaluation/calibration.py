@@ -65,7 +65,9 @@ def crps(mixture: Mixture, y: Tensor) -> Tensor:
     pi = mixture.pi.double()
     mu, s = mixture.mu[..., 0].double(), mixture.component_std()[..., 0].double()
     first = (pi * _crps_kernel(y.double() - mu, s)).sum(-1)
-    spread = _crps_kernel(mu.unsqueeze(-1) - mu.unsqueeze(-2), (s.unsqueeze(-1).square() + s.unsqueeze(-2).square()).sqrt())
+    spread = _crps_kernel(
+        mu.unsqueeze(-1) - mu.unsqueeze(-2), (s.unsqueeze(-1).square() + s.unsqueeze(-2).square()).sqrt()
+    )
     second = (pi.unsqueeze(-1) * pi.unsqueeze(-2) * spread).sum((-1, -2))
     return first - 0.5 * second
 

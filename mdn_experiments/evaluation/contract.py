@@ -63,7 +63,9 @@ def point(mixture, rule: str):
         score = mixture.log_pi - 0.5 * torch.linalg.slogdet(mixture.component_covariance()).logabsdet
         k = score.argmax(-1)
         return mixture.mu[torch.arange(k.shape[0]), k]
-    raise ValueError(f"no point-prediction rule {rule!r}; rules: {', '.join((TOP_PI, TOP_MODE, MIXTURE_MEAN, PEAK_DENSITY))}")
+    raise ValueError(
+        f"no point-prediction rule {rule!r}; rules: {', '.join((TOP_PI, TOP_MODE, MIXTURE_MEAN, PEAK_DENSITY))}"
+    )
 
 
 # --- metric keys ----------------------------------------------------------------------------------
@@ -76,7 +78,11 @@ COVERAGE_50, COVERAGE_90, PIT_KS = "coverage_50", "coverage_90", "pit_ks"
 MEAN_ACTIVE_COMPONENTS = "mean_active_components"
 # inverse sine
 BAYES_NLL, NLL_GAP = "bayes_nll", "nll_gap"
-RMSE_TOP_PI, RMSE_MIXTURE_MEAN, RMSE_IDEAL_MEAN = key("rmse", TOP_PI), key("rmse", MIXTURE_MEAN), key("rmse", IDEAL_MEAN)
+RMSE_TOP_PI, RMSE_MIXTURE_MEAN, RMSE_IDEAL_MEAN = (
+    key("rmse", TOP_PI),
+    key("rmse", MIXTURE_MEAN),
+    key("rmse", IDEAL_MEAN),
+)
 RMSE_TO_IDEAL_MEAN_BASELINE = key("rmse_to_ideal_mean", BASELINE)
 BRANCH_COUNT_ACCURACY = "branch_count_accuracy"
 # robot arm
@@ -85,8 +91,11 @@ POSITIONING_RMSE_TOP_PI = key(POSITIONING_RMSE, TOP_PI)
 POSITIONING_RMSE_BASELINE = key(POSITIONING_RMSE, BASELINE)
 BRANCH_COVERAGE = "branch_coverage"
 # MNIST
-ACCURACY_TOP_PI, ACCURACY_ANY_ACTIVE, ACCURACY_BASELINE = key("accuracy", TOP_PI), key("accuracy", ANY_ACTIVE), key(
-    "accuracy", BASELINE)
+ACCURACY_TOP_PI, ACCURACY_ANY_ACTIVE, ACCURACY_BASELINE = (
+    key("accuracy", TOP_PI),
+    key("accuracy", ANY_ACTIVE),
+    key("accuracy", BASELINE),
+)
 
 METRICS: dict[str, str] = {  # every number and text metrics.json holds, with what it means
     "dataset": "the dataset's name",
@@ -132,7 +141,8 @@ METRICS: dict[str, str] = {  # every number and text metrics.json holds, with wh
     RMSE_TOP_PI: "inverse sine: RMSE of the top-pi rule",
     RMSE_MIXTURE_MEAN: "inverse sine: RMSE of the mixture's mean",
     RMSE_TO_IDEAL_MEAN_BASELINE: "inverse sine: RMS distance of the MSE network from the true E[t|x]",
-    BRANCH_COUNT_ACCURACY: f"inverse sine: share of inputs whose modes (mass >= {MIN_MODE_MASS}) match the true branches",
+    BRANCH_COUNT_ACCURACY: f"inverse sine: share of inputs whose modes (mass >= {MIN_MODE_MASS}) match the "
+    "true branches",
     "active_components_one_branch": "inverse sine: active components where the inverse has one branch",
     "active_components_three_branches": "inverse sine: active components where it has three",
     POSITIONING_RMSE_TOP_PI: "robot arm: RMS distance from the desired position to where the top-pi angles reach",
@@ -159,6 +169,7 @@ METRICS: dict[str, str] = {  # every number and text metrics.json holds, with wh
     "non_finite": "the metrics that were not finite numbers (null in metrics.json), and their values",
 }
 
+
 def is_timing(name: str) -> bool:
     """A key that measures time (seconds spent, throughput): it differs between two runs of the same
     config, and is left out when results are compared."""
@@ -168,17 +179,25 @@ def is_timing(name: str) -> bool:
 
 # keys of metrics.json before this naming scheme -> now (read back from older run folders)
 RENAMED = {
-    "baseline_test_rmse": RMSE_BASELINE, "baseline_crps": CRPS_BASELINE,
-    "baseline_n_params": key("n_params", BASELINE), "baseline_train_seconds": key("train_seconds", BASELINE),
-    "baseline_rollbacks": key("rollbacks", BASELINE), "baseline_rollback_at": key("rollback_at", BASELINE),
-    "most_probable_rmse": RMSE_TOP_PI, "mixture_mean_rmse": RMSE_MIXTURE_MEAN, "ideal_mean_rmse": RMSE_IDEAL_MEAN,
+    "baseline_test_rmse": RMSE_BASELINE,
+    "baseline_crps": CRPS_BASELINE,
+    "baseline_n_params": key("n_params", BASELINE),
+    "baseline_train_seconds": key("train_seconds", BASELINE),
+    "baseline_rollbacks": key("rollbacks", BASELINE),
+    "baseline_rollback_at": key("rollback_at", BASELINE),
+    "most_probable_rmse": RMSE_TOP_PI,
+    "mixture_mean_rmse": RMSE_MIXTURE_MEAN,
+    "ideal_mean_rmse": RMSE_IDEAL_MEAN,
     "baseline_vs_ideal_mean_rmse": RMSE_TO_IDEAL_MEAN_BASELINE,
-    "positioning_rmse": POSITIONING_RMSE_TOP_PI, "positioning_mean_error": key("positioning_mean_error", TOP_PI),
+    "positioning_rmse": POSITIONING_RMSE_TOP_PI,
+    "positioning_mean_error": key("positioning_mean_error", TOP_PI),
     "positioning_max_error": key("positioning_max_error", TOP_PI),
     "positioning_rmse_alpha_over_sigma": key(POSITIONING_RMSE, PEAK_DENSITY),
     "baseline_positioning_rmse": POSITIONING_RMSE_BASELINE,
     "baseline_positioning_mean_error": key("positioning_mean_error", BASELINE),
-    "accuracy_top1": ACCURACY_TOP_PI, "accuracy_any": ACCURACY_ANY_ACTIVE, "baseline_accuracy": ACCURACY_BASELINE,
+    "accuracy_top1": ACCURACY_TOP_PI,
+    "accuracy_any": ACCURACY_ANY_ACTIVE,
+    "baseline_accuracy": ACCURACY_BASELINE,
 }
 
 
@@ -214,17 +233,26 @@ def run_status(metrics: dict[str, Any], diverged: list[str], unusable: bool = Fa
     ok          none of these
     """
     if diverged:
-        return "diverged", ("training stopped by the non-finite guard (" + "; ".join(diverged)
-                            + "); the best weights before it were evaluated")
+        return "diverged", (
+            "training stopped by the non-finite guard ("
+            + "; ".join(diverged)
+            + "); the best weights before it were evaluated"
+        )
     if unusable:
-        return "nonfinite", ("the MDN's predictions on the test set are not finite (inf or nan parameters): the task "
-                             "metrics, calibration and figures were not computed")
+        return "nonfinite", (
+            "the MDN's predictions on the test set are not finite (inf or nan parameters): the task "
+            "metrics, calibration and figures were not computed"
+        )
     test_nll, floor = metrics[TEST_NLL], metrics[UNCONDITIONAL_NLL]
     if not test_nll < floor:
-        return "degenerate", (f"test NLL {test_nll:.4g} is no better than {floor:.4g}, the NLL of one Gaussian "
-                              "fitted to the training targets")
+        return "degenerate", (
+            f"test NLL {test_nll:.4g} is no better than {floor:.4g}, the NLL of one Gaussian "
+            "fitted to the training targets"
+        )
     bad = non_finite(metrics)
     if bad:
-        return "nonfinite", ("metrics that are not finite numbers (null in metrics.json): "
-                             + "; ".join(f"{name}={value}" for name, value in bad.items()))
+        return "nonfinite", (
+            "metrics that are not finite numbers (null in metrics.json): "
+            + "; ".join(f"{name}={value}" for name, value in bad.items())
+        )
     return "ok", ""

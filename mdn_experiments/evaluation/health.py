@@ -3,7 +3,6 @@ components, responsibility entropy). Mixture and targets in, numbers out."""
 
 from __future__ import annotations
 
-
 import torch
 from torch import Tensor
 
@@ -28,9 +27,11 @@ def health(mixture: Mixture, y: Tensor) -> dict[str, float]:
     entropy = -(average * average.clamp_min(1e-300).log()).sum()
     r = mixture.responsibilities(y).double()
     r_entropy = -(r * r.clamp_min(1e-300).log()).sum(-1).mean()
-    return {"effective_components": float(entropy.exp()),
-            "dead_components": int(dead_mask(mixture).sum()),
-            "responsibility_entropy": float(r_entropy)}
+    return {
+        "effective_components": float(entropy.exp()),
+        "dead_components": int(dead_mask(mixture).sum()),
+        "responsibility_entropy": float(r_entropy),
+    }
 
 
 def dead_mask(mixture: Mixture) -> Tensor:

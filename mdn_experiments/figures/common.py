@@ -37,10 +37,12 @@ def health(path: Path, *, history, n_components: int, title: str) -> Path:
     """Component health against the epoch: effective and dead components, responsibility entropy
     and the share of scales at the floor; dotted lines mark revivals (if any)."""
     epochs = [row["epoch"] for row in history]
-    panels = [("effective_components", "effective components\n(exp entropy of mean $\\pi$)"),
-              ("dead_components", "dead components\n($\\pi$ < 0.01 everywhere)"),
-              ("responsibility_entropy", "responsibility entropy\n(nats)"),
-              ("sigma_floor_share", "share of scales\nat the floor")]
+    panels = [
+        ("effective_components", "effective components\n(exp entropy of mean $\\pi$)"),
+        ("dead_components", "dead components\n($\\pi$ < 0.01 everywhere)"),
+        ("responsibility_entropy", "responsibility entropy\n(nats)"),
+        ("sigma_floor_share", "share of scales\nat the floor"),
+    ]
     fig, axes = plt.subplots(1, 4, figsize=(14, 3.4))
     revived = [row["epoch"] for row in history if row.get("revived")]
     for ax, (key, label) in zip(axes, panels):
@@ -78,8 +80,13 @@ def calibration(path: Path, *, nominal, observed, pit, title: str) -> Path:
     ax = axes[0, 0]
     ax.plot([0, 1], [0, 1], color="0.6", ls="--", lw=1, label="calibrated")
     ax.plot(nominal, observed, "o-", color="tab:blue", lw=1.5, ms=4, label="MDN")
-    ax.set(xlabel="nominal level of the highest-density region", ylabel="share of test targets inside",
-           xlim=(0, 1), ylim=(0, 1), title="coverage")
+    ax.set(
+        xlabel="nominal level of the highest-density region",
+        ylabel="share of test targets inside",
+        xlim=(0, 1),
+        ylim=(0, 1),
+        title="coverage",
+    )
     ax.legend(fontsize=8, loc="lower right")
     if pit is not None:
         ax = axes[0, 1]
@@ -111,6 +118,11 @@ def k_sweep(path: Path, *, table) -> Path:
         for ax in row:
             ax.set_xticks(K)
             ax.title.set_fontsize(10)
-        row[0].annotate(f"mean ± std over {'/'.join(map(str, seeds))} seed(s)", (0.02, 0.02),
-                        xycoords="axes fraction", fontsize=7, color="0.4")
+        row[0].annotate(
+            f"mean ± std over {'/'.join(map(str, seeds))} seed(s)",
+            (0.02, 0.02),
+            xycoords="axes fraction",
+            fontsize=7,
+            color="0.4",
+        )
     return save(fig, Path(path))

@@ -17,8 +17,9 @@ from mdn_experiments.models import Network
 
 
 @torch.no_grad()
-def draw(*, dataset: InverseSine, mdn_net: Network, baseline: Network | None, splits: Splits,
-         fig_dir: Path) -> list[Path]:
+def draw(
+    *, dataset: InverseSine, mdn_net: Network, baseline: Network | None, splits: Splits, fig_dir: Path
+) -> list[Path]:
     """contour.png, pi.png, means.png and comparison.png of a trained run, on a grid over the data."""
     x_train, y_train = (a[:, 0].cpu().numpy() for a in splits.train)
     labels = ("x", "t") if dataset.direction == "inverse" else ("t", "x")
@@ -34,23 +35,56 @@ def draw(*, dataset: InverseSine, mdn_net: Network, baseline: Network | None, sp
     best = params.most_probable_mean()[:, 0].cpu().numpy()
     found = params.modes()
     keep = found.significant(MIN_MODE_MASS).cpu().numpy()
-    modes = (np.broadcast_to(grid_x[:, None], keep.shape)[keep], found.location[..., 0].cpu().numpy()[keep],
-             found.mass.cpu().numpy()[keep])
+    modes = (
+        np.broadcast_to(grid_x[:, None], keep.shape)[keep],
+        found.location[..., 0].cpu().numpy()[keep],
+        found.mass.cpu().numpy()[keep],
+    )
     grid_t = torch.tensor(grid_x, dtype=torch.float32)[:, None]
     ideal = dataset.conditional_mean(grid_t)
     mse_pred = baseline(grid_t.to(device))[:, 0].cpu().numpy() if baseline is not None else None
     title = f"{dataset.name} ({dataset.direction}), K={params.n_components}"
     return [
-        density_contour(fig_dir / "contour.png", x_train=x_train, y_train=y_train, grid_x=grid_x, grid_y=grid_y,
-                        density=density, labels=labels, title=f"p({labels[1]}|{labels[0]}) of the MDN, {title}"),
-        pi_curves(fig_dir / "pi.png", grid_x=grid_x, pi=pi, xlabel=labels[0],
-                  title=f"mixing coefficients $\\pi_k({labels[0]})$ (Bishop's $\\alpha_k$), {title}"),
-        component_means(fig_dir / "means.png", x_train=x_train, y_train=y_train, grid_x=grid_x, mu=mu, sigma=sigma,
-                        pi=pi, labels=labels,
-                        title=f"component means $\\mu_k$ ± $\\sigma_k$ (opacity ∝ $\\pi_k$), {title}"),
-        comparison(fig_dir / "comparison.png", x_train=x_train, y_train=y_train, grid_x=grid_x, best_mean=best,
-                   mse_pred=mse_pred, ideal_mean=ideal, labels=labels,
-                   title=f"MSE network vs the MDN's most probable component and modes, {title}", modes=modes),
+        density_contour(
+            fig_dir / "contour.png",
+            x_train=x_train,
+            y_train=y_train,
+            grid_x=grid_x,
+            grid_y=grid_y,
+            density=density,
+            labels=labels,
+            title=f"p({labels[1]}|{labels[0]}) of the MDN, {title}",
+        ),
+        pi_curves(
+            fig_dir / "pi.png",
+            grid_x=grid_x,
+            pi=pi,
+            xlabel=labels[0],
+            title=f"mixing coefficients $\\pi_k({labels[0]})$ (Bishop's $\\alpha_k$), {title}",
+        ),
+        component_means(
+            fig_dir / "means.png",
+            x_train=x_train,
+            y_train=y_train,
+            grid_x=grid_x,
+            mu=mu,
+            sigma=sigma,
+            pi=pi,
+            labels=labels,
+            title=f"component means $\\mu_k$ ± $\\sigma_k$ (opacity ∝ $\\pi_k$), {title}",
+        ),
+        comparison(
+            fig_dir / "comparison.png",
+            x_train=x_train,
+            y_train=y_train,
+            grid_x=grid_x,
+            best_mean=best,
+            mse_pred=mse_pred,
+            ideal_mean=ideal,
+            labels=labels,
+            title=f"MSE network vs the MDN's most probable component and modes, {title}",
+            modes=modes,
+        ),
     ]
 
 
@@ -95,8 +129,7 @@ def component_means(path: Path, *, x_train, y_train, grid_x, mu, sigma, pi, labe
         points = np.stack([grid_x, mu[:, k]], axis=1)
         segments = np.stack([points[:-1], points[1:]], axis=1)
         ax.add_collection(matplotlib.collections.LineCollection(segments, colors=rgba[:-1], linewidths=2.2))
-        ax.fill_between(grid_x, mu[:, k] - sigma[:, k], mu[:, k] + sigma[:, k], color=color,
-                        alpha=0.12, linewidth=0)
+        ax.fill_between(grid_x, mu[:, k] - sigma[:, k], mu[:, k] + sigma[:, k], color=color, alpha=0.12, linewidth=0)
         ax.plot([], [], color=color, lw=2, label=f"$\\mu_{{{k + 1}}}$")
     ax.set(xlabel=labels[0], ylabel=labels[1], title=title)
     ax.set_ylim(y_train.min() - 0.15, y_train.max() + 0.15)
@@ -105,8 +138,9 @@ def component_means(path: Path, *, x_train, y_train, grid_x, mu, sigma, pi, labe
     return save(fig, Path(path))
 
 
-def comparison(path: Path, *, x_train, y_train, grid_x, best_mean, mse_pred, ideal_mean, labels, title: str,
-               modes=None) -> Path:
+def comparison(
+    path: Path, *, x_train, y_train, grid_x, best_mean, mse_pred, ideal_mean, labels, title: str, modes=None
+) -> Path:
     """Figure 2a: the MSE network against the mean of the most probable MDN component; with
     modes=(x, y, mass) the MDN's modes too (marker area proportional to their mass)."""
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
@@ -116,8 +150,15 @@ def comparison(path: Path, *, x_train, y_train, grid_x, best_mean, mse_pred, ide
         ax.plot(grid_x, mse_pred, color="tab:red", lw=2, label="MSE network")
     if modes is not None:
         mx, my, mass = modes
-        ax.scatter(mx, my, s=2 + 18 * mass, facecolors="none", edgecolors="tab:orange", linewidths=0.6,
-                   label="MDN modes (area ∝ mass)")
+        ax.scatter(
+            mx,
+            my,
+            s=2 + 18 * mass,
+            facecolors="none",
+            edgecolors="tab:orange",
+            linewidths=0.6,
+            label="MDN modes (area ∝ mass)",
+        )
     ax.scatter(grid_x, best_mean, s=4, color="tab:blue", label="MDN: mean of most probable component")
     ax.set(xlabel=labels[0], ylabel=labels[1], title=title)
     ax.title.set_fontsize(10)

@@ -16,8 +16,7 @@ from mdn_experiments.models import Network, predict
 
 
 @torch.no_grad()
-def draw(*, dataset: Mnist, mdn_net: Network, baseline: Network | None, splits: Splits,
-         fig_dir: Path) -> list[Path]:
+def draw(*, dataset: Mnist, mdn_net: Network, baseline: Network | None, splits: Splits, fig_dir: Path) -> list[Path]:
     """samples.png and confusions.png of a trained run, on the test set."""
     x, y = splits.test
     label = y[:, 0].long()
@@ -32,13 +31,24 @@ def draw(*, dataset: Mnist, mdn_net: Network, baseline: Network | None, splits: 
     density = chosen.unsqueeze(0).log_prob(grid[:, None, None].to(x.device)).exp().T  # (picks, grid)
     found = chosen.modes()
     keep = found.significant(MIN_MODE_MASS)
-    modes = [(found.location[j, keep[j], 0].cpu().numpy(), found.mass[j, keep[j]].cpu().numpy())
-             for j in range(len(picks))]
+    modes = [
+        (found.location[j, keep[j], 0].cpu().numpy(), found.mass[j, keep[j]].cpu().numpy()) for j in range(len(picks))
+    ]
     top_pi = dataset.digit(params.most_probable_mean()[:, 0])
-    paths = [digit_mixtures(
-        fig_dir / "samples.png", images=x[picks, 0].cpu().numpy(), labels=label[picks].cpu().numpy(),
-        top_pi=top_pi[picks].cpu().numpy(), pi=pi[picks].cpu().numpy(), mu=params.mu[picks, :, 0].cpu().numpy(),
-        grid=grid.numpy(), density=density.cpu().numpy(), n_typical=min(8, x.shape[0]), modes=modes)]
+    paths = [
+        digit_mixtures(
+            fig_dir / "samples.png",
+            images=x[picks, 0].cpu().numpy(),
+            labels=label[picks].cpu().numpy(),
+            top_pi=top_pi[picks].cpu().numpy(),
+            pi=pi[picks].cpu().numpy(),
+            mu=params.mu[picks, :, 0].cpu().numpy(),
+            grid=grid.numpy(),
+            density=density.cpu().numpy(),
+            n_typical=min(8, x.shape[0]),
+            modes=modes,
+        )
+    ]
     matrices = [("MDN (most probable component)", confusion(label, top_pi))]
     if baseline is not None:
         matrices.append(("MSE network (rounded)", confusion(label, dataset.digit(predict(baseline, x)[:, 0]))))
@@ -58,8 +68,9 @@ def digit_mixtures(path: Path, *, images, labels, top_pi, pi, mu, grid, density,
     n = len(images)
     cols = 4
     rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, 2 * cols, figsize=(2.3 * 2 * cols, 1.9 * rows),
-                             gridspec_kw={"width_ratios": [1, 2.2] * cols})
+    fig, axes = plt.subplots(
+        rows, 2 * cols, figsize=(2.3 * 2 * cols, 1.9 * rows), gridspec_kw={"width_ratios": [1, 2.2] * cols}
+    )
     axes = np.atleast_2d(axes)
     for i in range(rows * cols):
         ax_img, ax_mix = axes[i // cols, 2 * (i % cols)], axes[i // cols, 2 * (i % cols) + 1]
@@ -80,14 +91,24 @@ def digit_mixtures(path: Path, *, images, labels, top_pi, pi, mu, grid, density,
             location, mass = modes[i]
             ax_mix.scatter(location, np.full(len(location), 1.1), marker="v", s=14, color="tab:orange", zorder=4)
             for value, m in zip(location, mass):
-                ax_mix.annotate(f"{m:.2f}", (value, 1.1), fontsize=6, color="tab:orange", ha="center",
-                                xytext=(0, 4), textcoords="offset points")
+                ax_mix.annotate(
+                    f"{m:.2f}",
+                    (value, 1.1),
+                    fontsize=6,
+                    color="tab:orange",
+                    ha="center",
+                    xytext=(0, 4),
+                    textcoords="offset points",
+                )
         ax_mix.set(xlim=(-0.7, 9.7), ylim=(0, 1.32), xticks=range(10), yticks=[0, 0.5, 1])
         ax_mix.tick_params(labelsize=6)
         color = "tab:green" if top_pi[i] == labels[i] else "tab:red"
         ax_mix.set_title(f"top-1: {top_pi[i]}", fontsize=7, color=color)
-    fig.suptitle("MDN output over the digit value: stems = mixing coefficients at the component means, "
-                 "grey = density (scaled), triangles = modes with their mass, dashed = label", fontsize=9)
+    fig.suptitle(
+        "MDN output over the digit value: stems = mixing coefficients at the component means, "
+        "grey = density (scaled), triangles = modes with their mass, dashed = label",
+        fontsize=9,
+    )
     return save(fig, Path(path))
 
 
@@ -105,8 +126,13 @@ def confusion_matrices(path: Path, *, matrices) -> Path:
                 elif counts[t, p]:
                     ax.text(p, t, counts[t, p], ha="center", va="center", fontsize=7)
         accuracy = np.trace(counts) / counts.sum()
-        ax.set(xticks=range(10), yticks=range(10), xlabel="predicted digit", ylabel="true digit",
-               title=f"{title}\naccuracy {accuracy:.2%}, {counts.sum() - np.trace(counts)} errors")
+        ax.set(
+            xticks=range(10),
+            yticks=range(10),
+            xlabel="predicted digit",
+            ylabel="true digit",
+            title=f"{title}\naccuracy {accuracy:.2%}, {counts.sum() - np.trace(counts)} errors",
+        )
         ax.title.set_fontsize(9)
         fig.colorbar(image, ax=ax, shrink=0.8, label="errors")
     return save(fig, Path(path))

@@ -27,15 +27,18 @@ def workspace_hull(dataset: RobotArm, n: int = 400) -> np.ndarray:
     (a1, b1), (a2, b2) = dataset.theta1_range, dataset.theta2_range
     t = torch.linspace(0, 1, n, dtype=torch.float64)
     th1, th2 = a1 + (b1 - a1) * t, a2 + (b2 - a2) * t
-    curves = [torch.stack([th1, torch.full_like(t, a2)], -1), torch.stack([th1, torch.full_like(t, b2)], -1),
-              torch.stack([torch.full_like(t, a1), th2], -1), torch.stack([torch.full_like(t, b1), th2], -1)]
+    curves = [
+        torch.stack([th1, torch.full_like(t, a2)], -1),
+        torch.stack([th1, torch.full_like(t, b2)], -1),
+        torch.stack([torch.full_like(t, a1), th2], -1),
+        torch.stack([torch.full_like(t, b1), th2], -1),
+    ]
     curves += [torch.stack([th1, torch.full_like(t, s)], -1) for s in (0.0, math.pi, 2 * math.pi) if a2 < s < b2]
     return convex_hull(dataset.fk(torch.cat(curves)).numpy())
 
 
 @torch.no_grad()
-def draw(*, dataset: RobotArm, mdn_net: Network, baseline: Network | None, splits: Splits,
-         fig_dir: Path) -> list[Path]:
+def draw(*, dataset: RobotArm, mdn_net: Network, baseline: Network | None, splits: Splits, fig_dir: Path) -> list[Path]:
     """workspace.png, top_pi.png, pi.png, positioning_errors.png and contour.png of a trained run."""
     x_train, theta_train = (a.cpu() for a in splits.train)
     x_test = splits.test[0]
@@ -44,13 +47,24 @@ def draw(*, dataset: RobotArm, mdn_net: Network, baseline: Network | None, split
     x_np = x_test.cpu().numpy()
     K = params.n_components
     paths = [
-        arm_workspace(fig_dir / "workspace.png", positions=x_train.numpy(),
-                      upper_branch=theta_train[:, 1].numpy() > math.pi,
-                      doubled=dataset.valid_solutions(x_train)[1].all(-1).numpy(), hull=hull),
-        scalar_map(fig_dir / "top_pi.png", positions=x_np, values=params.pi.max(-1).values.cpu().numpy(), hull=hull,
-                   label="largest mixing coefficient max$_k\\,\\pi_k(x)$",
-                   title=f"{dataset.name}, K={K}: where the MDN is sure (1) or split between branches"),
-        pi_maps(fig_dir / "pi.png", positions=x_np, pi=params.pi.cpu().numpy(), hull=hull, title=f"{dataset.name}, K={K}"),
+        arm_workspace(
+            fig_dir / "workspace.png",
+            positions=x_train.numpy(),
+            upper_branch=theta_train[:, 1].numpy() > math.pi,
+            doubled=dataset.valid_solutions(x_train)[1].all(-1).numpy(),
+            hull=hull,
+        ),
+        scalar_map(
+            fig_dir / "top_pi.png",
+            positions=x_np,
+            values=params.pi.max(-1).values.cpu().numpy(),
+            hull=hull,
+            label="largest mixing coefficient max$_k\\,\\pi_k(x)$",
+            title=f"{dataset.name}, K={K}: where the MDN is sure (1) or split between branches",
+        ),
+        pi_maps(
+            fig_dir / "pi.png", positions=x_np, pi=params.pi.cpu().numpy(), hull=hull, title=f"{dataset.name}, K={K}"
+        ),
     ]
     reached_mdn = dataset.fk(params.most_probable_mean().double()).cpu().numpy()
     panels = [("MDN (mean of most probable component)", reached_mdn)]
@@ -62,17 +76,23 @@ def draw(*, dataset: RobotArm, mdn_net: Network, baseline: Network | None, split
     doubled = inside.all(-1).cpu()
     picks = torch.cat([torch.nonzero(doubled)[:2, 0], torch.nonzero(~doubled)[:2, 0]])
     std = params.component_std()
-    mixtures = [(params.pi[i].cpu().numpy(), params.mu[i].cpu().numpy(), std[i].cpu().numpy())
-                for i in picks.tolist()]
+    mixtures = [(params.pi[i].cpu().numpy(), params.mu[i].cpu().numpy(), std[i].cpu().numpy()) for i in picks.tolist()]
     found = params[picks].modes()
     keep = found.significant(MIN_MODE_MASS)
-    modes = [(found.location[j][keep[j]].cpu().numpy(), found.mass[j][keep[j]].cpu().numpy())
-             for j in range(len(picks))]
-    paths.append(angle_components(
-        fig_dir / "contour.png", mixtures=mixtures, positions=x_np[picks.numpy()],
-        solutions=[solutions[i][inside[i]].cpu().numpy() for i in picks.tolist()],
-        box=(dataset.theta1_range, dataset.theta2_range), title=f"p($\\theta$|x) of the MDN, {dataset.name}, K={K}",
-        modes=modes))
+    modes = [
+        (found.location[j][keep[j]].cpu().numpy(), found.mass[j][keep[j]].cpu().numpy()) for j in range(len(picks))
+    ]
+    paths.append(
+        angle_components(
+            fig_dir / "contour.png",
+            mixtures=mixtures,
+            positions=x_np[picks.numpy()],
+            solutions=[solutions[i][inside[i]].cpu().numpy() for i in picks.tolist()],
+            box=(dataset.theta1_range, dataset.theta2_range),
+            title=f"p($\\theta$|x) of the MDN, {dataset.name}, K={K}",
+            modes=modes,
+        )
+    )
     return paths
 
 
@@ -105,17 +125,31 @@ def arm_workspace(path: Path, *, positions, upper_branch, doubled, hull) -> Path
     """Figure 4a: end-effector samples coloured by elbow branch; where both configurations reach."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.8))
     ax = axes[0]
-    for mask, color, label in ((~upper_branch, "tab:blue", r"$\theta_2 < \pi$"),
-                               (upper_branch, "tab:orange", r"$\theta_2 > \pi$")):
+    for mask, color, label in (
+        (~upper_branch, "tab:blue", r"$\theta_2 < \pi$"),
+        (upper_branch, "tab:orange", r"$\theta_2 > \pi$"),
+    ):
         ax.scatter(positions[mask, 0], positions[mask, 1], s=5, color=color, alpha=0.6, linewidths=0, label=label)
     _workspace_axes(ax, hull)
     ax.set_title("samples by elbow branch", fontsize=10)
     ax.legend(fontsize=8, markerscale=3)
     ax = axes[1]
-    ax.scatter(positions[~doubled, 0], positions[~doubled, 1], s=5, color="0.7", linewidths=0,
-               label="one configuration in the angle box")
-    ax.scatter(positions[doubled, 0], positions[doubled, 1], s=5, color="tab:red", linewidths=0,
-               label=f"two configurations ({doubled.mean():.0%} of samples)")
+    ax.scatter(
+        positions[~doubled, 0],
+        positions[~doubled, 1],
+        s=5,
+        color="0.7",
+        linewidths=0,
+        label="one configuration in the angle box",
+    )
+    ax.scatter(
+        positions[doubled, 0],
+        positions[doubled, 1],
+        s=5,
+        color="tab:red",
+        linewidths=0,
+        label=f"two configurations ({doubled.mean():.0%} of samples)",
+    )
     _workspace_axes(ax, hull)
     ax.set_title("where the inverse problem has two answers", fontsize=10)
     ax.legend(fontsize=8, markerscale=3)
@@ -163,7 +197,7 @@ def error_lines(path: Path, *, desired, panels, hull) -> Path:
         ax.scatter(desired[:, 0], desired[:, 1], s=1.5, color="k", linewidths=0)
         _workspace_axes(ax, hull)
         errors = np.linalg.norm(reached - desired, axis=1)
-        ax.set_title(f"{name}\nRMS positioning error {np.sqrt(np.mean(errors ** 2)):.4f}", fontsize=10)
+        ax.set_title(f"{name}\nRMS positioning error {np.sqrt(np.mean(errors**2)):.4f}", fontsize=10)
         ax.legend(fontsize=8, loc="lower left")
     return save(fig, Path(path))
 
@@ -181,21 +215,42 @@ def angle_components(path: Path, *, mixtures, positions, solutions, box, title: 
         colors = component_colors(len(pi))
         ax.scatter(mu[:, 0], mu[:, 1], s=600 * pi, color=colors, alpha=0.55, linewidths=0)
         for k in np.flatnonzero(pi >= 0.01):
-            ax.annotate(f"$\\pi$={pi[k]:.2f}\n$\\sigma$={sigma[k].mean():.0e}", mu[k], fontsize=7,
-                        xytext=(6, 6), textcoords="offset points")
+            ax.annotate(
+                f"$\\pi$={pi[k]:.2f}\n$\\sigma$={sigma[k].mean():.0e}",
+                mu[k],
+                fontsize=7,
+                xytext=(6, 6),
+                textcoords="offset points",
+            )
         ax.scatter(sols[:, 0], sols[:, 1], marker="x", s=50, color="k", linewidths=1.5, label="analytic solutions")
         if modes is not None:
             location, mass = modes[i]
-            ax.scatter(location[:, 0], location[:, 1], s=160, facecolors="none", edgecolors="tab:red",
-                       linewidths=1.2, label="modes")
+            ax.scatter(
+                location[:, 0],
+                location[:, 1],
+                s=160,
+                facecolors="none",
+                edgecolors="tab:red",
+                linewidths=1.2,
+                label="modes",
+            )
             for point, m in zip(location, mass):
-                ax.annotate(f"mass {m:.2f}", point, fontsize=7, color="tab:red", xytext=(6, -12),
-                            textcoords="offset points")
-        ax.set(xlabel=r"$\theta_1$", ylabel=r"$\theta_2$", xlim=(lo1 - 0.25, hi1 + 0.35), ylim=(lo2 - 0.3, hi2 + 0.3),
-               title=f"x = ({x[0]:.2f}, {x[1]:.2f}), {len(sols)} solution{'s' * (len(sols) > 1)}")
+                ax.annotate(
+                    f"mass {m:.2f}", point, fontsize=7, color="tab:red", xytext=(6, -12), textcoords="offset points"
+                )
+        ax.set(
+            xlabel=r"$\theta_1$",
+            ylabel=r"$\theta_2$",
+            xlim=(lo1 - 0.25, hi1 + 0.35),
+            ylim=(lo2 - 0.3, hi2 + 0.3),
+            title=f"x = ({x[0]:.2f}, {x[1]:.2f}), {len(sols)} solution{'s' * (len(sols) > 1)}",
+        )
         ax.title.set_fontsize(9)
     axes.flat[0].legend(fontsize=7, loc="lower left")
-    fig.suptitle(f"{title}: component means (disc area ∝ $\\pi_k$)" + (", modes (rings)" if modes is not None else "")
-                 + " vs the analytic inverse (dashed: angle box)",
-                 fontsize=10)
+    fig.suptitle(
+        f"{title}: component means (disc area ∝ $\\pi_k$)"
+        + (", modes (rings)" if modes is not None else "")
+        + " vs the analytic inverse (dashed: angle box)",
+        fontsize=10,
+    )
     return save(fig, Path(path))

@@ -17,9 +17,9 @@ from typing import Any
 import torch
 
 from mdn_experiments.config import saved_config, validate_model
-from mdn_experiments.evaluation.contract import non_finite
 from mdn_experiments.datasets.base import Dataset
 from mdn_experiments.errors import RunFolderError, UserError
+from mdn_experiments.evaluation.contract import non_finite
 from mdn_experiments.models import Network
 from mdn_experiments.run import tracking
 from mdn_experiments.run.build import build, make_dataset
@@ -31,8 +31,15 @@ PHASES = ("mdn", "baseline", "evaluate")  # what a saved state says the run was 
 
 
 # keys that may differ between a run and its resumption: they do not change the results
-RESUME_FREE_KEYS = ("trainer.progress", "trainer.threads", "trainer.checkpoint_seconds", "figures", "logger",
-                    "tracking.mlflow_uri", "tracking.experiment")
+RESUME_FREE_KEYS = (
+    "trainer.progress",
+    "trainer.threads",
+    "trainer.checkpoint_seconds",
+    "figures",
+    "logger",
+    "tracking.mlflow_uri",
+    "tracking.experiment",
+)
 
 
 def write_history(path: Path, history: list[dict[str, float]]) -> None:
@@ -67,8 +74,11 @@ def finite_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
 def config_changes(saved: dict, current: dict) -> list[str]:
     """`key: saved -> current` for every result-affecting key that differs."""
     a, b = tracking.flatten(saved), tracking.flatten(current)
-    return [f"{key}: {a.get(key)!r} -> {b.get(key)!r}" for key in sorted(set(a) | set(b))
-            if key not in RESUME_FREE_KEYS and a.get(key) != b.get(key)]
+    return [
+        f"{key}: {a.get(key)!r} -> {b.get(key)!r}"
+        for key in sorted(set(a) | set(b))
+        if key not in RESUME_FREE_KEYS and a.get(key) != b.get(key)
+    ]
 
 
 def remove_state(run_dir: Path) -> None:
@@ -107,7 +117,8 @@ def check_run_folder(run_dir: Path, config: dict, trust_saved_config: bool = Fal
     if changes and not trust_saved_config:
         raise RunFolderError(
             f"{run_dir} holds an unfinished run with another config ({'; '.join(changes[:3])}); "
-            f"resume it with `mdn-resume {run_dir}` or choose another folder")
+            f"resume it with `mdn-resume {run_dir}` or choose another folder"
+        )
     if changes:
         log.warning("using the config saved in the run folder; the current one differs: %s", "; ".join(changes))
     return saved
@@ -127,14 +138,20 @@ def load_trained(run_dir: Path | str, map_location: str = "cpu") -> tuple[Networ
     """load_run's work: (MDN, baseline or None, the dataset object, the checkpoint dict)."""
     path = Path(run_dir) / "model.pt"
     if not path.is_file():
-        raise RunFolderError(f"{path} does not exist: {run_dir} holds no finished run"
-                             + (" (it has a training state: finish it with `mdn-resume "
-                                f"{run_dir}`)" if (Path(run_dir) / STATE_FILE).exists() else ""))
+        raise RunFolderError(
+            f"{path} does not exist: {run_dir} holds no finished run"
+            + (
+                f" (it has a training state: finish it with `mdn-resume {run_dir}`)"
+                if (Path(run_dir) / STATE_FILE).exists()
+                else ""
+            )
+        )
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - truncated zip, wrong format, unpickling refused
-        raise RunFolderError(f"{path} cannot be loaded: truncated or not a model.pt of mdn-experiments "
-                             f"({type(err).__name__})") from None
+        raise RunFolderError(
+            f"{path} cannot be loaded: truncated or not a model.pt of mdn-experiments ({type(err).__name__})"
+        ) from None
     if not isinstance(checkpoint, dict) or not {"config", "state_dict"} <= set(checkpoint):
         raise RunFolderError(f"{path} is not a model.pt of mdn-experiments (no config and state_dict)")
     cfg = saved_config(checkpoint["config"], str(path))
@@ -153,7 +170,8 @@ def load_trained(run_dir: Path | str, map_location: str = "cpu") -> tuple[Networ
             network.load_state_dict(checkpoint[key])
         except (RuntimeError, TypeError, AttributeError, KeyError) as err:
             first = " ".join(str(err).split())[:200]
-            raise RunFolderError(f"{path}: the weights in {key} do not fit the network its config describes "
-                                 f"({first})") from None
+            raise RunFolderError(
+                f"{path}: the weights in {key} do not fit the network its config describes ({first})"
+            ) from None
         networks.append(network.eval())
     return networks[0], networks[1], dataset, checkpoint

@@ -51,16 +51,20 @@ def locate(path: str) -> Any:
 def _target_class(node: Any, key: str, kind: str, example: str) -> type:
     """The class a `{_target_: ...}` node names; ConfigError when it is not such a node."""
     if not OmegaConf.is_dict(node) or "_target_" not in node:
-        raise ConfigError(key, node if not OmegaConf.is_config(node) else OmegaConf.to_container(node),
-                          f"a config node naming {kind}, e.g. {example}")
+        raise ConfigError(
+            key,
+            node if not OmegaConf.is_config(node) else OmegaConf.to_container(node),
+            f"a config node naming {kind}, e.g. {example}",
+        )
     allowed = TASK_SLOTS[key]
     if str(node._target_) not in allowed:  # nothing outside the allow-list is ever imported
         raise ConfigError(f"{key}._target_", node._target_, f"one of {', '.join(allowed)}")
     try:
         return locate(str(node._target_))
     except (ImportError, AttributeError, ValueError):
-        raise ConfigError(f"{key}._target_", node._target_, f"the import path of {kind}, e.g. "
-                          f"{example.split('=')[-1]}") from None
+        raise ConfigError(
+            f"{key}._target_", node._target_, f"the import path of {kind}, e.g. {example.split('=')[-1]}"
+        ) from None
 
 
 def _check_arguments(node: DictConfig, cls: type, key: str, reserved: tuple[str, ...]) -> None:
@@ -70,48 +74,74 @@ def _check_arguments(node: DictConfig, cls: type, key: str, reserved: tuple[str,
         if name.startswith("_"):
             continue
         if name in reserved:
-            raise ConfigError(f"{key}.{name}", node[name], f"left out: {key.split('.')[0]}.{name} sets it"
-                              if name == "lr" else "left out: it is set from the dataset")
+            raise ConfigError(
+                f"{key}.{name}",
+                node[name],
+                f"left out: {key.split('.')[0]}.{name} sets it"
+                if name == "lr"
+                else "left out: it is set from the dataset",
+            )
         if name not in accepted:
-            raise ConfigError(f"{key}.{name}", node[name], f"one of the arguments of {cls.__name__}: "
-                              f"{', '.join(accepted)}")
+            raise ConfigError(
+                f"{key}.{name}", node[name], f"one of the arguments of {cls.__name__}: {', '.join(accepted)}"
+            )
 
 
 def optimizer_factory(cfg: DictConfig):
     """The configured torch.optim class as a partial, checked before any training."""
     node = cfg.trainer.optimizer
-    cls = _target_class(node, "trainer.optimizer", "a torch.optim optimizer",
-                        "trainer.optimizer._target_=torch.optim.Adam")
+    cls = _target_class(
+        node, "trainer.optimizer", "a torch.optim optimizer", "trainer.optimizer._target_=torch.optim.Adam"
+    )
     if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
-        raise ConfigError("trainer.optimizer._target_", node._target_, "a torch.optim.Optimizer class, "
-                          "e.g. torch.optim.Adam, torch.optim.SGD or torch.optim.LBFGS")
+        raise ConfigError(
+            "trainer.optimizer._target_",
+            node._target_,
+            "a torch.optim.Optimizer class, e.g. torch.optim.Adam, torch.optim.SGD or torch.optim.LBFGS",
+        )
     _check_arguments(node, cls, "trainer.optimizer", reserved=("lr",))
     if node.get("_partial_") is not True:
-        raise ConfigError("trainer.optimizer._partial_", node.get("_partial_"),
-                          "true (the parameters and the learning rate are passed in by the trainer)")
+        raise ConfigError(
+            "trainer.optimizer._partial_",
+            node.get("_partial_"),
+            "true (the parameters and the learning rate are passed in by the trainer)",
+        )
     factory = instantiate_checked(node)
     try:  # the arguments' ranges are the optimizer's own: ask it, on a throwaway parameter
         factory([torch.zeros(1, requires_grad=True)], lr=cfg.trainer.lr)
     except (ValueError, TypeError, RuntimeError) as err:
-        arguments = {key: OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
-                     for key, value in node.items() if not key.startswith("_")}
-        raise ConfigError("trainer.optimizer", arguments, f"arguments {cls.__name__} accepts "
-                          f"({' '.join(str(err).split())[:160]})") from None
+        arguments = {
+            key: OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+            for key, value in node.items()
+            if not key.startswith("_")
+        }
+        raise ConfigError(
+            "trainer.optimizer", arguments, f"arguments {cls.__name__} accepts ({' '.join(str(err).split())[:160]})"
+        ) from None
     return factory
 
 
 def build(cfg: DictConfig, dataset: Dataset, head: str) -> Network:
     """Instantiate the configured backbone with the dataset's input shape and attach a head."""
-    cls = _target_class(cfg.model.backbone, "model.backbone", "a backbone class",
-                        "model.backbone._target_=mdn_experiments.models.MLP")
+    cls = _target_class(
+        cfg.model.backbone, "model.backbone", "a backbone class", "model.backbone._target_=mdn_experiments.models.MLP"
+    )
     if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
-        raise ConfigError("model.backbone._target_", cfg.model.backbone._target_,
-                          "a torch.nn.Module class with an out_features attribute, e.g. mdn_experiments.models.MLP")
+        raise ConfigError(
+            "model.backbone._target_",
+            cfg.model.backbone._target_,
+            "a torch.nn.Module class with an out_features attribute, e.g. mdn_experiments.models.MLP",
+        )
     _check_arguments(cfg.model.backbone, cls, "model.backbone", reserved=("input_shape",))
     backbone = instantiate_checked(cfg.model.backbone, input_shape=list(dataset.input_shape))
     return build_network(
-        backbone, dataset.input_shape, dataset.output_dim, head,
-        n_components=cfg.K, sigma_min=cfg.model.sigma_min, sigma_transform=cfg.model.sigma_transform,
+        backbone,
+        dataset.input_shape,
+        dataset.output_dim,
+        head,
+        n_components=cfg.K,
+        sigma_min=cfg.model.sigma_min,
+        sigma_transform=cfg.model.sigma_transform,
         covariance=cfg.model.get("covariance", "diag"),  # runs saved before the key existed: diag
     )
 
@@ -125,12 +155,19 @@ def device_for(name: str) -> torch.device:
         device = resolve_device(name)
     except RuntimeError:
         device = None
-    ok = device is not None and (device.type == "cpu" or name == "auto" or (
-        device.type == "cuda" and (device.index or 0) < torch.cuda.device_count()) or (
-        device.type == "mps" and torch.backends.mps.is_available()))
+    ok = device is not None and (
+        device.type == "cpu"
+        or name == "auto"
+        or (device.type == "cuda" and (device.index or 0) < torch.cuda.device_count())
+        or (device.type == "mps" and torch.backends.mps.is_available())
+    )
     if not ok:
-        raise ConfigError("trainer.device", name, f"a device this machine has: {', '.join(available)}"
-                          + ("" if torch.cuda.device_count() else " (no CUDA GPU here)"))
+        raise ConfigError(
+            "trainer.device",
+            name,
+            f"a device this machine has: {', '.join(available)}"
+            + ("" if torch.cuda.device_count() else " (no CUDA GPU here)"),
+        )
     return device
 
 
@@ -155,8 +192,12 @@ def check_config(cfg: DictConfig, source: str = "") -> tuple[Dataset, torch.devi
     if cfg.model.init == "gmm":
         require_sklearn()
         if cfg.K > dataset.n_train:
-            raise ConfigError("K", cfg.K, f"at most dataset.n_train={dataset.n_train} with model.init=gmm (a "
-                              "Gaussian mixture needs a training point per component)")
+            raise ConfigError(
+                "K",
+                cfg.K,
+                f"at most dataset.n_train={dataset.n_train} with model.init=gmm (a "
+                "Gaussian mixture needs a training point per component)",
+            )
     tracking.check(logger_names(cfg.get("logger", "csv")))  # a chosen logger's package is installed
     with torch.device("meta"):  # built without memory: a bad backbone is refused, sizes are counted
         networks = [build(cfg, dataset, head) for head in ("mdn", "mse")]
@@ -169,13 +210,21 @@ def check_memory(cfg: DictConfig, dataset: Dataset, device: torch.device, networ
     sizes = [dataset.n_train, dataset.n_val, dataset.n_test]
     batch = cfg.trainer.batch_size or dataset.n_train
     estimate = resources.run_estimate(
-        n_data=sum(sizes), input_size=math.prod(dataset.input_shape), out_dim=dataset.output_dim, K=cfg.K,
-        n_eval=max(dataset.n_val, dataset.n_test), parameters=sum(count_parameters(n) for n in networks),
+        n_data=sum(sizes),
+        input_size=math.prod(dataset.input_shape),
+        out_dim=dataset.output_dim,
+        K=cfg.K,
+        n_eval=max(dataset.n_val, dataset.n_test),
+        parameters=sum(count_parameters(n) for n in networks),
         activations_per_input=max(resources.activation_count(n, dataset.input_shape) for n in networks),
-        batch=min(batch, dataset.n_train))
-    estimate.check(resources.available_memory(str(device)), f"this run (K={cfg.K}, {sum(sizes)} examples)",
-                   "use a smaller K, smaller data sets (dataset.n_train, n_val, n_test), a smaller "
-                   "trainer.batch_size or a smaller model")
+        batch=min(batch, dataset.n_train),
+    )
+    estimate.check(
+        resources.available_memory(str(device)),
+        f"this run (K={cfg.K}, {sum(sizes)} examples)",
+        "use a smaller K, smaller data sets (dataset.n_train, n_val, n_test), a smaller "
+        "trainer.batch_size or a smaller model",
+    )
 
 
 def prepare_network(model: ModelSettings, seed: int, network: Network, dataset: Dataset, splits: Splits) -> None:
@@ -207,5 +256,6 @@ class RunObjects:
 def build_run(cfg: DictConfig, source: str = "") -> RunObjects:
     """Check `cfg` (check_config) and turn it into the run's settings and objects."""
     dataset, device = check_config(cfg, source)
-    return RunObjects(RunSettings.from_config(cfg), dataset, device, optimizer_factory(cfg),
-                      lambda head: build(cfg, dataset, head))
+    return RunObjects(
+        RunSettings.from_config(cfg), dataset, device, optimizer_factory(cfg), lambda head: build(cfg, dataset, head)
+    )

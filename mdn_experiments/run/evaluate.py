@@ -11,25 +11,36 @@ import torch
 
 from mdn_experiments.config import RunSettings
 from mdn_experiments.datasets.base import Dataset, Splits
-from mdn_experiments.evaluation.health import HEALTH_KEYS
+from mdn_experiments.evaluation import contract as C
 from mdn_experiments.evaluation.calibration import LEVELS, calibrate
+from mdn_experiments.evaluation.health import HEALTH_KEYS
 from mdn_experiments.evaluation.scores import rmse, unconditional_nll
 from mdn_experiments.figures import draw_task
 from mdn_experiments.models import Network, count_parameters
-from mdn_experiments.evaluation import contract as C
 from mdn_experiments.train.trainer import FitResult, evaluate_loss, predict
 
 TRAIN_NLL_POINTS = 10_000  # train_nll: on the first this many training points (all of the synthetic sets)
 
 
 def _rollback_metrics(result: FitResult, rule: str | None = None) -> dict[str, Any]:
-    return {C.key("rollbacks", rule): len(result.rollbacks),
-            C.key("rollback_at", rule): "; ".join(f"epoch {r['epoch']} step {r['step']} ({r['reason']})"
-                                                  for r in result.rollbacks)}
+    return {
+        C.key("rollbacks", rule): len(result.rollbacks),
+        C.key("rollback_at", rule): "; ".join(
+            f"epoch {r['epoch']} step {r['step']} ({r['reason']})" for r in result.rollbacks
+        ),
+    }
 
 
-def evaluate_run(settings: RunSettings, dataset: Dataset, splits: Splits, mdn_net: Network, baseline: Network | None,
-                 result: FitResult, baseline_result: FitResult | None, fig_dir: Path) -> dict[str, Any]:
+def evaluate_run(
+    settings: RunSettings,
+    dataset: Dataset,
+    splits: Splits,
+    mdn_net: Network,
+    baseline: Network | None,
+    result: FitResult,
+    baseline_result: FitResult | None,
+    fig_dir: Path,
+) -> dict[str, Any]:
     """metrics.json's content (wall time aside) and the figures, with the run's status
     (contract.run_status)."""
     metrics_start = time.perf_counter()
@@ -59,8 +70,9 @@ def evaluate_run(settings: RunSettings, dataset: Dataset, splits: Splits, mdn_ne
         dataset.throughput_key: len(result.history) * splits.train[0].shape[0] / max(result.seconds, 1e-9),
     }
     test_mixture = predict(mdn_net, splits.test[0])
-    unusable = not all(bool(torch.isfinite(t).all()) for t in (test_mixture.pi, test_mixture.mu,
-                                                               test_mixture.component_std()))
+    unusable = not all(
+        bool(torch.isfinite(t).all()) for t in (test_mixture.pi, test_mixture.mu, test_mixture.component_std())
+    )
     if baseline is not None:
         with torch.no_grad():
             metrics[C.RMSE_BASELINE] = rmse(predict(baseline, splits.test[0]), splits.test[1])
@@ -79,8 +91,11 @@ def evaluate_run(settings: RunSettings, dataset: Dataset, splits: Splits, mdn_ne
             metrics[C.CRPS_BASELINE] = float((predict(baseline, splits.test[0]) - splits.test[1]).abs().mean())
     if C.BAYES_NLL in metrics:
         metrics[C.NLL_GAP] = metrics[C.TEST_NLL] - metrics[C.BAYES_NLL]
-    diverged = [f"{name}: {r.diverged}" for name, r in (("MDN", result), ("baseline", baseline_result))
-                if r is not None and r.diverged]
+    diverged = [
+        f"{name}: {r.diverged}"
+        for name, r in (("MDN", result), ("baseline", baseline_result))
+        if r is not None and r.diverged
+    ]
     metrics["status"], metrics["status_reason"] = C.run_status(metrics, diverged)
 
     metrics["metrics_seconds"] = time.perf_counter() - metrics_start
@@ -89,12 +104,24 @@ def evaluate_run(settings: RunSettings, dataset: Dataset, splits: Splits, mdn_ne
         from mdn_experiments.figures import common  # matplotlib only when figures are drawn
 
         draw_task(dataset, mdn_net=mdn_net, baseline=baseline, splits=splits, fig_dir=fig_dir)
-        common.calibration(fig_dir / "calibration.png", nominal=LEVELS, observed=[calibration.coverage(a) for a in LEVELS],
-                           pit=calibration.pit, title=f"{dataset.name}, K={settings.model.K}: calibration on the test set")
-        common.health(fig_dir / "health.png", history=result.history, n_components=settings.model.K,
-                      title=f"{dataset.name}, K={settings.model.K}: component health on the validation set")
-        common.loss_curves(fig_dir / "loss.png", history=result.history,
-                           baseline_history=baseline_result.history if baseline_result else None,
-                           title=f"{dataset.name}, K={settings.model.K}")
+        common.calibration(
+            fig_dir / "calibration.png",
+            nominal=LEVELS,
+            observed=[calibration.coverage(a) for a in LEVELS],
+            pit=calibration.pit,
+            title=f"{dataset.name}, K={settings.model.K}: calibration on the test set",
+        )
+        common.health(
+            fig_dir / "health.png",
+            history=result.history,
+            n_components=settings.model.K,
+            title=f"{dataset.name}, K={settings.model.K}: component health on the validation set",
+        )
+        common.loss_curves(
+            fig_dir / "loss.png",
+            history=result.history,
+            baseline_history=baseline_result.history if baseline_result else None,
+            title=f"{dataset.name}, K={settings.model.K}",
+        )
     metrics["figures_seconds"] = time.perf_counter() - figures_start
     return metrics

@@ -23,19 +23,25 @@ OUR_MARKERS = (".hydra", ".lock", "state.pt", "state.prev.pt", SWEEP_DONE_FILE, 
 def _check_foreign(folder: Path, key: str) -> None:
     """A folder that holds files but none of a run's or a sweep's is not ours to write into."""
     if folder.is_dir() and any(folder.iterdir()) and not any((folder / name).exists() for name in OUR_MARKERS):
-        raise RunFolderError(f"{key}={str(folder)!r} holds other files and no run or sweep of mdn-experiments: choose a new "
-                f"or empty folder (nothing was written)")
+        raise RunFolderError(
+            f"{key}={str(folder)!r} holds other files and no run or sweep of mdn-experiments: choose a new "
+            f"or empty folder (nothing was written)"
+        )
 
 
 def _make_folder(folder: Path, key: str) -> None:
     """Create the run or sweep folder now, so that one that cannot be made is a one-line error."""
     if "${" in str(folder):  # Hydra would read the folder's own name as an interpolation
-        raise RunFolderError(f"{key}={str(folder)!r}: Hydra cannot use a folder whose path holds '${{': choose another folder")
+        raise RunFolderError(
+            f"{key}={str(folder)!r}: Hydra cannot use a folder whose path holds '${{': choose another folder"
+        )
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise RunFolderError(f"{key}={str(folder)!r} cannot be created ({err.strerror or err}): {key} must be a folder "
-                f"path you can write to")
+        raise RunFolderError(
+            f"{key}={str(folder)!r} cannot be created ({err.strerror or err}): {key} must be a folder "
+            f"path you can write to"
+        )
 
 
 def _lock(folder: Path, what: str) -> None:
@@ -45,8 +51,13 @@ def _lock(folder: Path, what: str) -> None:
 
 def check_hydra(config: DictConfig) -> None:
     """The composed Hydra config builds only the project's callbacks and Hydra's launchers and sweeper."""
-    tree = {"hydra": {name: OmegaConf.to_container(config.hydra[name], resolve=False)
-                      for name in ("callbacks", "launcher", "sweeper") if config.hydra.get(name) is not None}}
+    tree = {
+        "hydra": {
+            name: OmegaConf.to_container(config.hydra[name], resolve=False)
+            for name in ("callbacks", "launcher", "sweeper")
+            if config.hydra.get(name) is not None
+        }
+    }
     check_targets(tree, "", slots=HYDRA_SLOTS)
 
 
@@ -89,21 +100,27 @@ def claim_sweep_folder(config: DictConfig, resuming: bool) -> Path:
         raise RunFolderError(f"hydra.sweep.dir={str(sweep_dir)!r} is a file: hydra.sweep.dir must be a folder")
     for marker, what in (("metrics.json", "a run"), ("reproduce.json", "a reproduction")):
         if (sweep_dir / marker).exists():
-            raise RunFolderError(f"hydra.sweep.dir={str(sweep_dir)!r} is {what} folder ({marker}): choose another folder")
+            raise RunFolderError(
+                f"hydra.sweep.dir={str(sweep_dir)!r} is {what} folder ({marker}): choose another folder"
+            )
     _check_foreign(sweep_dir, "hydra.sweep.dir")
     recorded = sweep_dir / "multirun.yaml"
     if recorded.exists() or any(sweep_dir.glob("*/.hydra")):
         if not resuming:
-            raise RunFolderError(f"hydra.sweep.dir={str(sweep_dir)!r} already holds a sweep: continue it with "
-                    f"`mdn-resume {shlex.quote(str(sweep_dir))}`, or choose another folder (nothing was written)")
+            raise RunFolderError(
+                f"hydra.sweep.dir={str(sweep_dir)!r} already holds a sweep: continue it with "
+                f"`mdn-resume {shlex.quote(str(sweep_dir))}`, or choose another folder (nothing was written)"
+            )
         try:
             before = (read_yaml(recorded).get("hydra") or {}).get("overrides", {}).get("task") or []
         except (RunFolderError, AttributeError) as err:
             raise RunFolderError(f"{recorded} cannot be read ({err}): the sweep cannot be continued safely") from None
         now = list(config.hydra.overrides.task)
         if before != now:
-            raise RunFolderError(f"{sweep_dir} holds a sweep started with other overrides ({' '.join(before) or 'none'}; now: "
-                    f"{' '.join(now) or 'none'}): choose another folder")
+            raise RunFolderError(
+                f"{sweep_dir} holds a sweep started with other overrides ({' '.join(before) or 'none'}; now: "
+                f"{' '.join(now) or 'none'}): choose another folder"
+            )
     _make_folder(sweep_dir, "hydra.sweep.dir")
     _lock(sweep_dir, "sweep")
     return sweep_dir.resolve()

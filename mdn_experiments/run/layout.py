@@ -58,5 +58,6 @@ def sweep_finished(sweep_dir: Path, failed_ok: bool = False) -> bool:
         if len(names) < done.get("jobs", 0):
             return False
     ends = ("metrics.json", "error.txt") if failed_ok else ("metrics.json",)
-    return all(isinstance(name, str) and any((Path(sweep_dir) / name / end).is_file() for end in ends)
-               for name in names)
+    return all(
+        isinstance(name, str) and any((Path(sweep_dir) / name / end).is_file() for end in ends) for name in names
+    )

@@ -87,19 +87,25 @@ def acquire(folder: Path, what: str = "folder") -> Path:
         fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as err:
         if err.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
-            raise FolderReadOnly(f"{folder} cannot be written into ({err.strerror}): a {what} needs a "
-                                 "folder it can write to") from None
+            raise FolderReadOnly(
+                f"{folder} cannot be written into ({err.strerror}): a {what} needs a folder it can write to"
+            ) from None
         raise
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         info = _read_info(fd)
         os.close(fd)
-        raise FolderBusy(f"{folder} is being written by another process ({_describe(info)}); one writer per "
-                         f"folder: wait for it to end, or choose another folder") from None
-    info = {"pid": os.getpid(), "host": socket.gethostname(),
-            "command": " ".join([Path(sys.argv[0]).name, *map(shlex.quote, sys.argv[1:])]),
-            "since": dt.datetime.now().isoformat(timespec="seconds")}
+        raise FolderBusy(
+            f"{folder} is being written by another process ({_describe(info)}); one writer per "
+            f"folder: wait for it to end, or choose another folder"
+        ) from None
+    info = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "command": " ".join([Path(sys.argv[0]).name, *map(shlex.quote, sys.argv[1:])]),
+        "since": dt.datetime.now().isoformat(timespec="seconds"),
+    }
     try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)

@@ -51,9 +51,10 @@ def available_memory(device: str = "cpu") -> int:
             free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
         except (ValueError, OSError, AttributeError):
             return 1 << 62  # unknown: do not refuse
-    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
-                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+    for limit_file, usage_file in (
+        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+        ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),
+    ):
         try:
             limit = Path(limit_file).read_text().strip()
             if limit != "max" and int(limit) < 1 << 60:
@@ -80,8 +81,10 @@ class Estimate:
     def check(self, available: int, what: str, advice: str) -> None:
         if self.peak > available:
             name, size = self.largest()
-            raise ResourceError(f"{what} needs about {gib(self.peak)} of memory ({name}: {gib(size)}), but "
-                                f"{gib(available)} are available: {advice}")
+            raise ResourceError(
+                f"{what} needs about {gib(self.peak)} of memory ({name}: {gib(size)}), but "
+                f"{gib(available)} are available: {advice}"
+            )
 
 
 def gib(n_bytes: float) -> str:
@@ -105,24 +108,38 @@ def evaluation_bytes(n: int, K: int, D: int, one_dimensional_scores: bool = True
     return steps
 
 
-def run_estimate(*, n_data: int, input_size: int, out_dim: int, K: int, n_eval: int, parameters: int,
-                 activations_per_input: int, batch: int) -> Estimate:
+def run_estimate(
+    *,
+    n_data: int,
+    input_size: int,
+    out_dim: int,
+    K: int,
+    n_eval: int,
+    parameters: int,
+    activations_per_input: int,
+    batch: int,
+) -> Estimate:
     """The memory a run needs at its peak (see the module's docstring)."""
     steps = evaluation_bytes(n_eval, K, out_dim)
     name, size = max(steps.items(), key=lambda item: item[1])
-    return Estimate({
-        "the data": 2 * n_data * (input_size + out_dim) * FLOAT32,
-        "the weights and their training copies": parameters * BYTES_PER_PARAMETER,
-        "one training minibatch": 3 * batch * activations_per_input * FLOAT32,
-        name: size,
-    })
+    return Estimate(
+        {
+            "the data": 2 * n_data * (input_size + out_dim) * FLOAT32,
+            "the weights and their training copies": parameters * BYTES_PER_PARAMETER,
+            "one training minibatch": 3 * batch * activations_per_input * FLOAT32,
+            name: size,
+        }
+    )
 
 
 def sample_estimate(n_inputs: int, n_samples: int, K: int, D: int) -> Estimate:
     """mdn-predict's samples: (S, N, D) draws, the component picks and the noise, as float32."""
-    return Estimate({"the samples": n_samples * n_inputs * (3 * D + 2) * FLOAT32,
-                     **{name: size for name, size in evaluation_bytes(n_inputs, K, D, False).items()
-                        if "modes" in name}})
+    return Estimate(
+        {
+            "the samples": n_samples * n_inputs * (3 * D + 2) * FLOAT32,
+            **{name: size for name, size in evaluation_bytes(n_inputs, K, D, False).items() if "modes" in name},
+        }
+    )
 
 
 def activation_count(network, input_shape: tuple[int, ...]) -> int:

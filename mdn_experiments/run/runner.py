@@ -19,23 +19,35 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
 from mdn_experiments.config import plain, saved_config
 from mdn_experiments.datasets.base import Splits
-from hydra.errors import InstantiationException
-
 from mdn_experiments.errors import DISK_ERRORS, UserError, disk_error
 from mdn_experiments.models import Network
 from mdn_experiments.run import locking
-from mdn_experiments.run.artifacts import (RESUME_FREE_KEYS, check_run_folder, finite_metrics, remove_state,
-                                           write_history, write_json_atomic)
+from mdn_experiments.run.artifacts import (
+    RESUME_FREE_KEYS,
+    check_run_folder,
+    finite_metrics,
+    remove_state,
+    write_history,
+    write_json_atomic,
+)
 from mdn_experiments.run.build import RunObjects, build_run
 from mdn_experiments.run.evaluate import evaluate_run
 from mdn_experiments.run.tracking import Trackers, open_trackers
+from mdn_experiments.train.state import (
+    STATE_FILE,
+    Interrupted,
+    StopFlag,
+    rng_state,
+    set_rng_state,
+    stop_on_signals,
+    write_state,
+)
 from mdn_experiments.train.trainer import FitResult, ReviveDead, Trainer, cached_predictions
-from mdn_experiments.train.state import STATE_FILE, Interrupted, StopFlag, set_rng_state, stop_on_signals, write_state
-from mdn_experiments.train.state import rng_state
 
 log = logging.getLogger(__name__)
 
@@ -46,17 +58,33 @@ log = logging.getLogger(__name__)
 FAULT_ENV, FAULT_RUN_ENV = "MDN_FAULT", "MDN_FAULT_RUN"
 
 
-def make_trainer(objects: RunObjects, network: Network, splits: Splits, progress: bool, desc: str,
-                 on_event=None, trackers: Trackers | None = None) -> Trainer:
+def make_trainer(
+    objects: RunObjects,
+    network: Network,
+    splits: Splits,
+    progress: bool,
+    desc: str,
+    on_event=None,
+    trackers: Trackers | None = None,
+) -> Trainer:
     """The trainer of one phase (the MDN, or the MSE baseline) with the run's hooks."""
     s = objects.settings
     hooks = [ReviveDead(s.revive_after)] if s.revive_dead and network.is_mdn else []
     if trackers is not None:  # after the revival hook: its column is logged too
         phase = "mdn" if network.is_mdn else "baseline"
         hooks.append(trackers.hook(phase))
-    return Trainer(network, splits.train, splits.val, s.mdn_train if network.is_mdn else s.baseline_train,
-                   optimizer_factory=objects.optimizer_factory, seed=s.seed, epoch_hooks=hooks, progress=progress,
-                   desc=desc, on_event=on_event)
+    return Trainer(
+        network,
+        splits.train,
+        splits.val,
+        s.mdn_train if network.is_mdn else s.baseline_train,
+        optimizer_factory=objects.optimizer_factory,
+        seed=s.seed,
+        epoch_hooks=hooks,
+        progress=progress,
+        desc=desc,
+        on_event=on_event,
+    )
 
 
 class RunCheckpoint:
@@ -121,8 +149,9 @@ def _train_phase(name: str, trainer: Trainer, ckpt: RunCheckpoint, saved: dict |
         if trainer.progress.finished:
             ckpt.finished[name] = saved[name]
             return trainer.progress.result()
-        log.info("%s: resuming at epoch %d, step %d", trainer.desc, trainer.progress.epoch + 1,
-                 trainer.progress.batch + 1)
+        log.info(
+            "%s: resuming at epoch %d, step %d", trainer.desc, trainer.progress.epoch + 1, trainer.progress.batch + 1
+        )
     ckpt.phase = name
     ckpt.stop.polled = True
     try:
@@ -133,8 +162,9 @@ def _train_phase(name: str, trainer: Trainer, ckpt: RunCheckpoint, saved: dict |
     return result
 
 
-def run_experiment(cfg: DictConfig, run_dir: Path, progress: bool = False,
-                   trust_saved_config: bool = False) -> dict[str, Any]:
+def run_experiment(
+    cfg: DictConfig, run_dir: Path, progress: bool = False, trust_saved_config: bool = False
+) -> dict[str, Any]:
     """Run one configured experiment into run_dir (continuing its saved state, if it holds one)
     and return its metrics.
 
@@ -164,10 +194,15 @@ def _run_locked(cfg: DictConfig, run_dir: Path, saved: dict | None, progress: bo
     splits = dataset.load(settings.seed)
     for part, (x, y) in (("training", splits.train), ("validation", splits.val), ("test", splits.test)):
         if not (torch.isfinite(x).all() and torch.isfinite(y).all()):
-            keys = [f"dataset.{key}" for key, value in cfg.dataset.items()
-                    if isinstance(value, float) or OmegaConf.is_list(value)]
-            raise UserError(f"the {part} set of {dataset.name} holds inf or nan with these settings: choose finite, "
-                            f"moderate values for {', '.join(keys) or 'the dataset keys'}")
+            keys = [
+                f"dataset.{key}"
+                for key, value in cfg.dataset.items()
+                if isinstance(value, float) or OmegaConf.is_list(value)
+            ]
+            raise UserError(
+                f"the {part} set of {dataset.name} holds inf or nan with these settings: choose finite, "
+                f"moderate values for {', '.join(keys) or 'the dataset keys'}"
+            )
     splits = splits.to(objects.device)
     data_seconds = time.perf_counter() - data_start
     log.info("run folder: %s", run_dir)
@@ -180,8 +215,9 @@ def _run_locked(cfg: DictConfig, run_dir: Path, saved: dict | None, progress: bo
         ckpt = RunCheckpoint(run_dir, saved["config"] if saved else plain(cfg), settings.checkpoint_seconds, stop)
         trackers = open_trackers(settings.tracking, run_dir, ckpt.config, dataset.name)
         try:
-            metrics = _train_and_evaluate(objects, run_dir, splits, saved, ckpt, trackers, progress, fig_dir,
-                                          wall_start, data_seconds)
+            metrics = _train_and_evaluate(
+                objects, run_dir, splits, saved, ckpt, trackers, progress, fig_dir, wall_start, data_seconds
+            )
         except Interrupted:
             trackers.close("killed")  # resumable: a resume continues the same tracked run
             raise
@@ -194,15 +230,25 @@ def _run_locked(cfg: DictConfig, run_dir: Path, saved: dict | None, progress: bo
     return metrics
 
 
-def _train_and_evaluate(objects: RunObjects, run_dir: Path, splits: Splits, saved: dict | None, ckpt: RunCheckpoint,
-                        trackers: Trackers, progress: bool, fig_dir: Path, wall_start: float,
-                        data_seconds: float) -> dict[str, Any]:
+def _train_and_evaluate(
+    objects: RunObjects,
+    run_dir: Path,
+    splits: Splits,
+    saved: dict | None,
+    ckpt: RunCheckpoint,
+    trackers: Trackers,
+    progress: bool,
+    fig_dir: Path,
+    wall_start: float,
+    data_seconds: float,
+) -> dict[str, Any]:
     """run_experiment's work once the run folder, the data and the trackers are ready."""
     settings = objects.settings
     torch.manual_seed(settings.seed)  # each network starts from the seed, whatever ran before it
     mdn_net = objects.prepared("mdn", splits)
-    trainer = make_trainer(objects, mdn_net, splits, progress, f"MDN K={settings.model.K}", on_event=ckpt,
-                           trackers=trackers)
+    trainer = make_trainer(
+        objects, mdn_net, splits, progress, f"MDN K={settings.model.K}", on_event=ckpt, trackers=trackers
+    )
     result = _train_phase("mdn", trainer, ckpt, saved, "baseline" if settings.baseline else "evaluate")
     write_history(run_dir / "history.csv", result.history)
     log.info("MDN: best val NLL %.4f at epoch %d (%.1fs)", result.best_val_loss, result.best_epoch, result.seconds)
@@ -211,12 +257,12 @@ def _train_and_evaluate(objects: RunObjects, run_dir: Path, splits: Splits, save
     if settings.baseline:
         torch.manual_seed(settings.seed)
         baseline = objects.prepared("mse", splits)
-        trainer = make_trainer(objects, baseline, splits, progress, "MSE baseline", on_event=ckpt,
-                               trackers=trackers)
+        trainer = make_trainer(objects, baseline, splits, progress, "MSE baseline", on_event=ckpt, trackers=trackers)
         baseline_result = _train_phase("baseline", trainer, ckpt, saved, "evaluate")
         write_history(run_dir / "baseline_history.csv", baseline_result.history)
-        log.info("MSE baseline: best val MSE %.4g at epoch %d", baseline_result.best_val_loss,
-                 baseline_result.best_epoch)
+        log.info(
+            "MSE baseline: best val MSE %.4g at epoch %d", baseline_result.best_val_loss, baseline_result.best_epoch
+        )
     if saved is not None and saved["phase"] == "evaluate":
         set_rng_state(saved["rng"])  # the RNGs as they were when training ended
 
@@ -234,8 +280,9 @@ def _train_and_evaluate(objects: RunObjects, run_dir: Path, splits: Splits, save
     return metrics
 
 
-def run_sweep_job(cfg: DictConfig, run_dir: Path, progress: bool = False,
-                  trust_saved_config: bool = False) -> dict[str, Any] | None:
+def run_sweep_job(
+    cfg: DictConfig, run_dir: Path, progress: bool = False, trust_saved_config: bool = False
+) -> dict[str, Any] | None:
     """One job of a sweep, under its folder's lock: its metrics, or None when it finished earlier,
     failed (recorded in its folder as error.txt; the sweep goes on) or is another process's."""
     try:
@@ -254,7 +301,8 @@ def _run_job_locked(cfg: DictConfig, run_dir: Path, progress: bool, trust_saved_
         return run_experiment(cfg, run_dir, progress=progress, trust_saved_config=trust_saved_config)
     except Exception as err:  # noqa: BLE001 - every failure, ours or not, is the job's own
         expected = isinstance(err, (UserError, InstantiationException)) or (
-            isinstance(err, OSError) and err.errno in DISK_ERRORS)
+            isinstance(err, OSError) and err.errno in DISK_ERRORS
+        )
         message = disk_error(err) if isinstance(err, OSError) and expected else " ".join(str(err).split())
         detail = "" if expected else "\n" + traceback.format_exc()
         try:

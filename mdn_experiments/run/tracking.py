@@ -32,7 +32,6 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-
 from mdn_experiments.config.settings import TrackingSettings
 from mdn_experiments.errors import UserError
 
@@ -56,8 +55,10 @@ def require(name: str) -> None:
     try:
         importlib.import_module(package)  # imported now, before training, only because it was chosen
     except ImportError as err:
-        raise UserError(f"logger={name} needs the {package} package, which cannot be imported ({err}): "
-                        f"pip install 'mdn-experiments[tracking]' (or pip install {package})") from None
+        raise UserError(
+            f"logger={name} needs the {package} package, which cannot be imported ({err}): "
+            f"pip install 'mdn-experiments[tracking]' (or pip install {package})"
+        ) from None
 
 
 def default_mlflow_uri() -> str:
@@ -78,8 +79,11 @@ def flatten(config: dict, prefix: str = "") -> dict[str, Any]:
 
 def numbers(metrics: dict[str, Any]) -> dict[str, float]:
     """The numeric entries of a metrics dict (bools excluded), as floats."""
-    return {key: float(value) for key, value in metrics.items()
-            if isinstance(value, (int, float)) and not isinstance(value, bool)}
+    return {
+        key: float(value)
+        for key, value in metrics.items()
+        if isinstance(value, (int, float)) and not isinstance(value, bool)
+    }
 
 
 def job_context(run_dir: Path, dataset: str) -> tuple[str, str]:
@@ -132,8 +136,10 @@ class TensorBoardTracker(Tracker):
         from torch.utils.tensorboard.summary import hparams
 
         values = {f"metrics/{key}": value for key, value in numbers(metrics).items()}
-        params = {key: value if isinstance(value, (int, float, str, bool)) else str(value)
-                  for key, value in flatten(self.config).items()}
+        params = {
+            key: value if isinstance(value, (int, float, str, bool)) else str(value)
+            for key, value in flatten(self.config).items()
+        }
         for summary in hparams(params, {key: v for key, v in values.items() if math.isfinite(v)}):
             self.writer.file_writer.add_summary(summary)
         for key, value in values.items():
@@ -153,7 +159,7 @@ def _store_lock(uri: str):
     if not uri.startswith("sqlite:///"):
         yield
         return
-    path = Path(uri[len("sqlite:///"):])
+    path = Path(uri[len("sqlite:///") :])
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_name(path.name + ".lock"), "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
@@ -193,16 +199,19 @@ def check_reachable(uri: str) -> None:
         connection.getresponse().read(1024)  # any HTTP answer will do: the server is there
         connection.close()
     except (OSError, http.client.HTTPException, ValueError) as err:
-        raise UserError(f"tracking.mlflow_uri={uri!r}: no MLflow server answers there within {CONNECT_SECONDS:g} s "
-                        f"({type(err).__name__}: {err}); start it, or use a local store such as "
-                        "sqlite:///PATH/mlflow.db") from None
+        raise UserError(
+            f"tracking.mlflow_uri={uri!r}: no MLflow server answers there within {CONNECT_SECONDS:g} s "
+            f"({type(err).__name__}: {err}); start it, or use a local store such as "
+            "sqlite:///PATH/mlflow.db"
+        ) from None
 
 
 class MlflowTracker(Tracker):
     STATUS = {"finished": "FINISHED", "failed": "FAILED", "killed": "KILLED"}
 
-    def __init__(self, run_dir: Path, config: dict[str, Any], uri: str | None, experiment: str | None,
-                 dataset: str) -> None:
+    def __init__(
+        self, run_dir: Path, config: dict[str, Any], uri: str | None, experiment: str | None, dataset: str
+    ) -> None:
         logging.getLogger("alembic").setLevel(logging.WARNING)  # the store's table creation talks a lot
         from mlflow.entities import Param
         from mlflow.tracking import MlflowClient
@@ -222,9 +231,11 @@ class MlflowTracker(Tracker):
                     self.client.update_run(self.run_id, status="RUNNING")
                     log.info("MLflow: continuing run %s in %s", self.run_id, self.uri)
         except Exception as err:  # noqa: BLE001 - a URI that cannot be opened, a store that refuses
-            raise UserError(f"tracking.mlflow_uri={self.uri!r} cannot be used by MLflow "
-                            f"({type(err).__name__}: {' '.join(str(err).split())[:200]}): give a tracking URI "
-                            f"such as sqlite:///PATH/mlflow.db or http://HOST:PORT") from None
+            raise UserError(
+                f"tracking.mlflow_uri={self.uri!r} cannot be used by MLflow "
+                f"({type(err).__name__}: {' '.join(str(err).split())[:200]}): give a tracking URI "
+                f"such as sqlite:///PATH/mlflow.db or http://HOST:PORT"
+            ) from None
         if not previous.get("mlflow_run_id"):
             default_experiment, run_name = job_context(run_dir, dataset)
             name = experiment or default_experiment
@@ -232,17 +243,26 @@ class MlflowTracker(Tracker):
                 with _store_lock(self.uri):
                     experiment_id = self._experiment(name)
             except Exception as err:  # noqa: BLE001 - the store refused the experiment (its name)
-                raise UserError(f"MLflow refused the experiment {name[:80]!r}{'...' if len(name) > 80 else ''} "
-                                f"({' '.join(str(err).split())[:160]}): set tracking.experiment=NAME") from None
+                raise UserError(
+                    f"MLflow refused the experiment {name[:80]!r}{'...' if len(name) > 80 else ''} "
+                    f"({' '.join(str(err).split())[:160]}): set tracking.experiment=NAME"
+                ) from None
             try:
-                self.run_id = self.client.create_run(experiment_id, run_name=run_name[:250], tags={
-                    "run_dir": str(run_dir.resolve())}).info.run_id
-                self.client.log_batch(self.run_id, params=[
-                    Param(key, json.dumps(value) if isinstance(value, (list, dict)) else str(value))
-                    for key, value in flatten(config).items()])
+                self.run_id = self.client.create_run(
+                    experiment_id, run_name=run_name[:250], tags={"run_dir": str(run_dir.resolve())}
+                ).info.run_id
+                self.client.log_batch(
+                    self.run_id,
+                    params=[
+                        Param(key, json.dumps(value) if isinstance(value, (list, dict)) else str(value))
+                        for key, value in flatten(config).items()
+                    ],
+                )
             except Exception as err:  # noqa: BLE001
-                raise UserError(f"MLflow could not start a run in {self.uri!r} "
-                                f"({type(err).__name__}: {' '.join(str(err).split())[:200]})") from None
+                raise UserError(
+                    f"MLflow could not start a run in {self.uri!r} "
+                    f"({type(err).__name__}: {' '.join(str(err).split())[:200]})"
+                ) from None
         saved.write_text(json.dumps({"mlflow_uri": self.uri, "mlflow_run_id": self.run_id}, indent=2) + "\n")
         self.pending: list = []
         self.last_flush = time.monotonic()
@@ -253,7 +273,7 @@ class MlflowTracker(Tracker):
             return found.experiment_id
         location = None
         if self.uri.startswith("sqlite:///"):  # artifacts beside the database, not in the working folder
-            location = (Path(self.uri[len("sqlite:///"):]).parent / "mlartifacts").resolve().as_uri()
+            location = (Path(self.uri[len("sqlite:///") :]).parent / "mlartifacts").resolve().as_uri()
             location += "/" + "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
         return self.client.create_experiment(name, artifact_location=location)
 
@@ -267,8 +287,9 @@ class MlflowTracker(Tracker):
         from mlflow.entities import Metric
 
         now, step = int(time.time() * 1000), int(row["epoch"])
-        self.pending += [Metric(f"{phase}/{key}", value, now, step)
-                         for key, value in numbers(row).items() if key != "epoch"]
+        self.pending += [
+            Metric(f"{phase}/{key}", value, now, step) for key, value in numbers(row).items() if key != "epoch"
+        ]
         if time.monotonic() - self.last_flush >= FLUSH_SECONDS:
             self._flush()
 
@@ -280,8 +301,12 @@ class MlflowTracker(Tracker):
         self.client.log_batch(
             self.run_id,
             metrics=[Metric(key, value, now, 0) for key, value in numbers(metrics).items()],
-            tags=[RunTag(key, str(value)) for key, value in metrics.items()
-                  if isinstance(value, (str, bool)) and str(value)])
+            tags=[
+                RunTag(key, str(value))
+                for key, value in metrics.items()
+                if isinstance(value, (str, bool)) and str(value)
+            ],
+        )
         for name in ("metrics.json", "model.pt", "history.csv", "baseline_history.csv"):
             if (run_dir / name).is_file():
                 self.client.log_artifact(self.run_id, str(run_dir / name))
@@ -302,9 +327,11 @@ class Trackers:
 
     def hook(self, phase: str):
         """An epoch hook for Trainer (hook(trainer, row)): each history row, named as in its csv."""
+
         def log_epoch(trainer, row: dict[str, Any]) -> None:
             for tracker in self.trackers:
                 tracker.epoch(phase, row)
+
         return log_epoch
 
     def final(self, metrics: dict[str, Any], run_dir: Path) -> None:
@@ -312,8 +339,12 @@ class Trackers:
             try:
                 tracker.final(metrics, run_dir)
             except Exception as err:  # noqa: BLE001 - the run's files are written: warn, never lose them
-                log.warning("%s could not log the final results (%s: %s); the run folder holds them all",
-                            type(tracker).__name__, type(err).__name__, err)
+                log.warning(
+                    "%s could not log the final results (%s: %s); the run folder holds them all",
+                    type(tracker).__name__,
+                    type(err).__name__,
+                    err,
+                )
 
     def close(self, status: str) -> None:
         for tracker in self.trackers:

@@ -1,5 +1,5 @@
 """`make bench`: how fast, measured; never asserted by tests. Writes outputs/bench/bench.json,
-outputs/bench/scaling.png and prints the tables the README's Performance section holds.
+outputs/bench/scaling.png and prints the tables the docs' performance page is generated from (make docs-reports).
 
 Every figure is a median over repeated runs with its min and max; every comparison is a ratio of
 two things timed side by side, interleaved, in the same process. The machine, the thread count
@@ -46,12 +46,14 @@ OUT = Path("outputs/bench")
 
 # --- timing --------------------------------------------------------------------------------------
 
+
 def summary(samples: list[float]) -> dict[str, float]:
     return {"median": statistics.median(samples), "min": min(samples), "max": max(samples), "n": len(samples)}
 
 
-def side_by_side(fns: dict[str, Callable[[], Any]], repeats: int, inner: int = 1, warmup: int = 3
-                 ) -> dict[str, dict[str, float]]:
+def side_by_side(
+    fns: dict[str, Callable[[], Any]], repeats: int, inner: int = 1, warmup: int = 3
+) -> dict[str, dict[str, float]]:
     """Seconds per call of each fn, timed interleaved (a, b, c, a, b, c, ...) so that drifts of the
     machine hit all of them alike; each sample averages `inner` calls."""
     for fn in fns.values():
@@ -72,6 +74,7 @@ def ratio(a: dict[str, float], b: dict[str, float]) -> float:
 
 
 # --- 1. loss step --------------------------------------------------------------------------------
+
 
 def prob_space_nll(mixture: mdn.Mixture, y: torch.Tensor) -> torch.Tensor:
     """What several popular MDN implementations compute: softmax weights times the product of the
@@ -99,8 +102,14 @@ def loss_inputs(n: int, K: int, D: int, covariance: str, seed: int = 0) -> tuple
 def loss_step(quick: bool) -> dict[str, Any]:
     repeats = 5 if quick else 30
     rows = []
-    cases = [(n, K, D, cov) for cov in ("diag", "full") for D in (1, 2) for K in (3, 10) for n in (1000, 4096)
-             if not (cov == "full" and D == 1)]  # a 1-D full covariance is the diagonal one
+    cases = [
+        (n, K, D, cov)
+        for cov in ("diag", "full")
+        for D in (1, 2)
+        for K in (3, 10)
+        for n in (1000, 4096)
+        if not (cov == "full" and D == 1)
+    ]  # a 1-D full covariance is the diagonal one
     for n, K, D, covariance in cases[:2] if quick else cases:
         raw, y = loss_inputs(n, K, D, covariance)
 
@@ -108,20 +117,35 @@ def loss_step(quick: bool) -> dict[str, Any]:
             def run():
                 raw.grad = None
                 loss_of(mdn.mixture_from_raw(raw, K, D, covariance), y).backward()
+
             return run
 
-        times = side_by_side({
-            "ours": step(mdn.nll),
-            "mixture_same_family": step(lambda m, t: -m.to_distribution().log_prob(t).mean()),
-            "prob_space": step(prob_space_nll),
-        }, repeats, inner=5)
-        rows.append({"n": n, "K": K, "D": D, "covariance": covariance, **{f"{k}_seconds": v for k, v in times.items()},
-                     "ours_over_msf": ratio(times["ours"], times["mixture_same_family"]),
-                     "ours_over_prob_space": ratio(times["ours"], times["prob_space"])})
-        print(f"  loss step N={n:5d} K={K:2d} D={D} {covariance:4s}: ours {times['ours']['median'] * 1e3:7.3f} ms, "
-              f"MixtureSameFamily {times['mixture_same_family']['median'] * 1e3:7.3f} ms "
-              f"(ours/MSF {rows[-1]['ours_over_msf']:.2f}), prob-space {times['prob_space']['median'] * 1e3:7.3f} ms",
-              flush=True)
+        times = side_by_side(
+            {
+                "ours": step(mdn.nll),
+                "mixture_same_family": step(lambda m, t: -m.to_distribution().log_prob(t).mean()),
+                "prob_space": step(prob_space_nll),
+            },
+            repeats,
+            inner=5,
+        )
+        rows.append(
+            {
+                "n": n,
+                "K": K,
+                "D": D,
+                "covariance": covariance,
+                **{f"{k}_seconds": v for k, v in times.items()},
+                "ours_over_msf": ratio(times["ours"], times["mixture_same_family"]),
+                "ours_over_prob_space": ratio(times["ours"], times["prob_space"]),
+            }
+        )
+        print(
+            f"  loss step N={n:5d} K={K:2d} D={D} {covariance:4s}: ours {times['ours']['median'] * 1e3:7.3f} ms, "
+            f"MixtureSameFamily {times['mixture_same_family']['median'] * 1e3:7.3f} ms "
+            f"(ours/MSF {rows[-1]['ours_over_msf']:.2f}), prob-space {times['prob_space']['median'] * 1e3:7.3f} ms",
+            flush=True,
+        )
     return {"rows": rows, "underflow": underflow_case()}
 
 
@@ -132,8 +156,8 @@ def underflow_case() -> dict[str, Any]:
     K, D, n = 3, 2, 256
     raw, _ = loss_inputs(n, K, D, "diag")
     with torch.no_grad():
-        raw[:, K * (1 + D):] = -30.0  # softplus(-30) ~ 1e-13: every sigma sits at its floor, 1e-3
-        raw[:, K:K * (1 + D)] = 0.0  # every mean at 0
+        raw[:, K * (1 + D) :] = -30.0  # softplus(-30) ~ 1e-13: every sigma sits at its floor, 1e-3
+        raw[:, K : K * (1 + D)] = 0.0  # every mean at 0
     y = torch.full((n, D), 0.5)  # 500 sigma away
     out = {}
     for name, loss_of in (("ours", mdn.nll), ("prob_space", prob_space_nll)):
@@ -142,14 +166,19 @@ def underflow_case() -> dict[str, Any]:
         loss.backward()
         out[name] = {"loss": float(loss.detach()), "gradient_finite": bool(torch.isfinite(raw.grad).all())}
     out["setup"] = "K=3, D=2, every sigma at the floor 1e-3, targets 500 sigma from every mean, float32"
-    print(f"  underflow: ours loss {out['ours']['loss']:.4g} (finite gradient: {out['ours']['gradient_finite']}), "
-          f"prob-space loss {out['prob_space']['loss']} (finite gradient: {out['prob_space']['gradient_finite']})")
+    print(
+        f"  underflow: ours loss {out['ours']['loss']:.4g} (finite gradient: {out['ours']['gradient_finite']}), "
+        f"prob-space loss {out['prob_space']['loss']} (finite gradient: {out['prob_space']['gradient_finite']})"
+    )
     return out
 
 
 # --- 2. runner overhead --------------------------------------------------------------------------
 
-def toy_problem(n: int, D: int = 1, seed: int = 0) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+
+def toy_problem(
+    n: int, D: int = 1, seed: int = 0
+) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
     g = torch.Generator().manual_seed(seed)
     t = torch.rand(2 * n, D, generator=g)
     x = t[:, :1] + 0.3 * torch.sin(2 * math.pi * t[:, :1]) + 0.2 * (torch.rand(2 * n, 1, generator=g) - 0.5)
@@ -172,7 +201,7 @@ def minimal_loop(network, train, epochs: int, batch_size: int, lr: float, grad_c
     for _ in range(epochs):
         order = torch.randperm(x.shape[0], generator=g)
         for start in range(0, x.shape[0], batch_size):
-            index = order[start:start + batch_size]
+            index = order[start : start + batch_size]
             loss, _ = network.loss(x[index], y[index])
             optimizer.zero_grad()
             loss.backward()
@@ -198,21 +227,36 @@ def runner_overhead(quick: bool) -> dict[str, Any]:
             minimal_loop(copy.deepcopy(start), train, epochs, seed=0, **kwargs)
 
         times = side_by_side({"fit": with_fit, "minimal_loop": by_hand}, repeats, warmup=1)
-        rows.append({"n_train": n_train, "n_val": n_train, "batch_size": batch_size, "epochs": epochs,
-                     **{f"{k}_seconds": v for k, v in times.items()},
-                     "fit_over_minimal": ratio(times["fit"], times["minimal_loop"])})
-        print(f"  runner n_train={n_train}: fit {times['fit']['median']:.3f} s, minimal loop "
-              f"{times['minimal_loop']['median']:.3f} s, ratio {rows[-1]['fit_over_minimal']:.3f}", flush=True)
+        rows.append(
+            {
+                "n_train": n_train,
+                "n_val": n_train,
+                "batch_size": batch_size,
+                "epochs": epochs,
+                **{f"{k}_seconds": v for k, v in times.items()},
+                "fit_over_minimal": ratio(times["fit"], times["minimal_loop"]),
+            }
+        )
+        print(
+            f"  runner n_train={n_train}: fit {times['fit']['median']:.3f} s, minimal loop "
+            f"{times['minimal_loop']['median']:.3f} s, ratio {rows[-1]['fit_over_minimal']:.3f}",
+            flush=True,
+        )
     return {"rows": rows, "threads": torch.get_num_threads()}
 
 
 # --- 3. time to quality --------------------------------------------------------------------------
 
+
 def mdn_run(args: list[str], cwd: Path) -> tuple[float, dict[str, Any], Path]:
     run_dir = cwd / f"run{len(list(cwd.glob('run*')))}"
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "mdn_experiments.cli", *args, f"hydra.run.dir={run_dir}",
-                           "trainer.progress=false"], capture_output=True, text=True, cwd=cwd)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mdn_experiments.cli", *args, f"hydra.run.dir={run_dir}", "trainer.progress=false"],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+    )
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise RuntimeError(f"mdn-run {' '.join(args)} failed: {proc.stderr.strip().splitlines()[-1:]}")
@@ -257,7 +301,9 @@ def time_to_quality(quick: bool) -> dict[str, Any]:
             "target": "validation NLL <= -1.10 (K=3)",
             "epoch": reached[0] if reached else None,
             "seconds_to_target": startup + metrics.get("data_seconds", 0.0) + reached[1] if reached else None,
-            "default_run": breakdown(wall, metrics), "test_nll": metrics["test_nll"]}
+            "default_run": breakdown(wall, metrics),
+            "test_nll": metrics["test_nll"],
+        }
         print(f"  toy: {out['inverse_sine']}", flush=True)
         ladders = {
             "robot_arm": (["dataset=robot_arm", "K=3"], "positioning_rmse_top_pi", 0.0053, [25, 50, 100, 200, 300]),
@@ -270,20 +316,26 @@ def time_to_quality(quick: bool) -> dict[str, Any]:
             tried = []
             for epochs in epochs_ladder[:1] if quick else epochs_ladder:
                 extra = ["dataset.n_train=1000", "dataset.n_val=500", "dataset.n_test=500"] if quick else []
-                wall, metrics, run_dir = mdn_run([*args, f"trainer.epochs={epochs}", "baseline=false",
-                                                  "figures=false", *extra], cwd)
+                wall, metrics, run_dir = mdn_run(
+                    [*args, f"trainer.epochs={epochs}", "baseline=false", "figures=false", *extra], cwd
+                )
                 value = metrics[key]
                 tried.append({"epochs": epochs, "wall": wall, key: value, "breakdown": breakdown(wall, metrics)})
                 print(f"  {name}: {epochs} epochs -> {key} {value:.5g} in {wall:.1f} s", flush=True)
                 if (value <= target) if target > 0 else (value >= -target):
                     break
             hit = tried[-1] if ((tried[-1][key] <= target) if target > 0 else (tried[-1][key] >= -target)) else None
-            out[name] = {"target": f"{key} {'<=' if target > 0 else '>='} {abs(target)}", "ladder": tried,
-                         "seconds_to_target": hit["wall"] if hit else None, "epochs": hit["epochs"] if hit else None}
+            out[name] = {
+                "target": f"{key} {'<=' if target > 0 else '>='} {abs(target)}",
+                "ladder": tried,
+                "seconds_to_target": hit["wall"] if hit else None,
+                "epochs": hit["epochs"] if hit else None,
+            }
     return out
 
 
 # --- 4. cost curves ------------------------------------------------------------------------------
+
 
 def seconds_per_epoch(n_train: int, K: int, D: int, covariance: str, epochs: int, batch_size: int = 128) -> float:
     train, val = toy_problem(n_train, D)
@@ -318,8 +370,10 @@ def cost_curves(quick: bool) -> dict[str, Any]:
             x = {"n_train": n, "K": K}.get(axis, D)
             points.append({"x": x, "seconds_per_epoch": s, "n_train": n, "K": K, "D": D, "covariance": covariance})
             print(f"  cost {axis}: x={x}: {s * 1e3:.1f} ms per epoch", flush=True)
-        curves[axis] = {"points": points, "exponent": exponent([p["x"] for p in points],
-                                                               [p["seconds_per_epoch"] for p in points])}
+        curves[axis] = {
+            "points": points,
+            "exponent": exponent([p["x"] for p in points], [p["seconds_per_epoch"] for p in points]),
+        }
     return curves
 
 
@@ -330,27 +384,37 @@ def scaling_figure(curves: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 4))
-    panels = [("n_train", ["n_train"], "training points (K=3, D=1)"), ("K", ["K"], "components K (n=3000, D=1)"),
-              ("D", ["D_diag", "D_full"], "target dimension D (n=3000, K=3)")]
+    panels = [
+        ("n_train", ["n_train"], "training points (K=3, D=1)"),
+        ("K", ["K"], "components K (n=3000, D=1)"),
+        ("D", ["D_diag", "D_full"], "target dimension D (n=3000, K=3)"),
+    ]
     for ax, (title, keys, xlabel) in zip(axes, panels):
         for key in keys:
             pts = curves[key]["points"]
             label = {"D_diag": "diag", "D_full": "full"}.get(key, "diag")
-            ax.loglog([p["x"] for p in pts], [p["seconds_per_epoch"] for p in pts], "o-",
-                      label=f"{label}: slope {curves[key]['exponent']:.2f}")
+            ax.loglog(
+                [p["x"] for p in pts],
+                [p["seconds_per_epoch"] for p in pts],
+                "o-",
+                label=f"{label}: slope {curves[key]['exponent']:.2f}",
+            )
         ax.set_xlabel(xlabel)
         ax.set_ylabel("seconds per epoch (batch 128)")
         ax.set_title(f"cost against {title}")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
-    fig.suptitle(f"MDN training cost, 64x64 tanh MLP, Adam, {torch.get_num_threads()} threads, "
-                 f"{platform.processor() or platform.machine()}")
+    fig.suptitle(
+        f"MDN training cost, 64x64 tanh MLP, Adam, {torch.get_num_threads()} threads, "
+        f"{platform.processor() or platform.machine()}"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
 # --- 5. MNIST throughput -------------------------------------------------------------------------
+
 
 def mnist_throughput(quick: bool) -> dict[str, Any]:
     from mdn_experiments.config.compose import compose
@@ -382,29 +446,47 @@ def mnist_throughput(quick: bool) -> dict[str, Any]:
 
     repeats = 3 if quick else 15
     times = side_by_side({"train_step": train_step, "inference_1000": infer}, repeats, inner=3 if quick else 10)
-    out = {"batch_size": batch, "train_images_per_second": batch / times["train_step"]["median"],
-           "train_images_per_second_range": [batch / times["train_step"]["max"], batch / times["train_step"]["min"]],
-           "inference_images_per_second": 1000 / times["inference_1000"]["median"],
-           "inference_images_per_second_range": [1000 / times["inference_1000"]["max"],
-                                                 1000 / times["inference_1000"]["min"]],
-           "n_params": sum(p.numel() for p in network.parameters())}
-    print(f"  MNIST: training {out['train_images_per_second']:.0f} images/s (batch {batch}), inference "
-          f"{out['inference_images_per_second']:.0f} images/s (batch 1000)", flush=True)
+    out = {
+        "batch_size": batch,
+        "train_images_per_second": batch / times["train_step"]["median"],
+        "train_images_per_second_range": [batch / times["train_step"]["max"], batch / times["train_step"]["min"]],
+        "inference_images_per_second": 1000 / times["inference_1000"]["median"],
+        "inference_images_per_second_range": [
+            1000 / times["inference_1000"]["max"],
+            1000 / times["inference_1000"]["min"],
+        ],
+        "n_params": sum(p.numel() for p in network.parameters()),
+    }
+    print(
+        f"  MNIST: training {out['train_images_per_second']:.0f} images/s (batch {batch}), inference "
+        f"{out['inference_images_per_second']:.0f} images/s (batch 1000)",
+        flush=True,
+    )
     return out
 
 
 # --- the report ----------------------------------------------------------------------------------
 
+
 def machine() -> dict[str, Any]:
     import numpy
 
-    info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
-            "torch": torch.__version__, "numpy": numpy.__version__,
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    info = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
     try:
-        model = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                 if line.startswith("model name")]
+        model = [
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ]
         info["cpu_model"] = model[0] if model else None
     except OSError:
         info["cpu_model"] = None
@@ -416,69 +498,109 @@ def fmt_range(entry: dict[str, float], scale: float = 1e3, digits: int = 3) -> s
 
 
 def markdown(bench: dict[str, Any]) -> str:
-    """The tables of the README's Performance section."""
+    """bench.md: the tables the docs' performance page is generated from."""
     m = bench["machine"]
-    lines = [f"Machine: {m.get('cpu_model') or m['processor']}, {m['cpu_count']} cores, {m['torch_threads']} torch "
-             f"threads, torch {m['torch']}, Python {m['python']}{', ' + m['cuda'] if m.get('cuda') else ''}; "
-             f"{bench['date']}.", ""]
+    lines = [
+        f"Machine: {m.get('cpu_model') or m['processor']}, {m['cpu_count']} cores, {m['torch_threads']} torch "
+        f"threads, torch {m['torch']}, Python {m['python']}{', ' + m['cuda'] if m.get('cuda') else ''}; "
+        f"{bench['date']}.",
+        "",
+    ]
     s = bench["sections"]
     if "loss_step" in s:
-        lines += ["**Loss step** (forward + backward from the same raw outputs; ms, median [min–max]):", "",
-                  "| N | K | D | Σ | ours | MixtureSameFamily | prob-space | ours / MSF | ours / prob-space |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "**Loss step** (forward + backward from the same raw outputs; ms, median [min–max]):",
+            "",
+            "| N | K | D | Σ | ours | MixtureSameFamily | prob-space | ours / MSF | ours / prob-space |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for r in s["loss_step"]["rows"]:
-            lines.append(f"| {r['n']} | {r['K']} | {r['D']} | {r['covariance']} | {fmt_range(r['ours_seconds'])} | "
-                         f"{fmt_range(r['mixture_same_family_seconds'])} | {fmt_range(r['prob_space_seconds'])} | "
-                         f"{r['ours_over_msf']:.2f} | {r['ours_over_prob_space']:.2f} |")
+            lines.append(
+                f"| {r['n']} | {r['K']} | {r['D']} | {r['covariance']} | {fmt_range(r['ours_seconds'])} | "
+                f"{fmt_range(r['mixture_same_family_seconds'])} | {fmt_range(r['prob_space_seconds'])} | "
+                f"{r['ours_over_msf']:.2f} | {r['ours_over_prob_space']:.2f} |"
+            )
         u = s["loss_step"]["underflow"]
-        lines += ["", f"Underflow ({u['setup']}): ours {u['ours']['loss']:.4g} (gradient finite: "
-                  f"{u['ours']['gradient_finite']}), probability space {u['prob_space']['loss']} (gradient finite: "
-                  f"{u['prob_space']['gradient_finite']}).", ""]
+        lines += [
+            "",
+            f"Underflow ({u['setup']}): ours {u['ours']['loss']:.4g} (gradient finite: "
+            f"{u['ours']['gradient_finite']}), probability space {u['prob_space']['loss']} (gradient finite: "
+            f"{u['prob_space']['gradient_finite']}).",
+            "",
+        ]
     if "runner_overhead" in s:
-        lines += ["**Runner overhead** (`fit()` against a hand-written loop, same steps; seconds, median [min–max]):",
-                  "", "| n_train | epochs | fit | minimal loop | fit / loop |", "|---|---|---|---|---|"]
+        lines += [
+            "**Runner overhead** (`fit()` against a hand-written loop, same steps; seconds, median [min–max]):",
+            "",
+            "| n_train | epochs | fit | minimal loop | fit / loop |",
+            "|---|---|---|---|---|",
+        ]
         for r in s["runner_overhead"]["rows"]:
-            lines.append(f"| {r['n_train']} | {r['epochs']} | {fmt_range(r['fit_seconds'], 1)} | "
-                         f"{fmt_range(r['minimal_loop_seconds'], 1)} | {r['fit_over_minimal']:.3f} |")
+            lines.append(
+                f"| {r['n_train']} | {r['epochs']} | {fmt_range(r['fit_seconds'], 1)} | "
+                f"{fmt_range(r['minimal_loop_seconds'], 1)} | {r['fit_over_minimal']:.3f} |"
+            )
         lines.append("")
     if "time_to_quality" in s:
         t = s["time_to_quality"]
-        lines += ["**Time to quality** (whole `mdn-run` wall time, seconds):", "",
-                  "| experiment | target | reached | seconds |", "|---|---|---|---|"]
+        lines += [
+            "**Time to quality** (whole `mdn-run` wall time, seconds):",
+            "",
+            "| experiment | target | reached | seconds |",
+            "|---|---|---|---|",
+        ]
         toy = t["inverse_sine"]
-        lines.append(f"| inverse sine K=3 | {toy['target']} | epoch {toy['epoch']} | "
-                     f"{toy['seconds_to_target']:.1f} |" if toy["seconds_to_target"] else
-                     f"| inverse sine K=3 | {toy['target']} | not reached | — |")
+        lines.append(
+            f"| inverse sine K=3 | {toy['target']} | epoch {toy['epoch']} | {toy['seconds_to_target']:.1f} |"
+            if toy["seconds_to_target"]
+            else f"| inverse sine K=3 | {toy['target']} | not reached | — |"
+        )
         for name in ("robot_arm", "mnist"):
             e = t.get(name, {})
             if "skipped" in e or not e:
                 continue
-            lines.append(f"| {name} | {e['target']} | {e['epochs']} epochs | {e['seconds_to_target']:.1f} |"
-                         if e["seconds_to_target"] else f"| {name} | {e['target']} | not reached | — |")
+            lines.append(
+                f"| {name} | {e['target']} | {e['epochs']} epochs | {e['seconds_to_target']:.1f} |"
+                if e["seconds_to_target"]
+                else f"| {name} | {e['target']} | not reached | — |"
+            )
         b = toy["default_run"]
-        lines += ["", "Where a default toy run's time goes (seconds): " + ", ".join(
-            f"{k.replace('_', ' ')} {v:.1f}" for k, v in b.items()) + ".", ""]
+        lines += [
+            "",
+            "Where a default toy run's time goes (seconds): "
+            + ", ".join(f"{k.replace('_', ' ')} {v:.1f}" for k, v in b.items())
+            + ".",
+            "",
+        ]
     if "cost_curves" in s:
         c = s["cost_curves"]
-        lines += ["**Cost curves** (seconds per epoch, batch 128, 64×64 MLP; fitted exponent of cost ~ xᵃ):", "",
-                  "| axis | points (x: ms per epoch) | exponent |", "|---|---|---|"]
+        lines += [
+            "**Cost curves** (seconds per epoch, batch 128, 64×64 MLP; fitted exponent of cost ~ xᵃ):",
+            "",
+            "| axis | points (x: ms per epoch) | exponent |",
+            "|---|---|---|",
+        ]
         for axis, curve in c.items():
             pts = ", ".join(f"{p['x']}: {p['seconds_per_epoch'] * 1e3:.0f}" for p in curve["points"])
             lines.append(f"| {axis} | {pts} | {curve['exponent']:.2f} |")
         lines.append("")
     if "mnist_throughput" in s and "train_images_per_second" in s["mnist_throughput"]:
         t = s["mnist_throughput"]
-        lines += [f"**MNIST throughput** (default CNN-MDN, {t['n_params']} weights): training "
-                  f"{t['train_images_per_second']:.0f} images/s (batch {t['batch_size']}; range "
-                  f"{t['train_images_per_second_range'][0]:.0f}–{t['train_images_per_second_range'][1]:.0f}), "
-                  f"inference {t['inference_images_per_second']:.0f} images/s (batch 1000; range "
-                  f"{t['inference_images_per_second_range'][0]:.0f}–{t['inference_images_per_second_range'][1]:.0f}).", ""]
+        lines += [
+            f"**MNIST throughput** (default CNN-MDN, {t['n_params']} weights): training "
+            f"{t['train_images_per_second']:.0f} images/s (batch {t['batch_size']}; range "
+            f"{t['train_images_per_second_range'][0]:.0f}–{t['train_images_per_second_range'][1]:.0f}), "
+            f"inference {t['inference_images_per_second']:.0f} images/s (batch 1000; range "
+            f"{t['inference_images_per_second_range'][0]:.0f}–{t['inference_images_per_second_range'][1]:.0f}).",
+            "",
+        ]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="mdn-bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="mdn-bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated: {', '.join(SECTIONS)}")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks this script in seconds")
     parser.add_argument("--out", type=Path, default=OUT)
@@ -486,18 +608,27 @@ def main(argv: list[str] | None = None) -> None:
     chosen = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = [name for name in chosen if name not in SECTIONS]
     if unknown:
-        print(f"mdn-bench: error: --only {','.join(unknown)}: no such section; choose from {', '.join(SECTIONS)}",
-              file=sys.stderr)
+        print(
+            f"mdn-bench: error: --only {','.join(unknown)}: no such section; choose from {', '.join(SECTIONS)}",
+            file=sys.stderr,
+        )
         sys.exit(2)
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "bench.json"
     previous = json.loads(path.read_text()) if path.is_file() else {}
     keep = not args.quick and not previous.get("quick", True)
-    bench = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(), "quick": args.quick,
-             "sections": previous.get("sections", {}) if keep else {},
-             "section_seconds": previous.get("section_seconds", {}) if keep else {}}
-    print(f"[bench] {bench['machine'].get('cpu_model')}, {bench['machine']['torch_threads']} torch threads, "
-          f"torch {torch.__version__}", flush=True)
+    bench = {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": machine(),
+        "quick": args.quick,
+        "sections": previous.get("sections", {}) if keep else {},
+        "section_seconds": previous.get("section_seconds", {}) if keep else {},
+    }
+    print(
+        f"[bench] {bench['machine'].get('cpu_model')}, {bench['machine']['torch_threads']} torch threads, "
+        f"torch {torch.__version__}",
+        flush=True,
+    )
     for name in chosen:
         print(f"[bench] {name}", flush=True)
         start = time.perf_counter()
@@ -508,8 +639,10 @@ def main(argv: list[str] | None = None) -> None:
         scaling_figure(bench["sections"]["cost_curves"], args.out / "scaling.png")
     (args.out / "bench.md").write_text(markdown(bench) + "\n")
     print("\n" + markdown(bench))
-    print(f"[bench] {path}, {args.out / 'bench.md'}" + (f", {args.out / 'scaling.png'}" if "cost_curves" in
-                                                         bench["sections"] else ""))
+    print(
+        f"[bench] {path}, {args.out / 'bench.md'}"
+        + (f", {args.out / 'scaling.png'}" if "cost_curves" in bench["sections"] else "")
+    )
 
 
 if __name__ == "__main__":

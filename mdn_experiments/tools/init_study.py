@@ -28,6 +28,7 @@ TARGETS = {"inverse_sine": ("val NLL", -1.10), "robot_arm": ("val positioning RM
 def run_one(job: tuple[str, int, int, str, bool, list[str]]) -> dict:
     dataset_name, K, seed, init, revive, extra = job
     import torch
+
     from mdn_experiments.config.compose import compose
     from mdn_experiments.evaluation.health import HEALTH_KEYS
     from mdn_experiments.run.build import build_run
@@ -35,8 +36,16 @@ def run_one(job: tuple[str, int, int, str, bool, list[str]]) -> dict:
     from mdn_experiments.train.trainer import evaluate_loss, predict
 
     torch.set_num_threads(1)
-    overrides = [f"dataset={dataset_name}", f"K={K}", f"seed={seed}", f"model.init={init}",
-                 f"trainer.revive_dead={str(revive).lower()}", "trainer.progress=false", "trainer.threads=1", *extra]
+    overrides = [
+        f"dataset={dataset_name}",
+        f"K={K}",
+        f"seed={seed}",
+        f"model.init={init}",
+        f"trainer.revive_dead={str(revive).lower()}",
+        "trainer.progress=false",
+        "trainer.threads=1",
+        *extra,
+    ]
     objects = build_run(compose(overrides))
     dataset = objects.dataset
     torch.manual_seed(seed)
@@ -60,17 +69,29 @@ def run_one(job: tuple[str, int, int, str, bool, list[str]]) -> dict:
     start = time.perf_counter()
     result = trainer.run()
     _, health = evaluate_loss(net, *splits.val)
-    return {"dataset": dataset_name, "K": K, "seed": seed, "init": init, "revive": revive,
-            "final": quality(net, *splits.test), "quality": quality_name.replace("val", "test"),
-            **{k: health[k] for k in HEALTH_KEYS}, "revivals": len(result.revivals),
-            "epochs_run": len(result.history), "seconds": time.perf_counter() - start,
-            "target_epoch": reached.get("epoch"), "target_seconds": reached.get("seconds")}
+    return {
+        "dataset": dataset_name,
+        "K": K,
+        "seed": seed,
+        "init": init,
+        "revive": revive,
+        "final": quality(net, *splits.test),
+        "quality": quality_name.replace("val", "test"),
+        **{k: health[k] for k in HEALTH_KEYS},
+        "revivals": len(result.revivals),
+        "epochs_run": len(result.history),
+        "seconds": time.perf_counter() - start,
+        "target_epoch": reached.get("epoch"),
+        "target_seconds": reached.get("seconds"),
+    }
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| dataset | K | init | revive | final (mean ± std) | effective | dead | revivals | reached target "
-             "| epoch to target (median) | training s to target (median) | training s (mean) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| dataset | K | init | revive | final (mean ± std) | effective | dead | revivals | reached target "
+        "| epoch to target (median) | training s to target (median) | training s (mean) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     groups = itertools.groupby(rows, key=lambda r: (r["dataset"], r["K"], r["init"], r["revive"]))
     for (dataset, K, init, revive), group in groups:
         g = list(group)
@@ -85,7 +106,8 @@ def table(rows: list[dict]) -> str:
             f"{fmt.format(statistics.stdev(final) if len(final) > 1 else 0)} | {mean('effective_components'):.2f} "
             f"| {mean('dead_components'):.1f} | {mean('revivals'):.1f} | {len(hit)}/{len(g)} "
             f"| {epoch_to} | {seconds_to} "
-            f"| {mean('seconds'):.1f} |")
+            f"| {mean('seconds'):.1f} |"
+        )
     return "\n".join(lines)
 
 
@@ -97,8 +119,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="2 epochs, small data: a smoke test of the study")
     args = parser.parse_args(argv)
     extra = ["trainer.epochs=2", "dataset.n_train=200", "dataset.n_val=100", "dataset.n_test=200"] if args.quick else []
-    jobs = [(d, K, s, init, revive, extra) for (d, K) in CASES for init in INITS for revive in (False, True)
-            for s in range(args.seeds)]
+    jobs = [
+        (d, K, s, init, revive, extra)
+        for (d, K) in CASES
+        for init in INITS
+        for revive in (False, True)
+        for s in range(args.seeds)
+    ]
     start = time.perf_counter()
     with ProcessPoolExecutor(args.jobs) as pool:
         rows = list(pool.map(run_one, jobs))
@@ -108,7 +135,8 @@ def main(argv: list[str] | None = None) -> None:
     targets = "; ".join(f"{d}: {name} <= {t}" for d, (name, t) in TARGETS.items())
     (args.out / "init_study.md").write_text(
         f"# Initialisation and revival study\n\nTargets: {targets}. Seeds 0..{args.seeds - 1}; "
-        f"{len(rows)} runs in {(time.perf_counter() - start) / 60:.1f} min.\n\n{text}\n")
+        f"{len(rows)} runs in {(time.perf_counter() - start) / 60:.1f} min.\n\n{text}\n"
+    )
     print(text)
     print(f"\n[init-study] {len(rows)} runs in {(time.perf_counter() - start) / 60:.1f} min: {args.out}/init_study.md")
 

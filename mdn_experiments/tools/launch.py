@@ -21,8 +21,10 @@ def command(module: str, args: list[str]) -> list[str]:
     """argv that runs `python -m module ARGS` without the working folder on sys.path."""
     if sys.version_info >= (3, 11):
         return [sys.executable, "-P", "-m", module, *args]
-    code = (f"import sys, runpy; sys.path = [p for p in sys.path if p not in ('', '.')]; "
-            f"sys.argv = [{module!r}] + sys.argv[1:]; runpy.run_module({module!r}, run_name='__main__', alter_sys=True)")
+    code = (
+        f"import sys, runpy; sys.path = [p for p in sys.path if p not in ('', '.')]; "
+        f"sys.argv = [{module!r}] + sys.argv[1:]; runpy.run_module({module!r}, run_name='__main__', alter_sys=True)"
+    )
     return [sys.executable, "-c", code, *args]
 
 
@@ -37,13 +39,27 @@ def environment(resume: bool = False, extra: dict[str, str] | None = None) -> di
     return env
 
 
-def run(module: str, args: list[str], *, cwd: Path | str | None = None, resume: bool = False,
-        env: dict[str, str] | None = None, **kwargs: Any) -> subprocess.CompletedProcess:
+def run(
+    module: str,
+    args: list[str],
+    *,
+    cwd: Path | str | None = None,
+    resume: bool = False,
+    env: dict[str, str] | None = None,
+    **kwargs: Any,
+) -> subprocess.CompletedProcess:
     """subprocess.run of `python -m module ARGS` (see `command`)."""
     return subprocess.run(command(module, args), cwd=cwd, env=environment(resume, env), **kwargs)
 
 
-def start(module: str, args: list[str], *, cwd: Path | str | None = None, resume: bool = False,
-          env: dict[str, str] | None = None, **kwargs: Any) -> subprocess.Popen:
+def start(
+    module: str,
+    args: list[str],
+    *,
+    cwd: Path | str | None = None,
+    resume: bool = False,
+    env: dict[str, str] | None = None,
+    **kwargs: Any,
+) -> subprocess.Popen:
     """subprocess.Popen of `python -m module ARGS` (see `command`)."""
     return subprocess.Popen(command(module, args), cwd=cwd, env=environment(resume, env), **kwargs)

@@ -29,8 +29,9 @@ class PredictError(Exception):
     """Bad input to mdn-predict: reported as one line."""
 
 
-def describe(mixture, n_samples: int = 0, temperature_pi: float = 1.0, temperature_sigma: float = 1.0,
-             seed: int = 0) -> list[dict[str, Any]]:
+def describe(
+    mixture, n_samples: int = 0, temperature_pi: float = 1.0, temperature_sigma: float = 1.0, seed: int = 0
+) -> list[dict[str, Any]]:
     """The whole answer of a batch of mixtures (batch shape (N,)) as plain data, one dict per input:
     components (pi, mu, sigma = marginal standard deviations, covariance), modes (location, mass,
     log_density; highest first) and, if n_samples > 0, samples of the tempered mixture."""
@@ -46,12 +47,24 @@ def describe(mixture, n_samples: int = 0, temperature_pi: float = 1.0, temperatu
     out = []
     for i in range(mixture.batch_shape[0]):
         record: dict[str, Any] = {
-            "components": [{"pi": float(mixture.pi[i, k]), "mu": mixture.mu[i, k].tolist(),
-                            "sigma": std[i, k].tolist(), "covariance": covariance[i, k].tolist()}
-                           for k in range(mixture.n_components)],
-            "modes": [{"location": modes.location[i, j].tolist(), "mass": float(modes.mass[i, j]),
-                       "log_density": float(modes.log_density[i, j])}
-                      for j in range(mixture.n_components) if modes.valid[i, j]],
+            "components": [
+                {
+                    "pi": float(mixture.pi[i, k]),
+                    "mu": mixture.mu[i, k].tolist(),
+                    "sigma": std[i, k].tolist(),
+                    "covariance": covariance[i, k].tolist(),
+                }
+                for k in range(mixture.n_components)
+            ],
+            "modes": [
+                {
+                    "location": modes.location[i, j].tolist(),
+                    "mass": float(modes.mass[i, j]),
+                    "log_density": float(modes.log_density[i, j]),
+                }
+                for j in range(mixture.n_components)
+                if modes.valid[i, j]
+            ],
         }
         if samples is not None:
             record["samples"] = samples[:, i].tolist()
@@ -67,11 +80,14 @@ def _parse_x(values: list[str], n_features: int) -> np.ndarray:
         except ValueError:
             raise PredictError(f"--x {text!r} is not a number or comma-separated real numbers") from None
         if not all(math.isfinite(v) and abs(v) <= np.finfo(np.float32).max for v in row):
-            raise PredictError(f"--x {text!r}: inputs must be finite numbers within the float32 range (nan and inf "
-                               "are not allowed)")
+            raise PredictError(
+                f"--x {text!r}: inputs must be finite numbers within the float32 range (nan and inf are not allowed)"
+            )
         if len(row) != n_features:
-            raise PredictError(f"--x {text!r} has {len(row)} value(s); this model takes {n_features} "
-                               f"input value(s) per example" + (", e.g. --x 0.5,0.6" if n_features == 2 else ""))
+            raise PredictError(
+                f"--x {text!r} has {len(row)} value(s); this model takes {n_features} "
+                f"input value(s) per example" + (", e.g. --x 0.5,0.6" if n_features == 2 else "")
+            )
         rows.append(row)
     return np.asarray(rows, dtype=np.float32)
 
@@ -90,7 +106,9 @@ def _read_csv(path: Path) -> tuple[np.ndarray, list[str] | None]:
         with path.open(newline="") as fh:
             rows = [row for row in csv.reader(fh) if any(field.strip() for field in row)]
     except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise PredictError(f"--file {path} cannot be read as CSV text ({getattr(err, 'strerror', None) or err})") from None
+        raise PredictError(
+            f"--file {path} cannot be read as CSV text ({getattr(err, 'strerror', None) or err})"
+        ) from None
     header = None
     if rows and all(_is_name(field) for field in rows[0]):
         header, rows = [field.strip() for field in rows[0]], rows[1:]
@@ -105,8 +123,10 @@ def _read_csv(path: Path) -> tuple[np.ndarray, list[str] | None]:
             values.append([float(field) for field in row])
         except ValueError:
             column = next(i for i, field in enumerate(row) if not _is_float(field))
-            raise PredictError(f"--file {path}, line {number}, column {column + 1}: {row[column]!r} is not a number"
-                               + ("" if header or number > 1 else " (a header row must hold only column names)")) from None
+            raise PredictError(
+                f"--file {path}, line {number}, column {column + 1}: {row[column]!r} is not a number"
+                + ("" if header or number > 1 else " (a header row must hold only column names)")
+            ) from None
     return np.asarray(values, dtype=np.float64), header
 
 
@@ -127,7 +147,9 @@ def _read_file(path: Path, input_shape: tuple[int, ...]) -> np.ndarray:
         try:
             data = np.load(path, allow_pickle=False)
         except (ValueError, OSError, EOFError) as err:
-            raise PredictError(f"--file {path} cannot be read as a .npy array ({' '.join(str(err).split())[:120]})") from None
+            raise PredictError(
+                f"--file {path} cannot be read as a .npy array ({' '.join(str(err).split())[:120]})"
+            ) from None
         if np.iscomplexobj(data):
             raise PredictError(f"--file {path} holds complex numbers ({data.dtype}); inputs must be real numbers")
         if not (np.issubdtype(data.dtype, np.number) or data.dtype == np.bool_):
@@ -140,18 +162,23 @@ def _read_file(path: Path, input_shape: tuple[int, ...]) -> np.ndarray:
     if data.ndim == 1 and n_features == 1:
         data = data[:, None]
     if data.ndim < 1 or data.shape[0] == 0 or int(np.prod(data.shape[1:])) != n_features:
-        raise PredictError(f"--file {path} holds an array of shape {data.shape}"
-                           + (f" (columns {', '.join(header)})" if header else "")
-                           + f"; this model takes (N, {', '.join(map(str, input_shape))}) or (N, {n_features})")
+        raise PredictError(
+            f"--file {path} holds an array of shape {data.shape}"
+            + (f" (columns {', '.join(header)})" if header else "")
+            + f"; this model takes (N, {', '.join(map(str, input_shape))}) or (N, {n_features})"
+        )
     if not np.isfinite(data).all():
         row = int(np.argwhere(~np.isfinite(data.reshape(data.shape[0], -1)))[0][0])
-        raise PredictError(f"--file {path} holds non-finite values (nan or inf), first in row {row + 1}; "
-                           "inputs must be finite numbers")
+        raise PredictError(
+            f"--file {path} holds non-finite values (nan or inf), first in row {row + 1}; inputs must be finite numbers"
+        )
     if np.abs(data).max() > np.finfo(np.float32).max:
         raise PredictError(f"--file {path} holds values beyond the float32 range (±3.4e38)")
     if header:
-        print(f"[{PROG}] {path}: first line read as a header ({', '.join(header)}); {data.shape[0]} data rows",
-              file=sys.stderr)
+        print(
+            f"[{PROG}] {path}: first line read as a header ({', '.join(header)}); {data.shape[0]} data rows",
+            file=sys.stderr,
+        )
     return data.astype(np.float32).reshape(data.shape[0], *input_shape)
 
 
@@ -173,8 +200,11 @@ def _write(path: Path, header: dict[str, Any], inputs: list[dict[str, Any]], rec
         return
     # .csv: one row per component, mode and sample ("long" format)
     D = len(records[0]["components"][0]["mu"])
-    names = ["input", "source", "kind", "rank", "weight", "log_density"] + [f"y{d + 1}" for d in range(D)] \
+    names = (
+        ["input", "source", "kind", "rank", "weight", "log_density"]
+        + [f"y{d + 1}" for d in range(D)]
         + [f"sigma{d + 1}" for d in range(D)]
+    )
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(names)
@@ -206,8 +236,10 @@ def _print(inputs: list[dict[str, Any]], records: list[dict[str, Any]], min_mass
         shown = [m for m in rec["modes"] if m["mass"] >= min_mass]
         print(f"  modes (mass >= {min_mass:g}, highest density first):")
         for j, m in enumerate(shown):
-            print(f"    {j + 1:>2}  at {_vector(m['location'])}  mass = {m['mass']:.4f}  "
-                  f"log density = {m['log_density']:.4g}")
+            print(
+                f"    {j + 1:>2}  at {_vector(m['location'])}  mass = {m['mass']:.4f}  "
+                f"log density = {m['log_density']:.4g}"
+            )
         if "samples" in rec:
             head = ", ".join(_vector(s) for s in rec["samples"][:max_samples])
             more = f", ... ({len(rec['samples'])} in all)" if len(rec["samples"]) > max_samples else ""
@@ -217,15 +249,17 @@ def _print(inputs: list[dict[str, Any]], records: list[dict[str, Any]], min_mass
 def run(args: argparse.Namespace) -> None:
     import torch
 
-    from mdn_experiments.run import resources
     from mdn_experiments.errors import UserError
+    from mdn_experiments.run import resources
     from mdn_experiments.run.artifacts import load_trained
     from mdn_experiments.train.trainer import predict
 
     sources = sum(bool(s) for s in (args.x, args.file, args.index))
     if sources != 1:
-        raise PredictError("give the inputs in one way: --x VALUES (repeatable), --file FILE.csv|.npy "
-                           "or --index N (repeatable, test-set examples)")
+        raise PredictError(
+            "give the inputs in one way: --x VALUES (repeatable), --file FILE.csv|.npy "
+            "or --index N (repeatable, test-set examples)"
+        )
     if args.samples < 0:
         raise PredictError(f"--samples {args.samples}: must be >= 0")
     for flag, value in (("--temperature-pi", args.temperature_pi), ("--temperature-sigma", args.temperature_sigma)):
@@ -251,27 +285,36 @@ def run(args: argparse.Namespace) -> None:
             raise PredictError(str(err)) from None
         bad = [i for i in args.index if not 0 <= i < x_test.shape[0]]
         if bad:
-            raise PredictError(f"--index {bad[0]}: the test set has {x_test.shape[0]} examples (0..{x_test.shape[0] - 1})")
+            raise PredictError(
+                f"--index {bad[0]}: the test set has {x_test.shape[0]} examples (0..{x_test.shape[0] - 1})"
+            )
         x = x_test[args.index]
         inputs = [{"index": i, "target": y_test[i].tolist()} for i in args.index]
     else:
         if args.x:
             if len(input_shape) != 1:
-                raise PredictError(f"--x is for vector inputs; this model takes inputs of shape {input_shape}: "
-                                   "use --file FILE.npy or --index N")
+                raise PredictError(
+                    f"--x is for vector inputs; this model takes inputs of shape {input_shape}: "
+                    "use --file FILE.npy or --index N"
+                )
             array = _parse_x(args.x, input_shape[0])
         else:
             array = _read_file(args.file, input_shape)
         if not np.isfinite(array).all():
             raise PredictError("inputs must be finite numbers (nan and inf are not allowed)")
         x = torch.from_numpy(array)
-        inputs = [{"x": [float(f"{v:.7g}") for v in row.reshape(-1)]} for row in array] if len(input_shape) == 1 \
+        inputs = (
+            [{"x": [float(f"{v:.7g}") for v in row.reshape(-1)]} for row in array]
+            if len(input_shape) == 1
             else [{"row": i} for i in range(len(array))]
+        )
     head = network.head
     try:
         resources.sample_estimate(x.shape[0], args.samples, head.n_components, head.out_dim).check(
-            resources.available_memory(), f"--samples {args.samples} for {x.shape[0]} input(s)",
-            "ask for fewer samples or fewer inputs at a time")
+            resources.available_memory(),
+            f"--samples {args.samples} for {x.shape[0]} input(s)",
+            "ask for fewer samples or fewer inputs at a time",
+        )
     except UserError as err:
         raise PredictError(str(err)) from None
     with torch.no_grad():
@@ -279,9 +322,15 @@ def run(args: argparse.Namespace) -> None:
         records = describe(mixture, args.samples, args.temperature_pi, args.temperature_sigma, args.seed)
     _print(inputs, records, args.min_mass)
     if args.out is not None:
-        header = {"run": str(args.run_dir), "dataset": dataset.name, "K": mixture.n_components,
-                  "covariance": type(mixture).covariance_kind, "temperature_pi": args.temperature_pi,
-                  "temperature_sigma": args.temperature_sigma, "seed": args.seed}
+        header = {
+            "run": str(args.run_dir),
+            "dataset": dataset.name,
+            "K": mixture.n_components,
+            "covariance": type(mixture).covariance_kind,
+            "temperature_pi": args.temperature_pi,
+            "temperature_sigma": args.temperature_sigma,
+            "seed": args.seed,
+        }
         try:
             _write(args.out, header, inputs, records)
         except OSError as err:
@@ -290,21 +339,39 @@ def run(args: argparse.Namespace) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="\n\n".join(__doc__.split("\n\n")[1:]))
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
+    )
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a finished run folder (holds model.pt)")
     p.add_argument("--x", action="append", metavar="VALUES", help="one input; comma-separated values")
     p.add_argument("--file", type=Path, help="inputs from a .csv or .npy file, one row per input")
     p.add_argument("--index", action="append", type=int, metavar="N", help="a test-set example by its index")
     p.add_argument("--samples", type=int, default=0, metavar="N", help="draw N samples per input (default 0)")
-    p.add_argument("--temperature-pi", type=float, default=1.0, metavar="T",
-                   help="sample with the pi logits divided by T (T < 1: sharper weights)")
-    p.add_argument("--temperature-sigma", type=float, default=1.0, metavar="T",
-                   help="sample with every component's standard deviation multiplied by T")
+    p.add_argument(
+        "--temperature-pi",
+        type=float,
+        default=1.0,
+        metavar="T",
+        help="sample with the pi logits divided by T (T < 1: sharper weights)",
+    )
+    p.add_argument(
+        "--temperature-sigma",
+        type=float,
+        default=1.0,
+        metavar="T",
+        help="sample with every component's standard deviation multiplied by T",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the samples (default 0)")
-    p.add_argument("--min-mass", type=float, default=0.05, metavar="M",
-                   help="print the modes holding at least this mass (default 0.05; files hold them all)")
+    p.add_argument(
+        "--min-mass",
+        type=float,
+        default=0.05,
+        metavar="M",
+        help="print the modes holding at least this mass (default 0.05; files hold them all)",
+    )
     p.add_argument("--out", type=Path, metavar="FILE", help="also write the answer to FILE.json or FILE.csv")
     return p
 

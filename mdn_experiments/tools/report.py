@@ -22,8 +22,24 @@ from mdn_experiments.evaluation.contract import STATUSES, upgrade
 from mdn_experiments.run import locking
 from mdn_experiments.run.layout import SWEEP_DONE_FILE, job_folders, read_json, read_yaml
 
-SUMMARY_COLUMNS = ["job", "dataset", "K", "seed", "status", "test_nll", "val_nll", "train_nll", "main_metric",
-                   "main_value", "effective_components", "dead_components", "n_params", "n_train", "bic", "reason"]
+SUMMARY_COLUMNS = [
+    "job",
+    "dataset",
+    "K",
+    "seed",
+    "status",
+    "test_nll",
+    "val_nll",
+    "train_nll",
+    "main_metric",
+    "main_value",
+    "effective_components",
+    "dead_components",
+    "n_params",
+    "n_train",
+    "bic",
+    "reason",
+]
 SUMMARY_FILES = ("summary.md", "summary.csv", "k_sweep.png")  # what a summary writes into a sweep folder
 SUMMARY_TITLE = "# Sweep summary"
 FAILED_JOBS: list[str] = []  # filled by the callback; the CLI exits non-zero when it is not empty
@@ -42,8 +58,11 @@ def _job_row(job_dir: Path, sweep_dir: Path) -> dict[str, Any]:
     try:
         config = read_yaml(job_dir / ".hydra" / "config.yaml")
         dataset = config.get("dataset")
-        row.update(dataset=dataset.get("name", "") if isinstance(dataset, dict) else "",
-                   K=config.get("K", ""), seed=config.get("seed", ""))
+        row.update(
+            dataset=dataset.get("name", "") if isinstance(dataset, dict) else "",
+            K=config.get("K", ""),
+            seed=config.get("seed", ""),
+        )
         metrics_path, error_path = job_dir / "metrics.json", job_dir / "error.txt"
         if metrics_path.exists():
             metrics = upgrade(read_json(metrics_path))
@@ -53,14 +72,21 @@ def _job_row(job_dir: Path, sweep_dir: Path) -> dict[str, Any]:
                 raise RunFolderError(f"{metrics_path} has no number for {', '.join(missing)}")
             number = lambda key: metrics[key] if isinstance(metrics.get(key), (int, float)) else math.nan  # noqa: E731
             main = metrics.get("main_metric", "test_nll")
-            row.update(status=status, reason=metrics.get("status_reason", ""),
-                       test_nll=number("test_nll"), val_nll=number("val_nll"), train_nll=number("train_nll"),
-                       main_metric=main, main_value=number(main), n_params=number("n_params"),
-                       n_train=number("n_train"),
-                       # runs from before the health metrics existed leave these empty
-                       effective_components=number("effective_components"),
-                       dead_components=number("dead_components"),
-                       bic=bic(number("train_nll"), number("n_train"), number("n_params")) if not missing else math.nan)
+            row.update(
+                status=status,
+                reason=metrics.get("status_reason", ""),
+                test_nll=number("test_nll"),
+                val_nll=number("val_nll"),
+                train_nll=number("train_nll"),
+                main_metric=main,
+                main_value=number(main),
+                n_params=number("n_params"),
+                n_train=number("n_train"),
+                # runs from before the health metrics existed leave these empty
+                effective_components=number("effective_components"),
+                dead_components=number("dead_components"),
+                bic=bic(number("train_nll"), number("n_train"), number("n_params")) if not missing else math.nan,
+            )
         elif error_path.exists():
             try:
                 lines = error_path.read_text(errors="replace").strip().splitlines()
@@ -68,8 +94,10 @@ def _job_row(job_dir: Path, sweep_dir: Path) -> dict[str, Any]:
                 raise RunFolderError(f"{error_path} cannot be read ({err.strerror})") from None
             row.update(status="failed", reason=lines[0][:200] if lines else "error.txt is empty (no reason recorded)")
         else:
-            row.update(status="incomplete", reason="no metrics.json: interrupted (mdn-resume continues it), "
-                                                   "still running, or killed")
+            row.update(
+                status="incomplete",
+                reason="no metrics.json: interrupted (mdn-resume continues it), still running, or killed",
+            )
     except RunFolderError as err:  # the job's own files, named from its folder
         row.update(status="damaged", reason=" ".join(str(err).replace(f"{job_dir}/", "").split())[:200])
     return row
@@ -98,8 +126,12 @@ def aggregate(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
             not_ok[(row["dataset"], row["K"])] += 1
     table: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for (dataset, K), members in sorted(groups.items()):
-        entry: dict[str, Any] = {"K": K, "n_seeds": len(members), "n_not_ok": not_ok[(dataset, K)],
-                                 "main_metric": members[0]["main_metric"]}
+        entry: dict[str, Any] = {
+            "K": K,
+            "n_seeds": len(members),
+            "n_not_ok": not_ok[(dataset, K)],
+            "main_metric": members[0]["main_metric"],
+        }
         for key in ("test_nll", "val_nll", "main_value", "bic", "effective_components", "dead_components"):
             entry[key], entry[f"{key}_std"] = _mean_std([float(m[key]) for m in members])
         table[dataset].append(entry)
@@ -107,8 +139,10 @@ def aggregate(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
 
 
 def chosen_k(entries: list[dict[str, Any]]) -> dict[str, int]:
-    return {"by_val_nll": min(entries, key=lambda e: e["val_nll"])["K"],
-            "by_bic": min(entries, key=lambda e: e["bic"])["K"]}
+    return {
+        "by_val_nll": min(entries, key=lambda e: e["val_nll"])["K"],
+        "by_bic": min(entries, key=lambda e: e["bic"])["K"],
+    }
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -124,21 +158,31 @@ def summary_text(sweep_dir: Path, rows: list[dict[str, Any]]) -> tuple[str, str,
     table = aggregate(rows)
     choices = {dataset: chosen_k(entries) for dataset, entries in table.items()}
 
-    lines = [f"{SUMMARY_TITLE}: {sweep_dir}", "",
-             f"{len(rows)} jobs: " + ", ".join(f"{sum(r['status'] == s for r in rows)} {s}" for s in STATUSES)
-             + ". Means are over the ok jobs only; the others are listed under Jobs with the reason.", ""]
+    lines = [
+        f"{SUMMARY_TITLE}: {sweep_dir}",
+        "",
+        f"{len(rows)} jobs: "
+        + ", ".join(f"{sum(r['status'] == s for r in rows)} {s}" for s in STATUSES)
+        + ". Means are over the ok jobs only; the others are listed under Jobs with the reason.",
+        "",
+    ]
     for dataset, entries in table.items():
         main = entries[0]["main_metric"]
-        lines += [f"## {dataset}: mean ± std over seeds (ok jobs)", "",
-                  f"| K | seeds ok | not ok | test NLL | val NLL | {main} | effective components | dead | BIC (train) |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"## {dataset}: mean ± std over seeds (ok jobs)",
+            "",
+            f"| K | seeds ok | not ok | test NLL | val NLL | {main} | effective components | dead | BIC (train) |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for e in entries:
-            lines.append(f"| {e['K']} | {e['n_seeds']} | {e['n_not_ok']} | "
-                         f"{e['test_nll']:.4f} ± {e['test_nll_std']:.4f} | "
-                         f"{e['val_nll']:.4f} ± {e['val_nll_std']:.4f} | {e['main_value']:.4g} ± "
-                         f"{e['main_value_std']:.2g} | {e['effective_components']:.2f} ± "
-                         f"{e['effective_components_std']:.2f} | {e['dead_components']:.1f} | "
-                         f"{e['bic']:.1f} ± {e['bic_std']:.1f} |")
+            lines.append(
+                f"| {e['K']} | {e['n_seeds']} | {e['n_not_ok']} | "
+                f"{e['test_nll']:.4f} ± {e['test_nll_std']:.4f} | "
+                f"{e['val_nll']:.4f} ± {e['val_nll_std']:.4f} | {e['main_value']:.4g} ± "
+                f"{e['main_value_std']:.2g} | {e['effective_components']:.2f} ± "
+                f"{e['effective_components_std']:.2f} | {e['dead_components']:.1f} | "
+                f"{e['bic']:.1f} ± {e['bic_std']:.1f} |"
+            )
         c = choices[dataset]
         lines += ["", f"K chosen by validation NLL: **{c['by_val_nll']}**; by BIC: **{c['by_bic']}**.", ""]
     lines += ["## Jobs", "", "| " + " | ".join(SUMMARY_COLUMNS) + " |", "|" + "---|" * len(SUMMARY_COLUMNS)]
@@ -180,8 +224,10 @@ def write_summary(sweep_dir: Path | str, rows: list[dict[str, Any]] | None = Non
     markdown, csv_text, table, choices = summary_text(sweep_dir, rows)
     foreign = [name for name in SUMMARY_FILES if not owned(sweep_dir / name)]
     if foreign:
-        raise RunFolderError(f"{sweep_dir / foreign[0]} was not written by a sweep summary: it is left as it is, "
-                             f"and no summary was written (move it away to get one)")
+        raise RunFolderError(
+            f"{sweep_dir / foreign[0]} was not written by a sweep summary: it is left as it is, "
+            f"and no summary was written (move it away to get one)"
+        )
     write_atomic(sweep_dir / "summary.csv", csv_text)
     write_atomic(sweep_dir / "summary.md", markdown)
     if table:
@@ -202,17 +248,28 @@ class SweepSummary(Callback):
             rows = collect(sweep_dir)
             result = {"rows": rows, "chosen_k": {}}
             print(f"[mdn-run] warning: the sweep summary was not written: {err}", file=sys.stderr, flush=True)
-        write_atomic(sweep_dir / SWEEP_DONE_FILE, json.dumps(
-            {"jobs": len(result["rows"]), "job_folders": [row["job"] for row in result["rows"]],
-             **{s: sum(r["status"] == s for r in result["rows"]) for s in STATUSES}}) + "\n")
+        write_atomic(
+            sweep_dir / SWEEP_DONE_FILE,
+            json.dumps(
+                {
+                    "jobs": len(result["rows"]),
+                    "job_folders": [row["job"] for row in result["rows"]],
+                    **{s: sum(r["status"] == s for r in result["rows"]) for s in STATUSES},
+                }
+            )
+            + "\n",
+        )
         failed = [row["job"] for row in result["rows"] if row["status"] != "ok"]
         FAILED_JOBS[:] = failed
         for dataset, choice in result["chosen_k"].items():
-            print(f"[mdn-run] {dataset}: K chosen by validation NLL = {choice['by_val_nll']}, "
-                  f"by BIC = {choice['by_bic']}")
-        print(f"[mdn-run] sweep summary: {sweep_dir / 'summary.md'}"
-              + (f" ({len(failed)} of {len(result['rows'])} jobs are not ok: {', '.join(failed)})"
-                 if failed else ""), flush=True)
+            print(
+                f"[mdn-run] {dataset}: K chosen by validation NLL = {choice['by_val_nll']}, by BIC = {choice['by_bic']}"
+            )
+        print(
+            f"[mdn-run] sweep summary: {sweep_dir / 'summary.md'}"
+            + (f" ({len(failed)} of {len(result['rows'])} jobs are not ok: {', '.join(failed)})" if failed else ""),
+            flush=True,
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -234,8 +291,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         foreign = [name for name in SUMMARY_FILES if not owned(args.path / name)]
         if foreign:  # checked before the lock is taken: a refusal writes nothing at all
-            raise RunFolderError(f"{args.path / foreign[0]} was not written by a sweep summary: it is left as it "
-                                 "is (move it away to get a summary written)")
+            raise RunFolderError(
+                f"{args.path / foreign[0]} was not written by a sweep summary: it is left as it "
+                "is (move it away to get a summary written)"
+            )
         with locking.FolderLock(args.path, "sweep summary"):
             result = write_summary(args.path, rows)
     except (UserError, OSError) as err:  # busy, read-only, full, or a file that is not ours
@@ -247,8 +306,10 @@ def main(argv: list[str] | None = None) -> None:
             pass
         reason = err if isinstance(err, UserError) else f"{err.strerror or err} ({err.filename or args.path})"
         fail(f"the summary above was not written into {args.path}: {reason}", 1)
-    print(f"mdn-report: {len(result['rows'])} jobs summarised in {args.path / 'summary.md'}"
-          + (f"; {len(damaged)} damaged (marked in the summary): {', '.join(damaged[:5])}" if damaged else ""))
+    print(
+        f"mdn-report: {len(result['rows'])} jobs summarised in {args.path / 'summary.md'}"
+        + (f"; {len(damaged)} damaged (marked in the summary): {', '.join(damaged[:5])}" if damaged else "")
+    )
 
 
 if __name__ == "__main__":

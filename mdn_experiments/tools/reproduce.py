@@ -21,15 +21,14 @@ import sys
 import time
 from pathlib import Path
 
-from mdn_experiments.tools import launch
-
-from mdn_experiments.run import locking
+from mdn_experiments.config.safety import quote
 from mdn_experiments.datasets.idx import DataError, ensure_mnist_files
 from mdn_experiments.errors import RunFolderError, UserError
 from mdn_experiments.evaluation import contract as C
+from mdn_experiments.run import locking
 from mdn_experiments.run.layout import REPRODUCE_FILE, read_json, sweep_finished
+from mdn_experiments.tools import launch
 from mdn_experiments.tools.report import collect, write_atomic, write_summary
-from mdn_experiments.config.safety import quote
 
 REFERENCES_FILE = "references.yaml"  # the reference values and bands, beside this module
 TEMPLATE_FILE = "report.md.j2"  # REPORT.md's words, with the numbers as placeholders
@@ -65,8 +64,11 @@ def mdn_run(args: list[str]) -> tuple[float, int]:
 
 def interrupted_jobs(sweep_dir: Path) -> list[str]:
     """Jobs of a sweep that started but neither finished (metrics.json) nor failed (error.txt)."""
-    return sorted(p.parent.parent.name for p in sweep_dir.glob("*/.hydra/config.yaml")
-                  if not (p.parent.parent / "metrics.json").exists() and not (p.parent.parent / "error.txt").exists())
+    return sorted(
+        p.parent.parent.name
+        for p in sweep_dir.glob("*/.hydra/config.yaml")
+        if not (p.parent.parent / "metrics.json").exists() and not (p.parent.parent / "error.txt").exists()
+    )
 
 
 def load_jobs(sweep_dir: Path) -> dict[str, dict]:
@@ -115,8 +117,10 @@ def versions() -> str:
     import numpy
     import torch
 
-    return (f"Python {platform.python_version()}, torch {torch.__version__}, hydra-core {hydra.__version__}, "
-            f"numpy {numpy.__version__}, matplotlib {matplotlib.__version__}")
+    return (
+        f"Python {platform.python_version()}, torch {torch.__version__}, hydra-core {hydra.__version__}, "
+        f"numpy {numpy.__version__}, matplotlib {matplotlib.__version__}"
+    )
 
 
 def machine() -> str:
@@ -148,8 +152,12 @@ def band_check(row: dict, mean: float) -> str:
 
 def reference_row(row: dict, jobs_by_sweep: dict[str, dict[str, dict]]) -> dict[str, str]:
     summary = stats(jobs_by_sweep.get(row["sweep"], {}), row["metric"], **(row.get("match") or {}))
-    return {"what": row["what"], "ours": fmt(summary, percent=bool(row.get("percent"))),
-            "reference": row["reference"], "band": band_check(row, summary[0])}
+    return {
+        "what": row["what"],
+        "ours": fmt(summary, percent=bool(row.get("percent"))),
+        "reference": row["reference"],
+        "band": band_check(row, summary[0]),
+    }
 
 
 def build_report(root: Path, timings: dict[str, float], mnist_note: str | None, prefix: str = "") -> str:
@@ -171,25 +179,45 @@ def build_report(root: Path, timings: dict[str, float], mnist_note: str | None, 
     for sweep, rows in job_rows(root).items():
         counts.append(f"{sweep} {sum(row['status'] == 'ok' for row in rows)}/{len(rows)} ok")
         bad += [{"sweep": sweep, **row} for row in rows if row["status"] != "ok"]
-    weights = {"bishop_weights": n_weights(jobs_by_sweep["toy_bishop"]),
-               "toy_weights": n_weights(jobs_by_sweep["toy_k_sweep"], K=3)}
-    figures = [{"path": f["path"], "caption": f["caption"].format(**weights)}
-               for f in yaml.safe_load(Path(__file__).with_name(FIGURES_FILE).read_text()) if (root / f["path"]).exists()]
+    weights = {
+        "bishop_weights": n_weights(jobs_by_sweep["toy_bishop"]),
+        "toy_weights": n_weights(jobs_by_sweep["toy_k_sweep"], K=3),
+    }
+    figures = [
+        {"path": f["path"], "caption": f["caption"].format(**weights)}
+        for f in yaml.safe_load(Path(__file__).with_name(FIGURES_FILE).read_text())
+        if (root / f["path"]).exists()
+    ]
 
     def s(sweep: str, metric: str, digits: int = 4, percent: bool = False, **match) -> str:
         return fmt(stats(jobs_by_sweep[sweep], metric, **match), digits, percent)
 
-    environment = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent), undefined=jinja2.StrictUndefined,
-                                     keep_trailing_newline=True, autoescape=False)
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(Path(__file__).parent),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
     return environment.get_template(TEMPLATE_FILE).render(
-        made=f"{dt.datetime.now():%Y-%m-%d %H:%M}", machine=machine(), software=versions(),
+        made=f"{dt.datetime.now():%Y-%m-%d %H:%M}",
+        machine=machine(),
+        software=versions(),
         timings=", ".join(f"{name} {seconds:.0f} s" for name, seconds in timings.items()),
         total_minutes=f"{sum(timings.values()) / 60:.1f}",
-        job_counts=", ".join(counts) if counts else "no jobs ran", bad_jobs=bad,
-        reference_rows=[reference_row(row, jobs_by_sweep) for row in references()], mnist_note=mnist_note,
-        s=s, ran=lambda sweep: bool(jobs_by_sweep[sweep]), has=lambda sweep, metric, **match: stats(
-            jobs_by_sweep[sweep], metric, **match)[2] > 0, k_choice=k_choice, figures=figures, prefix=prefix,
-        active_pi=C.ACTIVE_PI, min_mode_percent=f"{C.MIN_MODE_MASS * 100:g}", branch_radius=C.BRANCH_RADIUS)
+        job_counts=", ".join(counts) if counts else "no jobs ran",
+        bad_jobs=bad,
+        reference_rows=[reference_row(row, jobs_by_sweep) for row in references()],
+        mnist_note=mnist_note,
+        s=s,
+        ran=lambda sweep: bool(jobs_by_sweep[sweep]),
+        has=lambda sweep, metric, **match: stats(jobs_by_sweep[sweep], metric, **match)[2] > 0,
+        k_choice=k_choice,
+        figures=figures,
+        prefix=prefix,
+        active_pi=C.ACTIVE_PI,
+        min_mode_percent=f"{C.MIN_MODE_MASS * 100:g}",
+        branch_radius=C.BRANCH_RADIUS,
+    )
 
 
 def job_rows(root: Path) -> dict[str, list[dict]]:
@@ -214,7 +242,8 @@ def read_progress(root: Path) -> dict:
     """reproduce.json of a reproduction folder, checked; RunFolderError in one line when damaged."""
     progress = read_json(root / REPRODUCE_FILE)
     if not isinstance(progress.get("steps"), dict) or not all(
-            isinstance(step, dict) and isinstance(step.get("seconds"), (int, float)) for step in progress["steps"].values()):
+        isinstance(step, dict) and isinstance(step.get("seconds"), (int, float)) for step in progress["steps"].values()
+    ):
         raise RunFolderError(f"{root / REPRODUCE_FILE} is not a record of make reproduce (no steps)")
     return progress
 
@@ -236,10 +265,8 @@ def newest_unfinished(out: Path) -> Path | None:
 
 def parallel_launcher(n_jobs: int) -> list[str]:
     """Hydra's joblib launcher, n_jobs at a time, when installed. Each job gets cores // n_jobs torch
-    threads (at least one). Measured on 2 cores: the toy sweep took 112-115 s so against 122 s one
-    job at a time on two threads, the arm 30-31 s against 33 s, MNIST 182 s against 187 s (a
-    training-step benchmark showed 3 one-thread processes doing 9 011 images/s in all against 6 066
-    for one two-thread process; the whole runs gain less). Runs on this machine vary by up to 25 %."""
+    threads (at least one): small networks keep one thread busier than two, so several one-thread
+    jobs side by side get more done than one job on every core (docs/studies.md has the timings)."""
     import importlib.util
 
     if importlib.util.find_spec("hydra_plugins.hydra_joblib_launcher") is None:
@@ -252,15 +279,34 @@ def steps(root: Path, quick: bool) -> list[tuple[str, Path, list[str]]]:
     (conf/experiment/: one tuned run) swept by a sweep option (conf/sweep/) into its own folder.
     The 15-job toy sweep runs 2 jobs at a time, the 3-seed steps all 3 at once."""
     q = QUICK if quick else []
-    plan = [("inverse sine, K = 1..5 x 3 seeds", "toy_k_sweep", ["experiment=inverse_sine", "sweep=k_grid"],
-             parallel_launcher(2), q),
-            ("inverse sine, Bishop's setup x 3 seeds", "toy_bishop", ["experiment=toy_bishop", "sweep=seeds"],
-             parallel_launcher(3), q),
-            ("robot arm, K=3 x 3 seeds", "robot_arm", ["experiment=robot_arm", "sweep=seeds"], parallel_launcher(3), q),
-            ("MNIST x 3 seeds", "mnist", ["experiment=mnist", "sweep=seeds"], parallel_launcher(3),
-             QUICK_MNIST if quick else [])]
-    return [(name, root / folder, [*preset, *launcher, *budget, f"hydra.sweep.dir={quote(str(root / folder))}"])
-            for name, folder, preset, launcher, budget in plan]
+    plan = [
+        (
+            "inverse sine, K = 1..5 x 3 seeds",
+            "toy_k_sweep",
+            ["experiment=inverse_sine", "sweep=k_grid"],
+            parallel_launcher(2),
+            q,
+        ),
+        (
+            "inverse sine, Bishop's setup x 3 seeds",
+            "toy_bishop",
+            ["experiment=toy_bishop", "sweep=seeds"],
+            parallel_launcher(3),
+            q,
+        ),
+        ("robot arm, K=3 x 3 seeds", "robot_arm", ["experiment=robot_arm", "sweep=seeds"], parallel_launcher(3), q),
+        (
+            "MNIST x 3 seeds",
+            "mnist",
+            ["experiment=mnist", "sweep=seeds"],
+            parallel_launcher(3),
+            QUICK_MNIST if quick else [],
+        ),
+    ]
+    return [
+        (name, root / folder, [*preset, *launcher, *budget, f"hydra.sweep.dir={quote(str(root / folder))}"])
+        for name, folder, preset, launcher, budget in plan
+    ]
 
 
 def mnist_missing() -> str | None:
@@ -301,11 +347,15 @@ def open_reproduction(args: argparse.Namespace) -> tuple[Path, dict]:
         try:
             locking.acquire(root, "reproduction")
         except locking.FolderBusy as err:
-            raise UserError(f"{err} (a reproduction is running there; `make reproduce FRESH=1` starts another "
-                            "one beside it)") from None
+            raise UserError(
+                f"{err} (a reproduction is running there; `make reproduce FRESH=1` starts another one beside it)"
+            ) from None
         progress = read_progress(root)
-        print(f"[reproduce] resuming the unfinished reproduction in {root} (finished steps are kept; "
-              f"`make reproduce FRESH=1` starts a new one)", flush=True)
+        print(
+            f"[reproduce] resuming the unfinished reproduction in {root} (finished steps are kept; "
+            f"`make reproduce FRESH=1` starts a new one)",
+            flush=True,
+        )
     else:
         root = new_run_folder(args.out)
         locking.acquire(root, "reproduction")
@@ -331,8 +381,10 @@ def run_steps(root: Path, progress: dict) -> None:
             print(f"[reproduce] {name}: finished earlier, kept", flush=True)
             continue
         if step.get("done"):
-            print(f"[reproduce] {name}: a job folder of this finished step is gone; the step runs again for it",
-                  flush=True)
+            print(
+                f"[reproduce] {name}: a job folder of this finished step is gone; the step runs again for it",
+                flush=True,
+            )
         seconds, code = mdn_run(mdn_args)
         step["seconds"] += seconds
         interrupted = interrupted_jobs(sweep_dir)
@@ -340,7 +392,11 @@ def run_steps(root: Path, progress: dict) -> None:
             # stopped or killed by a signal (mdn-run itself, or a job's worker process under the
             # parallel launcher; the training states are saved; so is ours), or refused (2)
             save()
-            what = "refused" if code == 2 else f"stopped ({len(interrupted)} job(s) interrupted: {', '.join(interrupted[:4])})"
+            what = (
+                "refused"
+                if code == 2
+                else f"stopped ({len(interrupted)} job(s) interrupted: {', '.join(interrupted[:4])})"
+            )
             print(f"[reproduce] {what}; resume with `make reproduce` or `mdn-resume {root}`", flush=True)
             sys.exit(code if code > 0 else 128 - code)
         step["done"] = True
@@ -349,14 +405,22 @@ def run_steps(root: Path, progress: dict) -> None:
     timings = {name: step["seconds"] for name, step in progress["steps"].items()}
     write_atomic(root / "REPORT.md", build_report(root, timings, mnist_note))
     latest = out / "REPORT.md"
-    write_atomic(latest, f"<!-- the newest report; its run folder is {root.name}/ -->\n"
-                 + build_report(root, timings, mnist_note, prefix=f"{root.name}/"))
+    write_atomic(
+        latest,
+        f"<!-- the newest report; its run folder is {root.name}/ -->\n"
+        + build_report(root, timings, mnist_note, prefix=f"{root.name}/"),
+    )
     progress["finished"] = True
     save()
-    bad = [f"{sweep}/{row['job']} ({row['status']})" for sweep, rows in job_rows(root).items() for row in rows
-           if row["status"] != "ok"]
-    print(f"\n[reproduce] done in {sum(timings.values()) / 60:.1f} min: {root / 'REPORT.md'} "
-          f"(copy: {latest})", flush=True)
+    bad = [
+        f"{sweep}/{row['job']} ({row['status']})"
+        for sweep, rows in job_rows(root).items()
+        for row in rows
+        if row["status"] != "ok"
+    ]
+    print(
+        f"\n[reproduce] done in {sum(timings.values()) / 60:.1f} min: {root / 'REPORT.md'} (copy: {latest})", flush=True
+    )
     if bad:
         print(f"[reproduce] error: {len(bad)} job(s) failed or are not ok: {', '.join(bad)}", file=sys.stderr)
         sys.exit(1)

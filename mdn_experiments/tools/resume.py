@@ -17,12 +17,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from mdn_experiments.tools import launch
-
-from mdn_experiments.run import locking
-from mdn_experiments.errors import UserError
-from mdn_experiments.run.layout import REPRODUCE_FILE, job_folders, read_yaml, sweep_finished
 from mdn_experiments.config.safety import check_overrides, quote
+from mdn_experiments.errors import UserError
+from mdn_experiments.run import locking
+from mdn_experiments.run.layout import REPRODUCE_FILE, job_folders, read_yaml, sweep_finished
+from mdn_experiments.tools import launch
 
 PROG = "mdn-resume"
 
@@ -38,8 +37,9 @@ def recorded_overrides(hydra_yaml: Path, drop: tuple[str, ...]) -> tuple[list[st
     recorded = read_yaml(hydra_yaml).get("hydra")
     overrides = recorded.get("overrides") if isinstance(recorded, dict) else None
     if not isinstance(overrides, dict) or not all(isinstance(overrides.get(k), list) for k in ("hydra", "task")):
-        raise UserError(f"{hydra_yaml} holds no hydra.overrides.hydra and hydra.overrides.task lists: not a "
-                        "Hydra record of mdn-run")
+        raise UserError(
+            f"{hydra_yaml} holds no hydra.overrides.hydra and hydra.overrides.task lists: not a Hydra record of mdn-run"
+        )
     kept = [o for o in overrides["hydra"] + overrides["task"] if not (isinstance(o, str) and o.startswith(drop))]
     check_overrides(kept, str(hydra_yaml), replay=True)
     runtime = recorded.get("runtime")
@@ -62,21 +62,25 @@ def _check_free(path: Path) -> None:
     for folder in (path, path.parent) if (path.parent / "multirun.yaml").exists() else (path,):
         who = locking.holder(folder)
         if who:
-            fail(f"{folder} is being written by another process ({who}); one writer per folder: wait for it "
-                 "to end")
+            fail(f"{folder} is being written by another process ({who}); one writer per folder: wait for it to end")
 
 
 def resume_run(path: Path) -> int:
     if (path / "metrics.json").exists():
         fail(f"{path} holds a finished run (metrics.json): nothing to resume")
     _check_free(path)
-    state = "its last training state" if (path / "state.pt").exists() or (path / "state.prev.pt").exists() \
+    state = (
+        "its last training state"
+        if (path / "state.pt").exists() or (path / "state.prev.pt").exists()
         else "the beginning (it was stopped before its first training state was written)"
+    )
     print(f"[{PROG}] resuming the run in {path} from {state}", flush=True)
     # one run, even if it was a job of a sweep; keep the .hydra/ files it was started with
-    return _relaunch(path / ".hydra" / "hydra.yaml",
-                     [f"hydra.run.dir={quote(str(path))}", "hydra.mode=RUN", "hydra.output_subdir=null"],
-                     drop=("hydra.run.dir=", "hydra.sweep.dir=", "hydra.mode=", "hydra.output_subdir="))
+    return _relaunch(
+        path / ".hydra" / "hydra.yaml",
+        [f"hydra.run.dir={quote(str(path))}", "hydra.mode=RUN", "hydra.output_subdir=null"],
+        drop=("hydra.run.dir=", "hydra.sweep.dir=", "hydra.mode=", "hydra.output_subdir="),
+    )
 
 
 def resume_sweep(path: Path) -> int:
@@ -85,14 +89,18 @@ def resume_sweep(path: Path) -> int:
         fail(f"{path} holds a finished sweep (every job has metrics.json): nothing to resume")
     _check_free(path)
     done = sum((job / "metrics.json").exists() for job in jobs)
-    print(f"[{PROG}] resuming the sweep in {path}: {done} of the {len(jobs)} job folders found had finished and "
-          f"are kept; the others run", flush=True)
+    print(
+        f"[{PROG}] resuming the sweep in {path}: {done} of the {len(jobs)} job folders found had finished and "
+        f"are kept; the others run",
+        flush=True,
+    )
     return _relaunch(path / "multirun.yaml", [f"hydra.sweep.dir={quote(str(path))}"], drop=("hydra.sweep.dir=",))
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("path", type=Path, help="a run folder, a sweep folder or a `make reproduce` folder")
     args = parser.parse_args(argv)
     path = args.path.expanduser().resolve()
@@ -106,8 +114,10 @@ def main(argv: list[str] | None = None) -> None:
         elif (path / ".hydra" / "hydra.yaml").exists():
             code = resume_run(path)
         else:
-            fail(f"{args.path} holds nothing to resume: no run (.hydra/), sweep (multirun.yaml) or "
-                 f"reproduction ({REPRODUCE_FILE}) in it")
+            fail(
+                f"{args.path} holds nothing to resume: no run (.hydra/), sweep (multirun.yaml) or "
+                f"reproduction ({REPRODUCE_FILE}) in it"
+            )
     except UserError as err:
         fail(" ".join(str(err).split()))
     except KeyboardInterrupt:

@@ -62,7 +62,7 @@ def read_state_file(path: Path) -> dict[str, Any]:
     header = len(MAGIC) + 32
     if not raw.startswith(MAGIC):
         raise StateFileError(f"{path}: not a training-state file (unknown header)")
-    if len(raw) <= header or hashlib.sha256(raw[header:]).digest() != raw[len(MAGIC):header]:
+    if len(raw) <= header or hashlib.sha256(raw[header:]).digest() != raw[len(MAGIC) : header]:
         raise StateFileError(f"{path}: truncated or corrupted (checksum mismatch, {len(raw)} bytes)")
     try:
         payload = torch.load(io.BytesIO(raw[header:]), map_location="cpu", weights_only=True)
@@ -92,12 +92,16 @@ def read_state(run_dir: Path, warn=print) -> dict[str, Any] | None:
             continue
         return payload
     if damaged:
-        raise StateFileError(f"no intact training state in {run_dir}: " + "; ".join(damaged)
-                             + ". Delete the state files to start this run again from the beginning")
+        raise StateFileError(
+            f"no intact training state in {run_dir}: "
+            + "; ".join(damaged)
+            + ". Delete the state files to start this run again from the beginning"
+        )
     return None
 
 
 # --- random number generators ---------------------------------------------------------------
+
 
 def rng_state() -> dict[str, Any]:
     """Every global RNG training draws from (dropout, initialisation): torch CPU and CUDA."""

@@ -22,13 +22,12 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from mdn_experiments.train.state import rng_state, set_rng_state
-from mdn_experiments.evaluation.health import dead_mask, health
-from mdn_experiments.mdn import Mixture
 from mdn_experiments.config.schema import LrSchedule, OnNonfinite
 from mdn_experiments.config.settings import TrainSettings
+from mdn_experiments.evaluation.health import dead_mask, health
+from mdn_experiments.mdn import Mixture
 from mdn_experiments.models import Network, cached_predictions, predict  # noqa: F401  (re-exported)
-
+from mdn_experiments.train.state import rng_state, set_rng_state
 
 
 @dataclass
@@ -162,7 +161,8 @@ class Trainer:
     Any torch.optim optimizer works, L-BFGS included (its line search re-evaluates the loss
     through a closure; pair it with grad_clip=None, since clipping distorts the curvature it
     builds). Every history row holds: epoch, train_nll or train_mse (the network's loss_name; the
-    mean over the epoch's minibatches), val_nll or val_mse, grad_norm (mean total gradient norm *before* clipping), grad_norm_max,
+    mean over the epoch's minibatches), val_nll or val_mse, grad_norm (mean total gradient norm
+    *before* clipping), grad_norm_max,
     sigma_floor_share (validation set), lr, rollbacks (how many happened in that epoch), seconds
     (training time so far) and, for an MDN, the component health of `evaluation.health` on the
     validation set (effective_components, dead_components, responsibility_entropy).
@@ -212,8 +212,14 @@ class Trainer:
         if settings.lr_schedule == LrSchedule.cosine:
             lr_min_factor = settings.lr_min_factor
             # decay to lr * lr_min_factor over the whole run; per optimizer step, not per epoch
-            factor = lambda step: lr_min_factor + (1 - lr_min_factor) * 0.5 * (  # noqa: E731
-                1 + math.cos(math.pi * min(step, total_steps) / total_steps))
+            factor = lambda step: (
+                lr_min_factor
+                + (1 - lr_min_factor)
+                * 0.5
+                * (  # noqa: E731
+                    1 + math.cos(math.pi * min(step, total_steps) / total_steps)
+                )
+            )
         else:
             factor = lambda step: 1.0  # noqa: E731
         # the learning rate is always base_lr * factor(step): a rollback scales base_lr
@@ -254,8 +260,10 @@ class Trainer:
         self.best_state = _clone(state["best_state"])
         self.progress = Progress(**copy.deepcopy(state["progress"]))
         loss = self.network.loss_name  # a state saved before the columns were named after the loss
-        self.progress.history = [{{"train_loss": f"train_{loss}", "val_loss": f"val_{loss}"}.get(k, k): v
-                                  for k, v in row.items()} for row in self.progress.history]
+        self.progress.history = [
+            {{"train_loss": f"train_{loss}", "val_loss": f"val_{loss}"}.get(k, k): v for k, v in row.items()}
+            for row in self.progress.history
+        ]
         self._segment_start = time.perf_counter()
 
     def _snapshot(self) -> dict[str, Any]:
@@ -281,8 +289,14 @@ class Trainer:
         p = self.progress
         x_train, y_train = self.train_data
         n_train = x_train.shape[0]
-        bar = tqdm(total=self.epochs, initial=p.epoch, desc=self.desc, disable=not self.show_progress,
-                   file=sys.stderr, leave=False)
+        bar = tqdm(
+            total=self.epochs,
+            initial=p.epoch,
+            desc=self.desc,
+            disable=not self.show_progress,
+            file=sys.stderr,
+            leave=False,
+        )
         while not p.finished and p.epoch < self.epochs:
             if p.batch == 0:  # a new epoch: remember it (what a rollback returns to), then shuffle
                 self._good = self._snapshot()
@@ -300,17 +314,19 @@ class Trainer:
                     break
                 continue
             p.epoch, p.batch, p.order, p.failures = p.epoch + 1, 0, None, 0
-            p.history.append({
-                "epoch": p.epoch,
-                f"train_{self.network.loss_name}": sum(p.losses) / len(p.losses),
-                f"val_{self.network.loss_name}": val_loss,
-                "grad_norm": sum(p.norms) / len(p.norms),
-                "grad_norm_max": max(p.norms),
-                **diagnostics,
-                "lr": self.lr,
-                "rollbacks": sum(r["epoch"] == p.epoch for r in p.rollbacks),
-                "seconds": p.seconds + time.perf_counter() - self._segment_start,  # training time so far
-            })
+            p.history.append(
+                {
+                    "epoch": p.epoch,
+                    f"train_{self.network.loss_name}": sum(p.losses) / len(p.losses),
+                    f"val_{self.network.loss_name}": val_loss,
+                    "grad_norm": sum(p.norms) / len(p.norms),
+                    "grad_norm_max": max(p.norms),
+                    **diagnostics,
+                    "lr": self.lr,
+                    "rollbacks": sum(r["epoch"] == p.epoch for r in p.rollbacks),
+                    "seconds": p.seconds + time.perf_counter() - self._segment_start,  # training time so far
+                }
+            )
             if val_loss < p.best_val_loss:
                 p.best_val_loss, p.best_epoch = val_loss, p.epoch
                 self.best_state = _clone(self.network.state_dict())
@@ -360,9 +376,9 @@ class Trainer:
         p.failures += 1
         stop = self.on_nonfinite == OnNonfinite.stop or p.failures > self.max_consecutive_rollbacks
         if stop:
-            p.diverged = (f"non-finite {reason} at epoch {where['epoch']} step {where['step']} ({self.desc})"
-                          + (f" after {p.failures - 1} rollbacks in a row" if self.on_nonfinite == OnNonfinite.rollback
-                             else ""))
+            p.diverged = f"non-finite {reason} at epoch {where['epoch']} step {where['step']} ({self.desc})" + (
+                f" after {p.failures - 1} rollbacks in a row" if self.on_nonfinite == OnNonfinite.rollback else ""
+            )
             return False
         p.rollbacks.append(where)
         self._restore(self._good)

@@ -5,14 +5,27 @@ import json
 import math
 import subprocess
 import sys
+
 import pytest
 
 
 @pytest.mark.slow  # 30 s: a smoke test of the timing script (make test-all)
 def test_bench_quick_writes_json_markdown_and_the_scaling_figure(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "mdn_experiments.tools.bench", "--quick", "--only",
-                           "loss_step,runner_overhead,cost_curves", "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mdn_experiments.tools.bench",
+            "--quick",
+            "--only",
+            "loss_step,runner_overhead,cost_curves",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     data = json.loads((tmp_path / "bench.json").read_text())
     assert set(data["sections"]) == {"loss_step", "runner_overhead", "cost_curves"}
@@ -21,8 +34,9 @@ def test_bench_quick_writes_json_markdown_and_the_scaling_figure(tmp_path):
         for name in ("ours", "mixture_same_family", "prob_space"):
             t = row[f"{name}_seconds"]
             assert 0 < t["min"] <= t["median"] <= t["max"]
-        assert row["ours_over_msf"] == pytest.approx(row["ours_seconds"]["median"] /
-                                                     row["mixture_same_family_seconds"]["median"])
+        assert row["ours_over_msf"] == pytest.approx(
+            row["ours_seconds"]["median"] / row["mixture_same_family_seconds"]["median"]
+        )
     for curve in data["sections"]["cost_curves"].values():
         assert len(curve["points"]) >= 2 and math.isfinite(curve["exponent"])
     assert (tmp_path / "scaling.png").stat().st_size > 10_000
@@ -30,6 +44,10 @@ def test_bench_quick_writes_json_markdown_and_the_scaling_figure(tmp_path):
 
 
 def test_bench_refuses_an_unknown_section_in_one_line(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "mdn_experiments.tools.bench", "--only", "warp", "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mdn_experiments.tools.bench", "--only", "warp", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "no such section" in proc.stderr

@@ -9,11 +9,14 @@ from mdn_experiments.errors import UserError
 
 
 @pytest.mark.quick
-@pytest.mark.parametrize("override, needle", [
-    ("K=0", "K=0 is not allowed: K must be an integer from 1 to 1000000"),
-    ("dataset=nope", "dataset=nope: no such option; dataset must be one of: inverse_sine, mnist, robot_arm"),
-    ("model.covariance=fulll", "model.covariance='fulll' is not allowed: model.covariance must be one of diag"),
-])
+@pytest.mark.parametrize(
+    "override, needle",
+    [
+        ("K=0", "K=0 is not allowed: K must be an integer from 1 to 1000000"),
+        ("dataset=nope", "dataset=nope: no such option; dataset must be one of: inverse_sine, mnist, robot_arm"),
+        ("model.covariance=fulll", "model.covariance='fulll' is not allowed: model.covariance must be one of diag"),
+    ],
+)
 def test_a_bad_value_is_one_line_and_exit_2(override, needle, tmp_path):
     proc = run_cli([override, f"hydra.run.dir={tmp_path / 'run'}"])
     assert proc.returncode == 2

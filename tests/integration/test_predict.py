@@ -5,9 +5,11 @@ import csv
 import json
 import subprocess
 import sys
+
 import numpy as np
 import pytest
 import torch
+
 from helpers import REPO, TINY, compose_config
 from mdn_experiments.run.artifacts import load_run
 from mdn_experiments.run.runner import run_experiment
@@ -23,23 +25,24 @@ def toy_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def arm_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("arm")
-    run_experiment(compose_config(TINY + ["dataset=robot_arm", "K=2", "model.covariance=full", "figures=false",
-                                          "baseline=false"]), run_dir)
+    run_experiment(
+        compose_config(TINY + ["dataset=robot_arm", "K=2", "model.covariance=full", "figures=false", "baseline=false"]),
+        run_dir,
+    )
     return run_dir
 
 
 def predict_cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mdn_experiments.tools.predict", *map(str, args)], cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
-
-
+    return subprocess.run(
+        [sys.executable, "-m", "mdn_experiments.tools.predict", *map(str, args)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.mark.quick
-
-
-
-
 def test_the_answer_is_the_networks_mixture_with_its_modes_and_samples(toy_run, tmp_path):
     out = tmp_path / "answer.json"
     proc = predict_cli(toy_run, "--x", "0.45", "--x", "0.1", "--samples", "7", "--out", out)
@@ -54,11 +57,13 @@ def test_the_answer_is_the_networks_mixture_with_its_modes_and_samples(toy_run, 
     for i, record in enumerate(answer["predictions"]):
         np.testing.assert_allclose([c["pi"] for c in record["components"]], mixture.pi[i].numpy(), rtol=1e-6)
         np.testing.assert_allclose([c["mu"][0] for c in record["components"]], mixture.mu[i, :, 0].numpy(), rtol=1e-6)
-        np.testing.assert_allclose([c["sigma"][0] for c in record["components"]], mixture.sigma[i, :, 0].numpy(),
-                                   rtol=1e-6)
+        np.testing.assert_allclose(
+            [c["sigma"][0] for c in record["components"]], mixture.sigma[i, :, 0].numpy(), rtol=1e-6
+        )
         valid = modes.valid[i]
-        np.testing.assert_allclose([m["location"][0] for m in record["modes"]], modes.location[i, valid, 0].numpy(),
-                                   rtol=1e-6)
+        np.testing.assert_allclose(
+            [m["location"][0] for m in record["modes"]], modes.location[i, valid, 0].numpy(), rtol=1e-6
+        )
         assert sum(m["mass"] for m in record["modes"]) == pytest.approx(1.0, abs=1e-5)
         assert len(record["samples"]) == 7 and len(record["samples"][0]) == 1
 
@@ -96,17 +101,20 @@ def test_two_dimensional_inputs_and_test_set_indices(arm_run, tmp_path):
     assert "test example #5 (target [" in proc.stdout
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--x", "0.5,0.6"], "has 2 value(s); this model takes 1"),
-    (["--x", "abc"], "is not a number"),
-    ([], "give the inputs in one way"),
-    (["--x", "0.5", "--index", "1"], "give the inputs in one way"),
-    (["--index", "10000"], "the test set has 500 examples"),
-    (["--x", "0.5", "--out", "a.txt"], "allowed formats are .json and .csv"),
-    (["--x", "nan"], "finite"),
-    (["--x", "0.5", "--temperature-pi", "0"], "must be a finite number > 0"),
-    (["--file", "missing.npy"], "no such file"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--x", "0.5,0.6"], "has 2 value(s); this model takes 1"),
+        (["--x", "abc"], "is not a number"),
+        ([], "give the inputs in one way"),
+        (["--x", "0.5", "--index", "1"], "give the inputs in one way"),
+        (["--index", "10000"], "the test set has 500 examples"),
+        (["--x", "0.5", "--out", "a.txt"], "allowed formats are .json and .csv"),
+        (["--x", "nan"], "finite"),
+        (["--x", "0.5", "--temperature-pi", "0"], "must be a finite number > 0"),
+        (["--file", "missing.npy"], "no such file"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(toy_run, args, needle):
     proc = predict_cli(toy_run, *args)
     assert proc.returncode == 2

@@ -5,9 +5,9 @@ import os
 import re
 import subprocess
 import sys
-from helpers import run_cli, without_timings
+
+from helpers import find_mnist_root, run_cli, without_timings
 from mdn_experiments.tools.reproduce import QUICK, newest_unfinished
-from helpers import find_mnist_root
 
 
 def test_reproduce_quick_is_killed_resumed_and_writes_a_report_with_numbers_and_figures(tmp_path):
@@ -21,8 +21,14 @@ def test_reproduce_quick_is_killed_resumed_and_writes_a_report_with_numbers_and_
     out = tmp_path / "reproduce"
     command = [sys.executable, "-m", "mdn_experiments.tools.reproduce", "--quick", "--out", str(out)]
     # the robot arm's seed-1 job is killed (SIGKILL) in its MDN phase: the reproduction stops there
-    killed = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900,
-                            env={**env, "MDN_FAULT": "KILL@mdn:2:1", "MDN_FAULT_RUN": "robot_arm/seed=1"})
+    killed = subprocess.run(
+        command,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**env, "MDN_FAULT": "KILL@mdn:2:1", "MDN_FAULT_RUN": "robot_arm/seed=1"},
+    )
     # (under the parallel launcher the worker dies, not mdn-run: the reproduction sees the job unfinished)
     assert killed.returncode != 0, killed.stderr[-2000:]
     (run,) = [p for p in out.iterdir() if p.is_dir()]
@@ -41,8 +47,9 @@ def test_reproduce_quick_is_killed_resumed_and_writes_a_report_with_numbers_and_
     alone = tmp_path / "alone"
     assert run_cli(["dataset=robot_arm", "K=3", "seed=1", *QUICK, f"hydra.run.dir={alone}"]).returncode == 0
     strip = without_timings
-    assert strip(json.loads((run / "robot_arm" / "seed=1" / "metrics.json").read_text())) == \
-        strip(json.loads((alone / "metrics.json").read_text()))
+    assert strip(json.loads((run / "robot_arm" / "seed=1" / "metrics.json").read_text())) == strip(
+        json.loads((alone / "metrics.json").read_text())
+    )
 
     report = (run / "REPORT.md").read_text()
     latest = (out / "REPORT.md").read_text()

@@ -8,10 +8,11 @@ import signal
 import subprocess
 import sys
 import time
+
 import pytest
+
 from helpers import TINY, run_cli, without_timings
 from mdn_experiments.train.state import read_state
-
 
 # four epochs of 4 minibatches; the state is written after every optimizer step
 # (figures are drawn after the metrics and do not enter them: left out to save time)
@@ -27,8 +28,13 @@ def metrics_of(run_dir) -> dict:
 
 
 def resume(path, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mdn_experiments.tools.resume", str(path)], capture_output=True,
-                          text=True, timeout=600, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "mdn_experiments.tools.resume", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def killed_run(args, run_dir, fault, expected_code):
@@ -60,13 +66,16 @@ main()
 """
 
 
-@pytest.mark.parametrize("fault, interval", [
-    ("KILL@mdn:2:3", "0"),        # in the MDN phase, one step after the last state
-    pytest.param("KILL@mdn:3:2", "3600", marks=pytest.mark.slow),  # no state yet: starts again from the beginning
-    ("KILL@between:0:0", "3600"),  # after the MDN phase, before the baseline
-    ("KILL@baseline:3:1", "0"),    # in the baseline phase
-    pytest.param("KILL@baseline:2:4", "3600", marks=pytest.mark.slow),  # from the state at the MDN phase's end
-])
+@pytest.mark.parametrize(
+    "fault, interval",
+    [
+        ("KILL@mdn:2:3", "0"),  # in the MDN phase, one step after the last state
+        pytest.param("KILL@mdn:3:2", "3600", marks=pytest.mark.slow),  # no state yet: starts again from the beginning
+        ("KILL@between:0:0", "3600"),  # after the MDN phase, before the baseline
+        ("KILL@baseline:3:1", "0"),  # in the baseline phase
+        pytest.param("KILL@baseline:2:4", "3600", marks=pytest.mark.slow),  # from the state at the MDN phase's end
+    ],
+)
 def test_a_killed_run_resumes_to_the_metrics_of_the_run_left_alone(fault, interval, reference, tmp_path):
     run_dir = tmp_path / "run"
     killed_run([*RUN, f"trainer.checkpoint_seconds={interval}"], run_dir, fault, -signal.SIGKILL)
@@ -97,8 +106,12 @@ def test_a_sigterm_sent_from_outside_mid_training(tmp_path):
     alone = tmp_path / "alone"
     assert run_cli([*args, f"hydra.run.dir={alone}"]).returncode == 0
     run_dir = tmp_path / "run"
-    child = subprocess.Popen([sys.executable, "-m", "mdn_experiments.cli", *args, f"hydra.run.dir={run_dir}"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "mdn_experiments.cli", *args, f"hydra.run.dir={run_dir}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while not (run_dir / "state.pt").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -134,9 +147,19 @@ class TestDamagedState:
 
 
 def test_mnist_with_batch_norm_and_dropout_resumes_bit_for_bit(mnist_root, tmp_path):  # noqa: F811
-    args = ["dataset=mnist", f"dataset.root={mnist_root}", "dataset.n_train=256", "dataset.n_val=128",
-            "dataset.n_test=128", "trainer.epochs=2", "trainer.batch_size=64", "trainer.threads=1",
-            "trainer.progress=false", "trainer.checkpoint_seconds=0", "figures=false"]
+    args = [
+        "dataset=mnist",
+        f"dataset.root={mnist_root}",
+        "dataset.n_train=256",
+        "dataset.n_val=128",
+        "dataset.n_test=128",
+        "trainer.epochs=2",
+        "trainer.batch_size=64",
+        "trainer.threads=1",
+        "trainer.progress=false",
+        "trainer.checkpoint_seconds=0",
+        "figures=false",
+    ]
     alone = tmp_path / "alone"
     assert run_cli([*args, f"hydra.run.dir={alone}"]).returncode == 0
     for fault in ("KILL@mdn:2:2", "KILL@baseline:1:3"):
@@ -167,10 +190,13 @@ def test_a_sweep_killed_part_way_resumes_to_the_summary_of_the_sweep_left_alone(
     assert again.returncode == 2 and "finished sweep" in again.stderr
 
 
-@pytest.mark.parametrize("make, expected", [
-    (lambda d: d / "nope", "is not a folder"),
-    (lambda d: d, "holds nothing to resume"),
-])
+@pytest.mark.parametrize(
+    "make, expected",
+    [
+        (lambda d: d / "nope", "is not a folder"),
+        (lambda d: d, "holds nothing to resume"),
+    ],
+)
 def test_mdn_resume_refuses_what_holds_nothing_to_resume(make, expected, tmp_path):
     proc = resume(make(tmp_path))
     assert proc.returncode == 2
@@ -178,8 +204,6 @@ def test_mdn_resume_refuses_what_holds_nothing_to_resume(make, expected, tmp_pat
 
 
 @pytest.mark.quick
-
-
 def test_mdn_resume_refuses_a_finished_run(reference, tmp_path):
     run_dir = tmp_path / "run"
     assert run_cli([*RUN, f"hydra.run.dir={run_dir}"]).returncode == 0
@@ -199,8 +223,13 @@ def test_sigusr2_saves_the_state_before_handing_the_signal_to_submitit(reference
     """Under submitit, SIGUSR2 (SLURM's time-limit/preemption signal) belongs to submitit's requeue
     handler; mdn-run saves the training state first, then hands the signal on."""
     run_dir = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-c", REQUEUE_SCRIPT, str(run_dir), *RUN, "trainer.checkpoint_seconds=3600"],
-                          capture_output=True, text=True, timeout=300, env={**os.environ, "MDN_FAULT": "USR2@mdn:2:1"})
+    proc = subprocess.run(
+        [sys.executable, "-c", REQUEUE_SCRIPT, str(run_dir), *RUN, "trainer.checkpoint_seconds=3600"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "MDN_FAULT": "USR2@mdn:2:1"},
+    )
     assert proc.returncode == 3, proc.stderr[-2000:]
     assert (tmp_path / "requeued").read_text() == "True"  # the state was on disk when submitit took over
     assert not (run_dir / "metrics.json").exists()

@@ -4,19 +4,21 @@ memory that cannot fit is refused before any work, with the estimate (mdn_experi
 an unreachable MLflow server fails within seconds, with a message that blames the right thing."""
 
 from __future__ import annotations
+
 import json
 import math
 from pathlib import Path
-import pytest
-from helpers import TINY, run_cli
-from helpers import one_error
 
+import pytest
+
+from helpers import TINY, one_error, run_cli
 
 RUN = [*TINY, "figures=false"]
 
 
 def strict_json(path: Path) -> dict:
     """json.loads that refuses Infinity and NaN, as every other JSON reader does."""
+
     def refuse(token):
         raise ValueError(f"non-standard JSON token {token}")
 
@@ -45,7 +47,9 @@ class TestHonestNumbers:
 
 
 class TestMemoryBounds:
-    @pytest.mark.parametrize("override", ["K=100000", "dataset.n_train=10000000000", "model.backbone.hidden=[1000000000]"])
+    @pytest.mark.parametrize(
+        "override", ["K=100000", "dataset.n_train=10000000000", "model.backbone.hidden=[1000000000]"]
+    )
     def test_a_run_that_cannot_fit_is_refused_before_any_work(self, tmp_path, override):
         proc = run_cli([*RUN, override, f"hydra.run.dir={tmp_path / 'run'}"])
         assert proc.returncode == 2

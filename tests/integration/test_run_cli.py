@@ -7,14 +7,15 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+
 import pytest
 import torch
 from hydra.utils import instantiate
+
 from helpers import REPO, compose_config, run_cli, without_timings
 from mdn_experiments.errors import RunFolderError
 from mdn_experiments.run.artifacts import load_run
 from mdn_experiments.run.runner import run_experiment
-
 
 FIGURES = ["contour.png", "pi.png", "means.png", "comparison.png", "loss.png", "calibration.png"]
 
@@ -29,9 +30,24 @@ def test_a_tiny_run_writes_every_artifact(tmp_path, tiny_overrides):
 
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved == metrics
-    for key in ["dataset", "K", "seed", "test_nll", "val_nll", "bayes_nll", "nll_gap", "rmse_baseline",
-                "train_seconds", "n_params", "branch_count_accuracy", "coverage_50", "coverage_90", "crps",
-                "crps_baseline", "pit_ks"]:
+    for key in [
+        "dataset",
+        "K",
+        "seed",
+        "test_nll",
+        "val_nll",
+        "bayes_nll",
+        "nll_gap",
+        "rmse_baseline",
+        "train_seconds",
+        "n_params",
+        "branch_count_accuracy",
+        "coverage_50",
+        "coverage_90",
+        "crps",
+        "crps_baseline",
+        "pit_ks",
+    ]:
         assert key in saved, key
     for key in ["branch_count_accuracy", "coverage_50", "coverage_90", "pit_ks"]:
         assert 0 <= saved[key] <= 1, key
@@ -109,13 +125,7 @@ def test_a_finished_run_folder_is_never_overwritten(tmp_path, tiny_overrides):
     assert (tmp_path / "metrics.json").read_text() == before
 
 
-
-
 @pytest.mark.quick
-
-
-
-
 def test_cli_run_prints_its_folder_and_writes_the_run(tmp_path, tiny_overrides):
     run_dir = tmp_path / "cli_run"
     proc = run_cli(tiny_overrides + ["K=2", f"hydra.run.dir={run_dir}"])
@@ -135,8 +145,23 @@ def test_cli_default_run_folder_is_under_outputs_of_the_working_directory(tmp_pa
 def test_wheel_install_ships_the_configs_and_runs_from_any_folder(tmp_path, tiny_overrides):
     """`pip install .` (not editable) then `mdn-run` from an unrelated folder."""
     target = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--target", str(target), str(REPO)], check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(REPO),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     assert (target / "mdn_experiments" / "conf" / "config.yaml").exists()
     assert (target / "mdn_experiments" / "conf" / "dataset" / "inverse_sine.yaml").exists()
     elsewhere = tmp_path / "elsewhere"
@@ -145,8 +170,13 @@ def test_wheel_install_ships_the_configs_and_runs_from_any_folder(tmp_path, tiny
     proc = run_cli(["--cfg", "job"], cwd=elsewhere, env=env)
     assert proc.returncode == 0, proc.stderr
     assert "inverse_sine" in proc.stdout
-    where = subprocess.run([sys.executable, "-c", "import mdn_experiments; print(mdn_experiments.__file__)"],
-                           cwd=elsewhere, env={**os.environ, **env}, capture_output=True, text=True)
+    where = subprocess.run(
+        [sys.executable, "-c", "import mdn_experiments; print(mdn_experiments.__file__)"],
+        cwd=elsewhere,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+    )
     assert where.stdout.startswith(str(target))  # the installed copy, not the source tree
     proc = run_cli(tiny_overrides, cwd=elsewhere, env=env)
     assert proc.returncode == 0, proc.stderr

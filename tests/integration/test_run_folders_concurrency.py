@@ -3,22 +3,32 @@ reproductions that another process is writing; unique default folder names for r
 started in the same second; a lock that dies with its holder, SIGKILL included."""
 
 from __future__ import annotations
+
 import json
 import signal
 import subprocess
 import time
-from helpers import TINY, holding, one_error, run_cli, snapshot
-from mdn_experiments.tools import launch
-from mdn_experiments.run import locking
 
+from helpers import TINY, holding, one_error, run_cli, snapshot
+from mdn_experiments.run import locking
+from mdn_experiments.tools import launch
 
 RUN = [*TINY, "figures=false"]
 
 
 def test_two_runs_started_in_the_same_second_get_their_own_folders(tmp_path):
     """`for s in 0 1; do mdn-run seed=$s & done` (and the same seed twice): no result is lost."""
-    children = [launch.start("mdn_experiments.cli", [*RUN, f"seed={seed}"], cwd=tmp_path, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True) for seed in (0, 1, 1)]
+    children = [
+        launch.start(
+            "mdn_experiments.cli",
+            [*RUN, f"seed={seed}"],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for seed in (0, 1, 1)
+    ]
     for child in children:
         _, stderr = child.communicate(timeout=600)
         assert child.returncode == 0, stderr
@@ -30,8 +40,17 @@ def test_two_runs_started_in_the_same_second_get_their_own_folders(tmp_path):
 
 
 def test_two_sweeps_started_in_the_same_second_get_their_own_folders(tmp_path):
-    children = [launch.start("mdn_experiments.cli", ["-m", f"K={k}", *RUN], cwd=tmp_path, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True) for k in (1, 2)]
+    children = [
+        launch.start(
+            "mdn_experiments.cli",
+            ["-m", f"K={k}", *RUN],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for k in (1, 2)
+    ]
     for child in children:
         _, stderr = child.communicate(timeout=600)
         assert child.returncode == 0, stderr
@@ -43,16 +62,21 @@ def test_two_sweeps_started_in_the_same_second_get_their_own_folders(tmp_path):
 
 def test_a_running_run_refuses_a_resume_and_a_second_run_until_it_ends(tmp_path):
     run_dir = tmp_path / "run"
-    child = launch.start("mdn_experiments.cli", [*TINY, "trainer.epochs=100000", "trainer.checkpoint_seconds=0",
-                                                 f"hydra.run.dir={run_dir}"],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    child = launch.start(
+        "mdn_experiments.cli",
+        [*TINY, "trainer.epochs=100000", "trainer.checkpoint_seconds=0", f"hydra.run.dir={run_dir}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 300
         while not (run_dir / "state.pt").exists():
             assert time.monotonic() < deadline and child.poll() is None
             time.sleep(0.1)
         before = snapshot(run_dir / ".hydra")
-        resumed = launch.run("mdn_experiments.tools.resume", [str(run_dir)], capture_output=True, text=True, timeout=300)
+        resumed = launch.run(
+            "mdn_experiments.tools.resume", [str(run_dir)], capture_output=True, text=True, timeout=300
+        )
         assert resumed.returncode == 2
         assert f"pid {child.pid}" in one_error(resumed, "mdn-resume")
         second = run_cli([*TINY, "trainer.epochs=100000", f"hydra.run.dir={run_dir}"])
@@ -67,19 +91,25 @@ def test_a_running_run_refuses_a_resume_and_a_second_run_until_it_ends(tmp_path)
 
 def test_a_sweep_folder_in_use_refuses_a_second_sweep_and_a_job_resume(tmp_path):
     sweep = tmp_path / "sweep"
-    first = run_cli(["-m", "K=1,2", *RUN, f"hydra.sweep.dir={sweep}"], env={"MDN_FAULT": "KILL@mdn:1:1",
-                                                                              "MDN_FAULT_RUN": "K=2"})
+    first = run_cli(
+        ["-m", "K=1,2", *RUN, f"hydra.sweep.dir={sweep}"], env={"MDN_FAULT": "KILL@mdn:1:1", "MDN_FAULT_RUN": "K=2"}
+    )
     assert first.returncode != 0
     job = next(p for p in sweep.iterdir() if p.name.startswith("K=2"))
     child = holding(sweep)  # another process writes into the sweep (a second mdn-resume of it, say)
     try:
         before = snapshot(sweep)
-        for proc, prog in ((launch.run("mdn_experiments.tools.resume", [str(sweep)], capture_output=True, text=True,
-                                       timeout=300), "mdn-resume"),
-                           (launch.run("mdn_experiments.tools.resume", [str(job)], capture_output=True, text=True,
-                                       timeout=300), "mdn-resume"),
-                           (run_cli(["-m", "K=1,2", *RUN, f"hydra.sweep.dir={sweep}"], env={launch.RESUME_ENV: "1"}),
-                            "mdn-run")):
+        for proc, prog in (
+            (
+                launch.run("mdn_experiments.tools.resume", [str(sweep)], capture_output=True, text=True, timeout=300),
+                "mdn-resume",
+            ),
+            (
+                launch.run("mdn_experiments.tools.resume", [str(job)], capture_output=True, text=True, timeout=300),
+                "mdn-resume",
+            ),
+            (run_cli(["-m", "K=1,2", *RUN, f"hydra.sweep.dir={sweep}"], env={launch.RESUME_ENV: "1"}), "mdn-run"),
+        ):
             assert proc.returncode == 2
             assert f"pid {child.pid}" in one_error(proc, prog)
         assert snapshot(sweep) == before
@@ -97,8 +127,14 @@ def test_a_second_reproduction_does_not_join_the_running_one(tmp_path):
     (root / "reproduce.json").write_text(json.dumps({"quick": True, "finished": False, "steps": {}}))
     child = holding(root)
     try:
-        proc = launch.run("mdn_experiments.tools.reproduce", ["--out", str(tmp_path / "reproduce"), "--quick"],
-                          capture_output=True, text=True, timeout=300, env={"MDN_MNIST_ROOT": str(tmp_path / "none")})
+        proc = launch.run(
+            "mdn_experiments.tools.reproduce",
+            ["--out", str(tmp_path / "reproduce"), "--quick"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={"MDN_MNIST_ROOT": str(tmp_path / "none")},
+        )
         assert proc.returncode == 2
         error = [line for line in proc.stderr.splitlines() if "error:" in line]
         assert len(error) == 1 and f"pid {child.pid}" in error[0] and "FRESH=1" in error[0], proc.stderr

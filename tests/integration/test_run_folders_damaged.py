@@ -5,21 +5,21 @@ are reported in one line (or marked, in a summary), and folders with commas, quo
 names resume."""
 
 from __future__ import annotations
+
 import errno
 import json
-import signal
 import shutil
+import signal
 from pathlib import Path
+
 import pytest
 import yaml
-from helpers import TINY, run_cli
-from mdn_experiments.tools import launch
-from mdn_experiments.tools import report
-from mdn_experiments.run import layout
-from mdn_experiments.train.state import STATE_FILE
-from mdn_experiments.config.safety import quote
-from helpers import one_error, snapshot
 
+from helpers import TINY, one_error, run_cli, snapshot
+from mdn_experiments.config.safety import quote
+from mdn_experiments.run import layout
+from mdn_experiments.tools import launch, report
+from mdn_experiments.train.state import STATE_FILE
 
 RUN = [*TINY, "figures=false", "trainer.checkpoint_seconds=0"]
 
@@ -85,7 +85,6 @@ class TestARefusalChangesNothing:
         assert snapshot(folder) == {"history.csv": b"my own data\n"}
 
     @pytest.mark.quick
-
     def test_a_bad_value_leaves_no_run_folder_behind(self, tmp_path):
         proc = run_cli([*RUN, "trainer.lr=-1", f"hydra.run.dir={tmp_path / 'run'}"])
         assert proc.returncode == 2 and not (tmp_path / "run").exists()
@@ -111,16 +110,20 @@ class TestMdnReport:
         sweep_dir = shutil.copytree(sweep, tmp_path / "sweep")
         jobs = sorted(p for p in sweep_dir.iterdir() if p.is_dir())
         metrics = jobs[0] / "metrics.json"
-        metrics.write_text(metrics.read_text()[:40])                      # truncated
+        metrics.write_text(metrics.read_text()[:40])  # truncated
         (jobs[1] / ".hydra" / "config.yaml").write_text("K: [unclosed\n")  # corrupt YAML
         (jobs[2] / "metrics.json").unlink()
-        (jobs[2] / "error.txt").write_text("")                             # empty error.txt
+        (jobs[2] / "error.txt").write_text("")  # empty error.txt
         proc = tool("mdn_experiments.tools.report", sweep_dir)
         assert proc.returncode == 0, proc.stderr
         assert "2 damaged" in proc.stdout
         rows = {row["job"]: row for row in report.collect(sweep_dir)}
-        assert rows[jobs[0].name]["status"] == "damaged" and "metrics.json cannot be read" in rows[jobs[0].name]["reason"]
-        assert rows[jobs[1].name]["status"] == "damaged" and "config.yaml cannot be read" in rows[jobs[1].name]["reason"]
+        assert (
+            rows[jobs[0].name]["status"] == "damaged" and "metrics.json cannot be read" in rows[jobs[0].name]["reason"]
+        )
+        assert (
+            rows[jobs[1].name]["status"] == "damaged" and "config.yaml cannot be read" in rows[jobs[1].name]["reason"]
+        )
         assert rows[jobs[2].name]["status"] == "failed" and "empty" in rows[jobs[2].name]["reason"]
         assert rows[jobs[3].name]["status"] == "ok"
         summary = (sweep_dir / "summary.md").read_text()
@@ -172,8 +175,10 @@ class TestSweepFolders:
 
     def test_a_sweep_jobs_own_folder_resumes(self, tmp_path):
         sweep_dir = tmp_path / "sweep"
-        proc = run_cli(["-m", "K=2,3", *RUN, f"hydra.sweep.dir={sweep_dir}"], env={"MDN_FAULT": "KILL@mdn:2:1",
-                                                                                    "MDN_FAULT_RUN": "K=3"})
+        proc = run_cli(
+            ["-m", "K=2,3", *RUN, f"hydra.sweep.dir={sweep_dir}"],
+            env={"MDN_FAULT": "KILL@mdn:2:1", "MDN_FAULT_RUN": "K=3"},
+        )
         assert proc.returncode != 0
         job = next(p for p in sweep_dir.iterdir() if p.name.startswith("K=3"))
         proc = tool("mdn_experiments.tools.resume", job)
@@ -184,11 +189,14 @@ class TestSweepFolders:
 class TestDamagedFiles:
     """One line each, a non-zero exit, and nothing else lost."""
 
-    @pytest.mark.parametrize("damage, needle", [
-        ("empty", "is empty or not a mapping"),
-        ("corrupt", "cannot be read"),
-        ("no overrides", "holds no hydra.overrides"),
-    ])
+    @pytest.mark.parametrize(
+        "damage, needle",
+        [
+            ("empty", "is empty or not a mapping"),
+            ("corrupt", "cannot be read"),
+            ("no overrides", "holds no hydra.overrides"),
+        ],
+    )
     def test_damaged_hydra_files(self, tmp_path, damage, needle):
         run_dir = killed(tmp_path / "run")
         path = run_dir / ".hydra" / "hydra.yaml"
@@ -212,7 +220,8 @@ class TestDamagedFiles:
         proc = tool("mdn_experiments.tools.resume", root)
         assert proc.returncode == 2
         assert [line for line in proc.stderr.splitlines() if "error:" in line] == [
-            f"[reproduce] error: {root / 'reproduce.json'} cannot be read (Expecting value: line 1 column 11 (char 10))"]
+            f"[reproduce] error: {root / 'reproduce.json'} cannot be read (Expecting value: line 1 column 11 (char 10))"
+        ]
 
     def test_a_full_disk_while_saving_the_state(self, tmp_path):
         """state.pt.tmp points at /dev/full: every write to it fails with ENOSPC, as on a full disk."""
@@ -229,18 +238,23 @@ class TestDamagedFiles:
 
     def test_a_killed_joblib_worker_is_one_line(self, tmp_path):
         sweep_dir = tmp_path / "sweep"
-        proc = run_cli(["-m", "K=1,2", *RUN, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-                        f"hydra.sweep.dir={sweep_dir}"], env={"MDN_FAULT": "KILL@mdn:2:1", "MDN_FAULT_RUN": "K=2"})
+        proc = run_cli(
+            ["-m", "K=1,2", *RUN, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep_dir}"],
+            env={"MDN_FAULT": "KILL@mdn:2:1", "MDN_FAULT_RUN": "K=2"},
+        )
         assert proc.returncode == 1
         assert "a worker process of the sweep died" in one_error(proc) and "mdn-resume" in one_error(proc)
 
-    @pytest.mark.parametrize("override, needle", [
-        ("seed=4294967296", "seed must be an integer from 0 to 4294967295"),
-        ("K=100000000000000000000", "K must be an integer from 1 to 1000000"),
-        ("+trainer.optimizer.betas=[2.0,0.9]", "arguments Adam accepts (Invalid beta parameter at index 0: 2.0)"),
-        ("+trainer.optimizer.weight_decay=heavy", "arguments Adam accepts"),
-        ("tracking.experiment=" + "x" * 501, "a name of 1 to 500 characters"),
-    ])
+    @pytest.mark.parametrize(
+        "override, needle",
+        [
+            ("seed=4294967296", "seed must be an integer from 0 to 4294967295"),
+            ("K=100000000000000000000", "K must be an integer from 1 to 1000000"),
+            ("+trainer.optimizer.betas=[2.0,0.9]", "arguments Adam accepts (Invalid beta parameter at index 0: 2.0)"),
+            ("+trainer.optimizer.weight_decay=heavy", "arguments Adam accepts"),
+            ("tracking.experiment=" + "x" * 501, "a name of 1 to 500 characters"),
+        ],
+    )
     def test_user_mistakes_are_one_line(self, tmp_path, override, needle):
         proc = run_cli([*RUN, override, f"hydra.run.dir={tmp_path / 'run'}"])
         assert proc.returncode == 2 and needle in one_error(proc)

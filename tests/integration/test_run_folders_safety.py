@@ -4,21 +4,23 @@ make every tool refuse in one line naming the file and the key, and nothing runs
 would create a marker file, and the tests check that it does not exist."""
 
 from __future__ import annotations
+
 import json
 import shutil
 import signal
 from pathlib import Path
+
 import pytest
 import torch
 import yaml
+
 from helpers import TINY, run_cli
-from mdn_experiments.tools import launch
-from mdn_experiments.train.state import read_state, write_state
 from mdn_experiments.config import saved_config
+from mdn_experiments.config.safety import UnsafeConfig
 from mdn_experiments.errors import RunFolderError
 from mdn_experiments.run.artifacts import load_run
-from mdn_experiments.config.safety import UnsafeConfig
-
+from mdn_experiments.tools import launch
+from mdn_experiments.train.state import read_state, write_state
 
 RUN = [*TINY, "figures=false", "trainer.checkpoint_seconds=0"]
 
@@ -96,8 +98,10 @@ class TestSavedConfigs:
         assert str(run_dir / "model.pt") in str(caught.value) and where in str(caught.value)
         assert not marker.exists()
 
-    @pytest.mark.parametrize("slot, target", [("dataset", "os.system"), ("model.backbone", "subprocess.Popen"),
-                                              ("trainer.optimizer", "builtins.exec")])
+    @pytest.mark.parametrize(
+        "slot, target",
+        [("dataset", "os.system"), ("model.backbone", "subprocess.Popen"), ("trainer.optimizer", "builtins.exec")],
+    )
     def test_a_slot_naming_anything_but_the_project_classes_is_refused(self, finished, tmp_path, slot, target):
         run_dir = copy(finished, tmp_path)
         checkpoint = torch.load(run_dir / "model.pt", weights_only=True)
@@ -110,15 +114,18 @@ class TestSavedConfigs:
             load_run(run_dir)
 
     @pytest.mark.quick
-
     def test_mdn_predict_on_a_tampered_model_pt(self, finished, tmp_path):
         marker = tmp_path / "ran"
         run_dir = copy(finished, tmp_path)
         checkpoint = torch.load(run_dir / "model.pt", weights_only=True)
         checkpoint["config"]["model"]["backbone"]["hidden"] = gadgets(marker)["os.system"]
         torch.save(checkpoint, run_dir / "model.pt")
-        refused(tool("mdn_experiments.tools.predict", run_dir, "--x", "0.5"), marker, "model.pt",
-                "model.backbone.hidden._target_='os.system'")
+        refused(
+            tool("mdn_experiments.tools.predict", run_dir, "--x", "0.5"),
+            marker,
+            "model.pt",
+            "model.backbone.hidden._target_='os.system'",
+        )
 
     @pytest.mark.parametrize("gadget", ["os.system", "builtins.eval", "oc.decode"])
     def test_mdn_resume_on_a_tampered_state_pt(self, unfinished, tmp_path, gadget):
@@ -158,26 +165,32 @@ class TestRecordedOverrides:
             record["hydra"]["runtime"]["cwd"] = cwd
         path.write_text(yaml.safe_dump(record))
 
-    @pytest.mark.parametrize("override", [
-        "+model.backbone.hidden={_target_:os.system,_args_:['touch MARK']}",  # nested, in a value
-        "trainer.optimizer._target_=builtins.exec",                            # a slot, another class
-        "+trainer.extra._target_=subprocess.call",                             # a key nobody builds
-        "dataset={_target_:pathlib.Path.touch,self:MARK}",                     # a whole node replaced
-    ])
+    @pytest.mark.parametrize(
+        "override",
+        [
+            "+model.backbone.hidden={_target_:os.system,_args_:['touch MARK']}",  # nested, in a value
+            "trainer.optimizer._target_=builtins.exec",  # a slot, another class
+            "+trainer.extra._target_=subprocess.call",  # a key nobody builds
+            "dataset={_target_:pathlib.Path.touch,self:MARK}",  # a whole node replaced
+        ],
+    )
     def test_task_overrides_naming_code_are_refused(self, unfinished, tmp_path, override):
         marker = tmp_path / "ran"
         run_dir = copy(unfinished, tmp_path)
         self.tamper(run_dir / ".hydra" / "hydra.yaml", task=[override.replace("MARK", str(marker))])
         refused(tool("mdn_experiments.tools.resume", run_dir), marker, "hydra.yaml", "is not allowed")
 
-    @pytest.mark.parametrize("override, key", [
-        ("+hydra.callbacks.evil={_target_:os.system,_args_:['touch MARK']}", "hydra.callbacks.evil._target_"),
-        ("hydra.launcher._target_=os.system", "hydra.launcher._target_"),
-        ("+hydra.job.env_set.PYTHONPATH=MARK", "hydra.job.env_set.PYTHONPATH"),
-        ("hydra.searchpath=[file://MARK]", "hydra.searchpath"),
-        ("+hydra.launcher.setup=['touch MARK']", "hydra.launcher.setup"),
-        ("hydra/help=../../MARK", "hydra/help"),
-    ])
+    @pytest.mark.parametrize(
+        "override, key",
+        [
+            ("+hydra.callbacks.evil={_target_:os.system,_args_:['touch MARK']}", "hydra.callbacks.evil._target_"),
+            ("hydra.launcher._target_=os.system", "hydra.launcher._target_"),
+            ("+hydra.job.env_set.PYTHONPATH=MARK", "hydra.job.env_set.PYTHONPATH"),
+            ("hydra.searchpath=[file://MARK]", "hydra.searchpath"),
+            ("+hydra.launcher.setup=['touch MARK']", "hydra.launcher.setup"),
+            ("hydra/help=../../MARK", "hydra/help"),
+        ],
+    )
     def test_hydra_overrides_that_could_bring_code_are_refused(self, unfinished, tmp_path, override, key):
         marker = tmp_path / "ran"
         run_dir = copy(unfinished, tmp_path)
@@ -205,10 +218,13 @@ class TestRecordedOverrides:
     def test_a_tampered_multirun_yaml_is_refused(self, tmp_path):
         marker = tmp_path / "ran"
         sweep = tmp_path / "sweep"
-        proc = run_cli(["-m", "K=1,2", *RUN, f"hydra.sweep.dir={sweep}"], env={"MDN_FAULT": "KILL@mdn:1:1",
-                                                                               "MDN_FAULT_RUN": "K=2"})
+        proc = run_cli(
+            ["-m", "K=1,2", *RUN, f"hydra.sweep.dir={sweep}"], env={"MDN_FAULT": "KILL@mdn:1:1", "MDN_FAULT_RUN": "K=2"}
+        )
         assert proc.returncode != 0 and not (sweep / "sweep_done.json").exists()
-        self.tamper(sweep / "multirun.yaml", task=[f"+model.backbone.x={{_target_:os.system,_args_:['touch {marker}']}}"])
+        self.tamper(
+            sweep / "multirun.yaml", task=[f"+model.backbone.x={{_target_:os.system,_args_:['touch {marker}']}}"]
+        )
         refused(tool("mdn_experiments.tools.resume", sweep), marker, "multirun.yaml", "model.backbone.x._target_")
 
     def test_config_yaml_and_overrides_yaml_are_only_ever_read_as_data(self, tmp_path):
@@ -222,8 +238,9 @@ class TestRecordedOverrides:
         config["model"]["backbone"]["hidden"] = gadgets(marker)["os.system"]
         config["trainer"]["optimizer"] = gadgets(marker)["subprocess.call"]
         (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
-        (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(
-            [f"+x={{_target_:os.system,_args_:['touch {marker}']}}"]))
+        (job / ".hydra" / "overrides.yaml").write_text(
+            yaml.safe_dump([f"+x={{_target_:os.system,_args_:['touch {marker}']}}"])
+        )
         proc = tool("mdn_experiments.tools.report", sweep)
         assert proc.returncode == 0 and "1 jobs summarised" in proc.stdout, proc.stderr
         assert tool("mdn_experiments.tools.predict", job, "--x", "0.5").returncode == 0
@@ -246,11 +263,14 @@ class TestCommandLine:
     """The same rule for `_target_` nodes typed on the command line, at any depth, checked before
     Hydra instantiates anything (its callbacks included)."""
 
-    @pytest.mark.parametrize("override", [
-        "model.backbone.hidden={_target_:os.system,_args_:['touch MARK']}",
-        "+hydra.callbacks.evil={_target_:os.system,_args_:['touch MARK']}",
-        "+dataset.extra=[1,{_target_:builtins.eval,_args_:['open(\"MARK\",\"w\")']}]",
-    ])
+    @pytest.mark.parametrize(
+        "override",
+        [
+            "model.backbone.hidden={_target_:os.system,_args_:['touch MARK']}",
+            "+hydra.callbacks.evil={_target_:os.system,_args_:['touch MARK']}",
+            '+dataset.extra=[1,{_target_:builtins.eval,_args_:[\'open("MARK","w")\']}]',
+        ],
+    )
     def test_a_gadget_on_the_command_line_is_one_line_and_runs_nothing(self, tmp_path, override):
         marker = tmp_path / "ran"
         proc = run_cli([*RUN, override.replace("MARK", str(marker)), f"hydra.run.dir={tmp_path / 'run'}"])

@@ -3,11 +3,13 @@
 import csv
 import json
 import math
+
 import torch
+
 from helpers import TINY, compose_config
-from mdn_experiments.run.runner import run_experiment
-from mdn_experiments.models import MLP, build_network
 from mdn_experiments.config import TrainSettings
+from mdn_experiments.models import MLP, build_network
+from mdn_experiments.run.runner import run_experiment
 from mdn_experiments.train.trainer import ReviveDead, Trainer
 
 
@@ -52,12 +54,27 @@ def test_revival_state_survives_a_resume():
 
 
 def test_a_run_logs_health_and_revivals_in_its_files(tmp_path):
-    cfg = compose_config(TINY + ["K=5", "trainer.epochs=4", "trainer.revive_dead=true", "trainer.revive_after=1",
-                                 "model.init=gmm", "baseline=false"])
+    cfg = compose_config(
+        TINY
+        + [
+            "K=5",
+            "trainer.epochs=4",
+            "trainer.revive_dead=true",
+            "trainer.revive_after=1",
+            "model.init=gmm",
+            "baseline=false",
+        ]
+    )
     metrics = run_experiment(cfg, tmp_path)
     rows = list(csv.DictReader((tmp_path / "history.csv").open()))
-    for key in ["effective_components", "dead_components", "responsibility_entropy", "sigma_floor_share",
-                "revived", "seconds"]:
+    for key in [
+        "effective_components",
+        "dead_components",
+        "responsibility_entropy",
+        "sigma_floor_share",
+        "revived",
+        "seconds",
+    ]:
         assert key in rows[0], key
     for key in ["effective_components", "dead_components", "responsibility_entropy", "revivals"]:
         assert key in metrics

@@ -3,8 +3,10 @@
 import json
 import os
 from pathlib import Path
+
 import pytest
-from helpers import find_mnist_root, compose_config
+
+from helpers import compose_config, find_mnist_root
 from mdn_experiments.run.runner import run_experiment
 
 
@@ -20,15 +22,35 @@ def mnist_root() -> Path:
 
 
 def test_a_short_real_run_writes_every_artifact_and_beats_chance(tmp_path, mnist_root):
-    cfg = compose_config(["dataset=mnist", f"dataset.root={mnist_root}", "dataset.n_train=2000",
-                          "dataset.n_val=1000", "dataset.n_test=1000", "trainer.epochs=3",
-                          "trainer.progress=false"])
+    cfg = compose_config(
+        [
+            "dataset=mnist",
+            f"dataset.root={mnist_root}",
+            "dataset.n_train=2000",
+            "dataset.n_val=1000",
+            "dataset.n_test=1000",
+            "trainer.epochs=3",
+            "trainer.progress=false",
+        ]
+    )
     assert cfg.K == 10 and cfg.model.backbone._target_.endswith("CNN")
     metrics = run_experiment(cfg, tmp_path)
     assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
-    for key in ["test_nll", "accuracy_top_pi", "accuracy_top_mode", "accuracy_any_active", "mean_active_components",
-                "accuracy_baseline", "train_seconds", "images_per_second", "coverage_50", "coverage_90", "crps",
-                "crps_baseline", "pit_ks"]:
+    for key in [
+        "test_nll",
+        "accuracy_top_pi",
+        "accuracy_top_mode",
+        "accuracy_any_active",
+        "mean_active_components",
+        "accuracy_baseline",
+        "train_seconds",
+        "images_per_second",
+        "coverage_50",
+        "coverage_90",
+        "crps",
+        "crps_baseline",
+        "pit_ks",
+    ]:
         assert key in metrics, key
     assert metrics["accuracy_top_pi"] > 0.5  # chance is 0.1
     assert metrics["accuracy_any_active"] >= metrics["accuracy_top_pi"]

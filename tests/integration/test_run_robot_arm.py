@@ -2,11 +2,12 @@
 
 import json
 import math
+
 import pytest
+
 from helpers import compose_config
 from mdn_experiments.run.artifacts import load_run
 from mdn_experiments.run.runner import run_experiment
-
 
 FIGURES = ["workspace.png", "top_pi.png", "positioning_errors.png", "contour.png", "pi.png", "loss.png"]
 
@@ -17,9 +18,20 @@ def test_a_tiny_arm_run_writes_every_artifact(tmp_path, tiny_overrides, covarian
     metrics = run_experiment(cfg, tmp_path)
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved == metrics and saved["dataset"] == "robot_arm" and saved["K"] == 2
-    for key in ["positioning_rmse_top_pi", "positioning_rmse_peak_density", "positioning_mean_error_top_pi",
-                "positioning_rmse_top_mode", "positioning_rmse_best_of_modes", "coverage_50", "coverage_90",
-                "positioning_rmse_baseline", "branch_coverage", "test_nll", "val_nll", "rmse_baseline"]:
+    for key in [
+        "positioning_rmse_top_pi",
+        "positioning_rmse_peak_density",
+        "positioning_mean_error_top_pi",
+        "positioning_rmse_top_mode",
+        "positioning_rmse_best_of_modes",
+        "coverage_50",
+        "coverage_90",
+        "positioning_rmse_baseline",
+        "branch_coverage",
+        "test_nll",
+        "val_nll",
+        "rmse_baseline",
+    ]:
         assert math.isfinite(saved[key]), key
     assert "crps" not in saved  # 2-D targets: coverage only
     net, _, _ = load_run(tmp_path)

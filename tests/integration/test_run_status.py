@@ -3,12 +3,19 @@ unconditional baseline NLL that `degenerate` is judged against."""
 
 import csv
 import json
+
 from helpers import TINY, run_cli
 
-
 # plain full-batch SGD with a step of 1000 and no clipping: the loss overflows in epoch 4 (seed 0)
-BLOWS_UP = [*TINY, "trainer.optimizer._target_=torch.optim.SGD", "trainer.lr=1000", "trainer.grad_clip=null",
-            "trainer.batch_size=null", "trainer.lr_schedule=constant", "trainer.epochs=5"]
+BLOWS_UP = [
+    *TINY,
+    "trainer.optimizer._target_=torch.optim.SGD",
+    "trainer.lr=1000",
+    "trainer.grad_clip=null",
+    "trainer.batch_size=null",
+    "trainer.lr_schedule=constant",
+    "trainer.epochs=5",
+]
 
 
 class TestRunStatus:
@@ -28,8 +35,17 @@ class TestRunStatus:
     def test_rollbacks_are_recorded_in_history_and_metrics(self, tmp_path):
         run_dir = tmp_path / "run"
         # minibatches of 64 with a step of 700: one epoch overflows, and is redone at a tenth of it
-        proc = run_cli([*BLOWS_UP, "trainer.lr=700", "trainer.batch_size=64", "trainer.epochs=8",
-                        "trainer.rollback_lr_factor=0.1", "figures=false", f"hydra.run.dir={run_dir}"])
+        proc = run_cli(
+            [
+                *BLOWS_UP,
+                "trainer.lr=700",
+                "trainer.batch_size=64",
+                "trainer.epochs=8",
+                "trainer.rollback_lr_factor=0.1",
+                "figures=false",
+                f"hydra.run.dir={run_dir}",
+            ]
+        )
         metrics = json.loads((run_dir / "metrics.json").read_text())
         rows = list(csv.DictReader((run_dir / "history.csv").open()))
         assert metrics["rollbacks"] >= 1, proc.stderr
@@ -59,8 +75,17 @@ class TestRunStatus:
 
 def test_a_sweep_never_averages_a_broken_job_in(tmp_path):
     sweep_dir = tmp_path / "sweep"
-    proc = run_cli(["-m", *TINY, "trainer.epochs=20", "trainer.lr=3e-3,1e4", "trainer.grad_clip=null", "figures=false",
-                    f"hydra.sweep.dir={sweep_dir}"])
+    proc = run_cli(
+        [
+            "-m",
+            *TINY,
+            "trainer.epochs=20",
+            "trainer.lr=3e-3,1e4",
+            "trainer.grad_clip=null",
+            "figures=false",
+            f"hydra.sweep.dir={sweep_dir}",
+        ]
+    )
     assert proc.returncode == 1 and "1 sweep job(s) failed or are not ok" in proc.stderr
     rows = list(csv.DictReader((sweep_dir / "summary.csv").open()))
     status = {row["job"]: row["status"] for row in rows}

@@ -5,7 +5,9 @@ import json
 import shutil
 import subprocess
 import sys
+
 import pytest
+
 from helpers import TINY, run_cli
 from mdn_experiments.tools.report import bic, write_summary
 
@@ -29,21 +31,16 @@ def check_sweep(sweep_dir, expected_ok: dict[str, int]):
         assert float(rows[name]["val_nll"]) == pytest.approx(metrics["val_nll"])
         assert float(rows[name]["main_value"]) == pytest.approx(metrics[metrics["main_metric"]])
         assert float(rows[name]["effective_components"]) == pytest.approx(metrics["effective_components"])
-        assert float(rows[name]["bic"]) == pytest.approx(bic(metrics["train_nll"], metrics["n_train"],
-                                                             metrics["n_params"]))
+        assert float(rows[name]["bic"]) == pytest.approx(
+            bic(metrics["train_nll"], metrics["n_train"], metrics["n_params"])
+        )
     assert (sweep_dir / "k_sweep.png").read_bytes()[:4] == b"\x89PNG"
     assert "K chosen by validation NLL" in (sweep_dir / "summary.md").read_text()
     assert "| effective components |" in (sweep_dir / "summary.md").read_text()
     return rows
 
 
-
-
 @pytest.mark.quick
-
-
-
-
 def test_a_two_job_sweep_through_the_basic_launcher(tmp_path):
     sweep_dir = tmp_path / "sweep"
     proc = run_cli(["-m", "K=1,2", *TINY, f"hydra.sweep.dir={sweep_dir}"])
@@ -59,8 +56,9 @@ def test_a_two_job_sweep_through_the_basic_launcher(tmp_path):
 
 def test_a_two_job_sweep_through_joblib_with_one_failing_job(tmp_path):
     sweep_dir = tmp_path / "sweep"
-    proc = run_cli(["-m", "K=2,0", *TINY, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-                    f"hydra.sweep.dir={sweep_dir}"])
+    proc = run_cli(
+        ["-m", "K=2,0", *TINY, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep_dir}"]
+    )
     assert proc.returncode == 1  # a failed job makes the sweep fail...
     assert "1 sweep job(s) failed or are not ok" in proc.stderr
     (good,) = [p for p in job_dirs(sweep_dir) if p.name.startswith("K=2")]
@@ -88,8 +86,9 @@ def test_mdn_report_rebuilds_the_summary_of_an_interrupted_sweep(tmp_path):
     (jobs[1] / "metrics.json").unlink()  # a job killed mid-run
     for name in ("summary.csv", "summary.md", "k_sweep.png"):
         (sweep_dir / name).unlink()
-    proc = subprocess.run([sys.executable, "-m", "mdn_experiments.tools.report", str(sweep_dir)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mdn_experiments.tools.report", str(sweep_dir)], capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr
     rows = read_summary(sweep_dir)
     assert len(rows) == 3
@@ -104,9 +103,11 @@ def test_mdn_report_rebuilds_the_summary_of_an_interrupted_sweep(tmp_path):
 
 
 def test_mdn_report_refuses_a_folder_without_jobs(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "mdn_experiments.tools.report", str(tmp_path)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mdn_experiments.tools.report", str(tmp_path)], capture_output=True, text=True
+    )
     assert proc.returncode == 2 and "holds no job folders" in proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "mdn_experiments.tools.report", str(tmp_path / "nope")],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mdn_experiments.tools.report", str(tmp_path / "nope")], capture_output=True, text=True
+    )
     assert proc.returncode == 2 and "is not a folder" in proc.stderr

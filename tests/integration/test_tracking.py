@@ -11,11 +11,12 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+
 import pytest
 import yaml
+
 from helpers import TINY, run_cli
 from mdn_experiments.run import tracking
-
 
 FAST = [*TINY, "trainer.epochs=4"]
 
@@ -45,14 +46,24 @@ def runs_of(client, experiment_name: str):
     return client.search_runs([experiment.experiment_id])
 
 
-@pytest.mark.parametrize("override, expected", [
-    ("logger=wandb", "logger='wandb' is not allowed: logger must be one of csv, tensorboard, mlflow"),
-    ("logger=[]", "logger=[] is not allowed"),
-    ("tracking.mlflow_uri=nosuchscheme://x", "tracking.mlflow_uri='nosuchscheme://x' cannot be used by MLflow"),
-])
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("logger=wandb", "logger='wandb' is not allowed: logger must be one of csv, tensorboard, mlflow"),
+        ("logger=[]", "logger=[] is not allowed"),
+        ("tracking.mlflow_uri=nosuchscheme://x", "tracking.mlflow_uri='nosuchscheme://x' cannot be used by MLflow"),
+    ],
+)
 def test_bad_tracking_settings_are_one_line_before_training(override, expected, tmp_path):
-    proc = run_cli([*FAST, "logger=mlflow" if "mlflow_uri" in override else "logger=csv", override,
-                    f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
+    proc = run_cli(
+        [
+            *FAST,
+            "logger=mlflow" if "mlflow_uri" in override else "logger=csv",
+            override,
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.startswith("mdn-run: error:")]
     assert len(lines) == 1 and expected in lines[0], proc.stderr
@@ -75,14 +86,21 @@ def test_a_missing_package_names_the_extra_to_install(name, tmp_path):
 
 
 def test_the_default_logger_imports_neither_tool(tmp_path):
-    script = ("import sys, mdn_experiments.run.runner as e, mdn_experiments.run.tracking as t\n"
-              "from helpers import compose_config\n"
-              "from mdn_experiments.config import RunSettings\n"
-              "s = RunSettings.from_config(compose_config(['dataset=inverse_sine']))\n"
-              "t.open_trackers(s.tracking, __import__('pathlib').Path('.'), {}, 'inverse_sine')\n"
-              "print(sorted(m for m in ('mlflow', 'tensorboard', 'torch.utils.tensorboard') if m in sys.modules))\n")
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path,
-                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)})
+    script = (
+        "import sys, mdn_experiments.run.runner as e, mdn_experiments.run.tracking as t\n"
+        "from helpers import compose_config\n"
+        "from mdn_experiments.config import RunSettings\n"
+        "s = RunSettings.from_config(compose_config(['dataset=inverse_sine']))\n"
+        "t.open_trackers(s.tracking, __import__('pathlib').Path('.'), {}, 'inverse_sine')\n"
+        "print(sorted(m for m in ('mlflow', 'tensorboard', 'torch.utils.tensorboard') if m in sys.modules))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},  # tests/: helpers
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
 
@@ -93,8 +111,7 @@ def test_tensorboard_holds_the_epochs_the_metrics_and_the_figures(tmp_path):
     run_dir = tmp_path / "run"
     proc = run_cli([*FAST, "logger=tensorboard", f"hydra.run.dir={run_dir}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0, "scalars": 0,
-                                                                          "tensors": 0})
+    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
     events.Reload()
     rows = history(run_dir / "history.csv")
     for key in ("val_nll", "train_nll", "effective_components", "lr"):
@@ -103,7 +120,8 @@ def test_tensorboard_holds_the_epochs_the_metrics_and_the_figures(tmp_path):
         assert all(close(e.value, row[key]) for e, row in zip(logged, rows)), key
     baseline_rows = history(run_dir / "baseline_history.csv")
     assert [e.value for e in events.Scalars("baseline/val_mse")] == pytest.approx(
-        [row["val_mse"] for row in baseline_rows], rel=1e-6)
+        [row["val_mse"] for row in baseline_rows], rel=1e-6
+    )
     metrics = json.loads((run_dir / "metrics.json").read_text())
     for key in ("test_nll", "rmse_baseline", "crps", "K"):
         assert close(events.Scalars(f"metrics/{key}")[0].value, metrics[key]), key
@@ -123,20 +141,33 @@ def test_tensorboard_holds_the_epochs_the_metrics_and_the_figures(tmp_path):
 
 def test_an_mlflow_sweep_is_one_experiment_with_one_run_per_job(tmp_path):
     sweep_dir = tmp_path / "outputs" / "multirun" / "sweep"
-    proc = run_cli(["-m", "K=1,2", *FAST, "logger=mlflow", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-                    f"hydra.sweep.dir={sweep_dir}"], cwd=tmp_path)
+    proc = run_cli(
+        [
+            "-m",
+            "K=1,2",
+            *FAST,
+            "logger=mlflow",
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2",
+            f"hydra.sweep.dir={sweep_dir}",
+        ],
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     client = mlflow_client(tmp_path)
     runs = runs_of(client, f"sweep {sweep_dir}")
     assert sorted(r.data.params["K"] for r in runs) == ["1", "2"]
-    assert sorted(r.info.run_name for r in runs) == sorted(p.parent.parent.name for p in sweep_dir.glob("*/.hydra/config.yaml"))
+    assert sorted(r.info.run_name for r in runs) == sorted(
+        p.parent.parent.name for p in sweep_dir.glob("*/.hydra/config.yaml")
+    )
     for run in runs:
         job = sweep_dir / run.info.run_name
         assert run.info.status == "FINISHED"
         assert run.data.tags["run_dir"] == str(job.resolve())
         config = tracking.flatten(yaml.safe_load((job / ".hydra" / "config.yaml").read_text()))
-        assert run.data.params == {key: json.dumps(value) if isinstance(value, list) else str(value)
-                                   for key, value in config.items()}
+        assert run.data.params == {
+            key: json.dumps(value) if isinstance(value, list) else str(value) for key, value in config.items()
+        }
         assert run.info.run_name.startswith(f"K={run.data.params['K']},") and run.data.params["logger"] == "mlflow"
         metrics = json.loads((job / "metrics.json").read_text())
         for key, value in tracking.numbers(metrics).items():
@@ -144,10 +175,12 @@ def test_an_mlflow_sweep_is_one_experiment_with_one_run_per_job(tmp_path):
         assert run.data.tags["status"] == metrics["status"] == "ok"
         rows = history(job / "history.csv")
         logged = client.get_metric_history(run.info.run_id, "mdn/val_nll")
-        assert sorted((m.step, m.value) for m in logged) == [(int(r["epoch"]), pytest.approx(r["val_nll"], rel=1e-6))
-                                                            for r in rows]
+        assert sorted((m.step, m.value) for m in logged) == [
+            (int(r["epoch"]), pytest.approx(r["val_nll"], rel=1e-6)) for r in rows
+        ]
         assert len(client.get_metric_history(run.info.run_id, "baseline/val_mse")) == len(
-            history(job / "baseline_history.csv"))
+            history(job / "baseline_history.csv")
+        )
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"model.pt", "metrics.json", "history.csv", "figures"} <= artifacts
         figures = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
@@ -158,8 +191,15 @@ def test_an_mlflow_sweep_is_one_experiment_with_one_run_per_job(tmp_path):
 
 def test_a_killed_and_resumed_run_continues_its_mlflow_run(tmp_path):
     run_dir = tmp_path / "run"
-    args = [*FAST, "trainer.epochs=5", "trainer.checkpoint_seconds=0", "figures=false", "logger=mlflow",
-            "tracking.experiment=resumed", f"hydra.run.dir={run_dir}"]
+    args = [
+        *FAST,
+        "trainer.epochs=5",
+        "trainer.checkpoint_seconds=0",
+        "figures=false",
+        "logger=mlflow",
+        "tracking.experiment=resumed",
+        f"hydra.run.dir={run_dir}",
+    ]
     proc = run_cli(args, cwd=tmp_path, env={"MDN_FAULT": "TERM@mdn:3:2"})
     assert proc.returncode == 128 + signal.SIGTERM, proc.stderr
     client = mlflow_client(tmp_path)
@@ -167,8 +207,13 @@ def test_a_killed_and_resumed_run_continues_its_mlflow_run(tmp_path):
     assert stopped.info.status == "KILLED"
     assert json.loads((run_dir / "tracking.json").read_text())["mlflow_run_id"] == stopped.info.run_id
 
-    proc = subprocess.run([sys.executable, "-m", "mdn_experiments.tools.resume", str(run_dir)], capture_output=True,
-                          text=True, cwd=tmp_path, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mdn_experiments.tools.resume", str(run_dir)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     (run,) = runs_of(client, "resumed")
     assert run.info.run_id == stopped.info.run_id and run.info.status == "FINISHED"

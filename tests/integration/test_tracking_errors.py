@@ -4,11 +4,11 @@ memory that cannot fit is refused before any work, with the estimate (mdn_experi
 an unreachable MLflow server fails within seconds, with a message that blames the right thing."""
 
 from __future__ import annotations
+
 import socket
 import threading
-from helpers import TINY, run_cli
-from helpers import one_error
 
+from helpers import TINY, one_error, run_cli
 
 RUN = [*TINY, "figures=false"]
 
@@ -54,7 +54,9 @@ class TestTracking:
         assert "mlflow_uri" not in error
 
     def test_a_bad_uri_is_not_advised_a_file_uri(self, tmp_path):
-        proc = run_cli([*RUN, "logger=mlflow", "tracking.mlflow_uri=nosuchscheme://x", f"hydra.run.dir={tmp_path / 'run'}"],
-                       cwd=tmp_path)
+        proc = run_cli(
+            [*RUN, "logger=mlflow", "tracking.mlflow_uri=nosuchscheme://x", f"hydra.run.dir={tmp_path / 'run'}"],
+            cwd=tmp_path,
+        )
         error = one_error(proc)
         assert proc.returncode == 2 and "cannot be used by MLflow" in error and "file:" not in error

@@ -1,4 +1,4 @@
-"""The Python API: the README's example runs exactly as written, and the package exports what it says."""
+"""The Python API: the package exports every name it advertises, lazily."""
 
 import pytest
 

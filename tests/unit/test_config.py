@@ -1,14 +1,16 @@
 """Every config option composes and builds; every bad input is refused in one clear line."""
 
 from pathlib import Path
+
 import pytest
 import torch
 from hydra.utils import instantiate
+
+from helpers import cli_in_process, compose_config
 from mdn_experiments.cli import config_dir, one_line
 from mdn_experiments.config import validate
 from mdn_experiments.errors import ConfigError, UserError
 from mdn_experiments.run.build import build
-from helpers import cli_in_process, compose_config
 
 
 def options(group: str) -> list[str]:
@@ -40,8 +42,10 @@ BAD_INPUTS = [
     # an optimizer or backbone that is not a {_target_: ...} node, or names no such class
     ("trainer.optimizer=adam", ["trainer.optimizer='adam'", "trainer.optimizer._target_=torch.optim.Adam"]),
     ("trainer.optimizer=null", ["trainer.optimizer=None", "torch.optim"]),
-    ("trainer.optimizer._target_=torch.optim.Adamm", ["trainer.optimizer._target_='torch.optim.Adamm'",
-                                                      "one of torch.optim.Adam"]),
+    (
+        "trainer.optimizer._target_=torch.optim.Adamm",
+        ["trainer.optimizer._target_='torch.optim.Adamm'", "one of torch.optim.Adam"],
+    ),
     ("trainer.optimizer._target_=torch.nn.Linear", ["torch.nn.Linear", "one of torch.optim.Adam, torch.optim.AdamW"]),
     ("trainer.optimizer._partial_=false", ["trainer.optimizer._partial_=False", "true"]),
     ("model.backbone=mlp", ["model.backbone='mlp'", "model.backbone._target_="]),
@@ -104,8 +108,13 @@ def test_model_and_trainer_follow_the_dataset_unless_overridden():
 
 @pytest.mark.parametrize(
     "override, key",
-    [("K=0", "K"), ("K=-1", "K"), ("trainer.lr=-1", "trainer.lr"), ("model.sigma_min=0", "model.sigma_min"),
-     ("trainer.epochs=0", "trainer.epochs")],
+    [
+        ("K=0", "K"),
+        ("K=-1", "K"),
+        ("trainer.lr=-1", "trainer.lr"),
+        ("model.sigma_min=0", "model.sigma_min"),
+        ("trainer.epochs=0", "trainer.epochs"),
+    ],
 )
 def test_validate_names_the_key_and_the_allowed_range(override, key):
     with pytest.raises(ConfigError) as err:
@@ -114,10 +123,15 @@ def test_validate_names_the_key_and_the_allowed_range(override, key):
     assert "must be" in str(err.value)
 
 
-@pytest.mark.parametrize("override, allowed", [("model.sigma_transform=square", "[softplus, exp]"),
-                                               ("trainer.lr_schedule=linear", "[constant, cosine]"),
-                                               ("model.covariance=fulll", "[diag, isotropic, full]"),
-                                               ("model.init=zeros", "[default, quantiles, gmm]")])
+@pytest.mark.parametrize(
+    "override, allowed",
+    [
+        ("model.sigma_transform=square", "[softplus, exp]"),
+        ("trainer.lr_schedule=linear", "[constant, cosine]"),
+        ("model.covariance=fulll", "[diag, isotropic, full]"),
+        ("model.init=zeros", "[default, quantiles, gmm]"),
+    ],
+)
 def test_a_choice_is_an_enum_that_hydra_refuses_itself(override, allowed):
     from hydra.errors import ConfigCompositionException
 
@@ -146,8 +160,11 @@ def test_folders_that_are_files_are_one_line_errors(tmp_path):
     cases = [
         ([f"hydra.run.dir={a_file}/run"], "hydra.run.dir=", "cannot be created"),
         (["-m", "K=1,2", f"hydra.sweep.dir={a_file}/sweep"], "hydra.sweep.dir=", "cannot be created"),
-        (["dataset=mnist", f"dataset.root={a_file}", f"hydra.run.dir={tmp_path / 'run'}"],
-         f"dataset.root='{a_file}' is not a folder", "must be a folder"),
+        (
+            ["dataset=mnist", f"dataset.root={a_file}", f"hydra.run.dir={tmp_path / 'run'}"],
+            f"dataset.root='{a_file}' is not a folder",
+            "must be a folder",
+        ),
     ]
     for args, *needles in cases:
         proc = cli_in_process(args)
@@ -159,9 +176,11 @@ def test_folders_that_are_files_are_one_line_errors(tmp_path):
 
 
 def test_one_line_condenses_hydra_messages():
-    message = ("Could not override 'trainer.foo'.\nTo append to your config use +trainer.foo=1\n"
-               "Key 'foo' is not in struct\n    full_key: trainer.foo\n    object_type=dict\n\n"
-               "Set the environment variable HYDRA_FULL_ERROR=1 for a complete stack trace.\n")
+    message = (
+        "Could not override 'trainer.foo'.\nTo append to your config use +trainer.foo=1\n"
+        "Key 'foo' is not in struct\n    full_key: trainer.foo\n    object_type=dict\n\n"
+        "Set the environment variable HYDRA_FULL_ERROR=1 for a complete stack trace.\n"
+    )
     line = one_line(message)
     assert "\n" not in line and "trainer.foo" in line
 

@@ -1,14 +1,15 @@
 """The inverse-sine data and its closed-form conditional density against independent numerics."""
 
 import math
+
 import numpy as np
 import pytest
 import torch
 from scipy import integrate, optimize
+
 from mdn_experiments.datasets.inverse_sine import InverseSine
 from mdn_experiments.errors import ConfigError
 from mdn_experiments.mdn import DiagonalMixture
-
 
 F = lambda t: t + 0.3 * np.sin(2 * np.pi * t)  # noqa: E731
 
@@ -18,8 +19,9 @@ def window_intervals(x: float, w: float = 0.1) -> list[tuple[float, float]]:
     g = lambda t: np.abs(x - F(t)) - w  # noqa: E731
     grid = np.linspace(0, 1, 4001)
     vals = g(grid)
-    crossings = [optimize.brentq(g, a, b) for a, b, va, vb in zip(grid[:-1], grid[1:], vals[:-1], vals[1:])
-                 if va * vb < 0]
+    crossings = [
+        optimize.brentq(g, a, b) for a, b, va, vb in zip(grid[:-1], grid[1:], vals[:-1], vals[1:]) if va * vb < 0
+    ]
     cuts = [0.0, *crossings, 1.0]
     return [(a, b) for a, b in zip(cuts[:-1], cuts[1:]) if g((a + b) / 2) < 0]
 
@@ -67,7 +69,7 @@ def test_true_density_matches_root_finding(x):
     ds = InverseSine()
     intervals = window_intervals(x)
     length = sum(hi - lo for lo, hi in intervals)
-    mean = sum((hi ** 2 - lo ** 2) / 2 for lo, hi in intervals) / length
+    mean = sum((hi**2 - lo**2) / 2 for lo, hi in intervals) / length
     # a target inside the window: log p = -log L(x)
     t_inside = torch.tensor([[(intervals[0][0] + intervals[0][1]) / 2]])
     logp = ds.true_log_density(torch.tensor([[x]]), t_inside)[0]
@@ -82,7 +84,11 @@ def test_true_density_integrates_to_one():
     for x in (0.1, 0.45, 0.9):
         value, _ = integrate.quad(
             lambda t: math.exp(ds.true_log_density(torch.tensor([[x]]), torch.tensor([[t]]))[0]),
-            0, 1, points=[lo for lo, _ in window_intervals(x)], limit=200)
+            0,
+            1,
+            points=[lo for lo, _ in window_intervals(x)],
+            limit=200,
+        )
         assert value == pytest.approx(1.0, abs=5e-3)
 
 
@@ -101,8 +107,10 @@ def test_forward_bayes_nll_is_log_of_the_noise_width():
     np.testing.assert_allclose(ds.conditional_mean(x), F(x[:, 0].double().numpy()))
 
 
-@pytest.mark.parametrize("kwargs, key", [({"n_train": 1}, "dataset.n_train"), ({"noise": 0}, "dataset.noise"),
-                                         ({"direction": "up"}, "dataset.direction")])
+@pytest.mark.parametrize(
+    "kwargs, key",
+    [({"n_train": 1}, "dataset.n_train"), ({"noise": 0}, "dataset.noise"), ({"direction": "up"}, "dataset.direction")],
+)
 def test_bad_arguments_name_the_config_key(kwargs, key):
     with pytest.raises(ConfigError) as err:
         InverseSine(**kwargs)
@@ -132,8 +140,11 @@ def test_branch_count_accuracy_counts_modes_against_the_support_intervals():
     splits = ds.load(seed=0)
     assert ds.metrics(OneModePerInterval(), None, splits)["branch_count_accuracy"] == 1.0
     # one component everywhere: right exactly where the support is a single interval
-    single = lambda x: DiagonalMixture(torch.zeros(len(x), 1), torch.full((len(x), 1, 1), 0.5),  # noqa: E731
-                                       torch.full((len(x), 1, 1), 0.3))
+    single = lambda x: DiagonalMixture(
+        torch.zeros(len(x), 1),
+        torch.full((len(x), 1, 1), 0.5),  # noqa: E731
+        torch.full((len(x), 1, 1), 0.3),
+    )
     expected = (ds.support_intervals(splits.test[0]) == 1).mean()
     assert 0 < expected < 1
     assert ds.metrics(single, None, splits)["branch_count_accuracy"] == pytest.approx(expected)

@@ -7,8 +7,10 @@ import shutil
 import struct
 import threading
 from pathlib import Path
+
 import numpy as np
 import pytest
+
 from mdn_experiments.datasets.idx import MNIST_FILES, DataError, download, ensure_mnist_files, md5sum, read_idx
 from mdn_experiments.datasets.mnist import Mnist
 from mdn_experiments.errors import ConfigError

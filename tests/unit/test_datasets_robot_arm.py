@@ -1,9 +1,11 @@
 """The two-link arm: kinematics against each other, the metrics against oracles, a tiny run."""
 
 import math
+
 import pytest
 import torch
 from torch import nn
+
 from mdn_experiments.datasets.robot_arm import RobotArm, forward_kinematics, inverse_kinematics
 from mdn_experiments.errors import ConfigError
 from mdn_experiments.mdn import DiagonalMixture
@@ -117,8 +119,11 @@ def test_branch_coverage_needs_both_branches():
 
 
 def test_bad_arguments_name_the_config_key():
-    for kwargs, key in [({"l2": 0}, "dataset.l2"), ({"theta1_range": (1.0, 0.5)}, "dataset.theta1_range"),
-                        ({"noise": -1}, "dataset.noise")]:
+    for kwargs, key in [
+        ({"l2": 0}, "dataset.l2"),
+        ({"theta1_range": (1.0, 0.5)}, "dataset.theta1_range"),
+        ({"noise": -1}, "dataset.noise"),
+    ]:
         with pytest.raises(ConfigError) as err:
             RobotArm(**kwargs)
         assert err.value.key == key

@@ -6,6 +6,7 @@ import pytest
 import scoringrules
 import torch
 from scipy import stats
+
 from mdn_experiments import mdn
 from mdn_experiments.evaluation import calibration as evaluation
 from mdn_experiments.mdn import DiagonalMixture, FullMixture
@@ -13,9 +14,11 @@ from mdn_experiments.mdn import DiagonalMixture, FullMixture
 
 def random_1d(n: int, K: int, seed: int = 0) -> DiagonalMixture:
     g = torch.Generator().manual_seed(seed)
-    return DiagonalMixture(torch.log_softmax(torch.randn(n, K, generator=g, dtype=torch.float64), -1),
-                           torch.randn(n, K, 1, generator=g, dtype=torch.float64) * 2,
-                           0.1 + torch.rand(n, K, 1, generator=g, dtype=torch.float64))
+    return DiagonalMixture(
+        torch.log_softmax(torch.randn(n, K, generator=g, dtype=torch.float64), -1),
+        torch.randn(n, K, 1, generator=g, dtype=torch.float64) * 2,
+        0.1 + torch.rand(n, K, 1, generator=g, dtype=torch.float64),
+    )
 
 
 class TestCRPS:
@@ -23,8 +26,9 @@ class TestCRPS:
     def test_closed_form_matches_scoringrules(self, K):
         m = random_1d(200, K)
         y = torch.randn(200, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(5)) * 3
-        expected = scoringrules.crps_mixnorm(y[:, 0].numpy(), m.mu[..., 0].numpy(), m.component_std()[..., 0].numpy(),
-                                             m.pi.numpy(), backend="numpy")
+        expected = scoringrules.crps_mixnorm(
+            y[:, 0].numpy(), m.mu[..., 0].numpy(), m.component_std()[..., 0].numpy(), m.pi.numpy(), backend="numpy"
+        )
         np.testing.assert_allclose(evaluation.crps(m, y).numpy(), expected, rtol=1e-9, atol=1e-12)
 
     def test_every_covariance_kind_scores_the_same_1d_mixture_alike(self):
@@ -37,8 +41,11 @@ class TestCRPS:
 
     def test_a_sharp_component_gives_the_absolute_error(self):
         """sigma -> 0: the forecast is a point and the CRPS is |y - mu|."""
-        m = DiagonalMixture(torch.zeros(3, 1, dtype=torch.float64), torch.tensor([[[0.0]], [[1.0]], [[-2.0]]]).double(),
-                            torch.full((3, 1, 1), 1e-9, dtype=torch.float64))
+        m = DiagonalMixture(
+            torch.zeros(3, 1, dtype=torch.float64),
+            torch.tensor([[[0.0]], [[1.0]], [[-2.0]]]).double(),
+            torch.full((3, 1, 1), 1e-9, dtype=torch.float64),
+        )
         y = torch.tensor([[0.5], [1.0], [1.0]], dtype=torch.float64)
         torch.testing.assert_close(evaluation.crps(m, y), torch.tensor([0.5, 0.0, 3.0], dtype=torch.float64))
 
@@ -67,8 +74,11 @@ class TestHighestDensityRegions:
     def test_hdr_level_of_a_gaussian_is_the_central_interval(self):
         """One N(0, 1): the HDR holding a is |y| <= z, so the level of y is 2 Phi(|y|) - 1."""
         n = 400
-        m = DiagonalMixture(torch.zeros(n, 1, dtype=torch.float64), torch.zeros(n, 1, 1, dtype=torch.float64),
-                            torch.ones(n, 1, 1, dtype=torch.float64))
+        m = DiagonalMixture(
+            torch.zeros(n, 1, dtype=torch.float64),
+            torch.zeros(n, 1, 1, dtype=torch.float64),
+            torch.ones(n, 1, 1, dtype=torch.float64),
+        )
         y = torch.linspace(-3, 3, n, dtype=torch.float64)[:, None]
         levels = evaluation.hdr_levels(m, y, n_samples=20000)
         expected = 2 * stats.norm.cdf(np.abs(y[:, 0].numpy())) - 1
@@ -86,8 +96,11 @@ class TestHighestDensityRegions:
 
     def test_a_bimodal_hdr_leaves_out_the_valley(self):
         """Two far-apart equal components: their 50 % HDR is two intervals, not one around the mean."""
-        m = DiagonalMixture(torch.tensor([[0.5, 0.5]]).log().double(), torch.tensor([[[-5.0], [5.0]]]).double(),
-                            torch.ones(1, 2, 1, dtype=torch.float64))
+        m = DiagonalMixture(
+            torch.tensor([[0.5, 0.5]]).log().double(),
+            torch.tensor([[[-5.0], [5.0]]]).double(),
+            torch.ones(1, 2, 1, dtype=torch.float64),
+        )
         inside = evaluation.hdr_levels(m.__getitem__([0, 0]), torch.tensor([[5.0], [0.0]], dtype=torch.float64))
         assert inside[0] < 0.05  # at a peak
         assert inside[1] > 0.99  # the mixture's mean sits in the valley

@@ -29,22 +29,35 @@ def test_quality_keys_name_the_quantity_then_the_rule():
 
 
 def test_older_keys_are_read_back_under_todays_names():
-    old = {"positioning_rmse": 0.001, "baseline_positioning_rmse": 0.06, "accuracy_top1": 0.99,
-           "main_metric": "accuracy_top1", "test_nll": -1.0}
+    old = {
+        "positioning_rmse": 0.001,
+        "baseline_positioning_rmse": 0.06,
+        "accuracy_top1": 0.99,
+        "main_metric": "accuracy_top1",
+        "test_nll": -1.0,
+    }
     new = C.upgrade(old)
-    assert new == {"positioning_rmse_top_pi": 0.001, "positioning_rmse_baseline": 0.06, "accuracy_top_pi": 0.99,
-                   "main_metric": "accuracy_top_pi", "test_nll": -1.0}
+    assert new == {
+        "positioning_rmse_top_pi": 0.001,
+        "positioning_rmse_baseline": 0.06,
+        "accuracy_top_pi": 0.99,
+        "main_metric": "accuracy_top_pi",
+        "test_nll": -1.0,
+    }
     assert C.upgrade(new) == new  # today's files pass unchanged
     assert set(C.RENAMED.values()) <= set(C.METRICS)
 
 
-@pytest.mark.parametrize("metrics, diverged, status", [
-    ({"test_nll": -1.0, "unconditional_nll": 0.2}, [], "ok"),
-    ({"test_nll": 0.5, "unconditional_nll": 0.2}, [], "degenerate"),
-    ({"test_nll": math.nan, "unconditional_nll": 0.2}, [], "degenerate"),
-    ({"test_nll": -1.0, "unconditional_nll": 0.2, "bayes_nll": math.inf}, [], "nonfinite"),
-    ({"test_nll": 0.5, "unconditional_nll": 0.2}, ["MDN: loss=nan"], "diverged"),
-])
+@pytest.mark.parametrize(
+    "metrics, diverged, status",
+    [
+        ({"test_nll": -1.0, "unconditional_nll": 0.2}, [], "ok"),
+        ({"test_nll": 0.5, "unconditional_nll": 0.2}, [], "degenerate"),
+        ({"test_nll": math.nan, "unconditional_nll": 0.2}, [], "degenerate"),
+        ({"test_nll": -1.0, "unconditional_nll": 0.2, "bayes_nll": math.inf}, [], "nonfinite"),
+        ({"test_nll": 0.5, "unconditional_nll": 0.2}, ["MDN: loss=nan"], "diverged"),
+    ],
+)
 def test_the_status_rule(metrics, diverged, status):
     found, reason = C.run_status(metrics, diverged)
     assert found == status and (reason == "") == (status == "ok")

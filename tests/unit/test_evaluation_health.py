@@ -1,10 +1,12 @@
 """Component health, data-driven initialisation and revival of dead components."""
 
 import math
+
 import numpy as np
 import pytest
 import torch
 from sklearn.mixture import GaussianMixture
+
 from mdn_experiments.evaluation import health as evaluation
 from mdn_experiments.mdn import DiagonalMixture
 from mdn_experiments.models import MLP, build_network
@@ -62,8 +64,9 @@ def test_gmm_init_starts_every_input_at_the_fitted_mixture(kind):
     """Against an independent scikit-learn fit on the same standardised targets (same seed)."""
     g = torch.Generator().manual_seed(0)
     centres = torch.tensor([[-2.0, 1.0], [1.5, -1.0], [0.0, 2.5]])
-    y = centres[torch.randint(0, 3, (600,), generator=g)] + 0.3 * torch.randn(600, 2, generator=g) \
-        @ torch.tensor([[1.0, 0.6], [0.0, 0.5]])
+    y = centres[torch.randint(0, 3, (600,), generator=g)] + 0.3 * torch.randn(600, 2, generator=g) @ torch.tensor(
+        [[1.0, 0.6], [0.0, 0.5]]
+    )
     x = torch.randn(600, 3, generator=g)
     net = build_network(MLP([3], hidden=[32]), [3], 2, "mdn", n_components=3, covariance=kind)
     net.fit_standardization(x, y)
@@ -74,13 +77,17 @@ def test_gmm_init_starts_every_input_at_the_fitted_mixture(kind):
     with torch.no_grad():
         m = net.head(net.backbone((torch.randn(40, 3, generator=g) * 3 - net.x_mean) / net.x_std)).to(torch.float64)
     cov = torch.as_tensor(ref.covariances_)
-    cov = {"diag": lambda c: torch.diag_embed(c), "isotropic": lambda c: c[:, None, None] * torch.eye(2),
-           "full": lambda c: c}[kind](cov)
+    cov = {
+        "diag": lambda c: torch.diag_embed(c),
+        "isotropic": lambda c: c[:, None, None] * torch.eye(2),
+        "full": lambda c: c,
+    }[kind](cov)
     # the shrunk weights (x 0.01) move each raw output by at most a few hundredths
     np.testing.assert_allclose(m.pi.numpy(), np.broadcast_to(ref.weights_, (40, 3)), atol=0.02)
     np.testing.assert_allclose(m.mu.numpy(), np.broadcast_to(ref.means_, (40, 3, 2)), atol=0.03)
-    np.testing.assert_allclose(m.component_covariance().numpy(), np.broadcast_to(cov.numpy(), (40, 3, 2, 2)),
-                               atol=0.01, rtol=0.05)
+    np.testing.assert_allclose(
+        m.component_covariance().numpy(), np.broadcast_to(cov.numpy(), (40, 3, 2, 2)), atol=0.01, rtol=0.05
+    )
 
 
 def test_a_dead_component_is_revived_and_the_revival_is_logged():

@@ -2,6 +2,7 @@
 
 import numpy as np
 import torch
+
 from mdn_experiments.datasets.robot_arm import RobotArm
 from mdn_experiments.figures.robot_arm import convex_hull, workspace_hull
 

@@ -66,7 +66,9 @@ def test_every_module_imports_downward_only():
 
 
 def test_the_config_layer_loads_without_torch():
-    code = ("import sys, mdn_experiments.config, mdn_experiments.config.safety, mdn_experiments.evaluation.contract, "
-            "mdn_experiments.cli; print(sorted(m for m in ('torch', 'numpy', 'matplotlib') if m in sys.modules))")
+    code = (
+        "import sys, mdn_experiments.config, mdn_experiments.config.safety, mdn_experiments.evaluation.contract, "
+        "mdn_experiments.cli; print(sorted(m for m in ('torch', 'numpy', 'matplotlib') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"

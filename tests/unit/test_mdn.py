@@ -1,11 +1,12 @@
 """The MDN maths against independent truths: torch.distributions, closed forms, grid searches."""
 
 import math
+
 import pytest
 import torch
+
 from mdn_experiments import mdn
 from mdn_experiments.mdn import DiagonalMixture, FullMixture, IsotropicMixture, MDNHead
-
 
 KINDS = ["diag", "isotropic", "full"]
 
@@ -71,8 +72,9 @@ class TestLogDensity:
     def test_float32_matches_float64(self, kind, D):
         m = random_mixture(kind, 128, 3, D)
         y = draw((128, D))
-        torch.testing.assert_close(m.to(torch.float32).log_prob(y.float()).double(), m.log_prob(y),
-                                   atol=1e-4, rtol=1e-5)
+        torch.testing.assert_close(
+            m.to(torch.float32).log_prob(y.float()).double(), m.log_prob(y), atol=1e-4, rtol=1e-5
+        )
 
     def test_nll_includes_the_gaussian_constant(self):
         """One standard normal component at y = 0: -log p = D/2 log(2 pi), exactly."""
@@ -136,8 +138,9 @@ class TestRawOutputs:
     def test_full_covariance_with_badly_conditioned_factors_stays_finite(self, off):
         """L = [[floor, 0], [off * floor, floor]]: condition number ~ off^2 up to 1e14, in float32."""
         K, D, sigma_min = 2, 2, 1e-3
-        raw = torch.cat([torch.zeros(4, K), torch.randn(4, K * D), torch.full((4, K * D), -1e4),
-                         torch.full((4, K), off)], -1).requires_grad_(True)
+        raw = torch.cat(
+            [torch.zeros(4, K), torch.randn(4, K * D), torch.full((4, K * D), -1e4), torch.full((4, K), off)], -1
+        ).requires_grad_(True)
         m = mdn.mixture_from_raw(raw, K, D, "full", sigma_min)
         loss = m.nll(torch.randn(4, D))
         loss.backward()
@@ -165,9 +168,10 @@ class TestRawOutputs:
         with pytest.raises(ValueError, match="covariance must be one of"):
             MDNHead(4, 1, 3, covariance="spherical")
 
-    @pytest.mark.parametrize("kind, n_raw, mixture_type", [("diag", 4 * 5, DiagonalMixture),
-                                                           ("isotropic", 4 * 4, IsotropicMixture),
-                                                           ("full", 4 * 6, FullMixture)])
+    @pytest.mark.parametrize(
+        "kind, n_raw, mixture_type",
+        [("diag", 4 * 5, DiagonalMixture), ("isotropic", 4 * 4, IsotropicMixture), ("full", 4 * 6, FullMixture)],
+    )
     def test_head_shapes_and_pi_sums_to_one(self, kind, n_raw, mixture_type):
         head = MDNHead(in_features=8, out_dim=2, n_components=4, covariance=kind)
         assert head.linear.out_features == n_raw  # K logits, K*D means, then the kind's scales
@@ -186,7 +190,7 @@ class TestRawOutputs:
         diag = 1e-3 + torch.nn.functional.softplus(raw[:, K + K * D : K + 2 * K * D]).reshape(5, K, D)
         torch.testing.assert_close(L.diagonal(dim1=-2, dim2=-1), diag)
         rows, cols = torch.tril_indices(D, D, offset=-1)
-        off = raw[:, -K * 3:].reshape(5, K, 3)
+        off = raw[:, -K * 3 :].reshape(5, K, 3)
         torch.testing.assert_close(L[..., rows, cols], off * diag[..., cols])
 
 
@@ -222,10 +226,14 @@ class TestMoments:
 
     def test_isotropic_stays_isotropic_under_equal_scales_only(self):
         m = random_mixture("isotropic", 5, 2, 2)
-        assert type(m.affine(torch.zeros(2, dtype=torch.float64), torch.full((2,), 2.0, dtype=torch.float64))) \
+        assert (
+            type(m.affine(torch.zeros(2, dtype=torch.float64), torch.full((2,), 2.0, dtype=torch.float64)))
             is IsotropicMixture
-        assert type(m.affine(torch.zeros(2, dtype=torch.float64), torch.tensor([1.0, 2.0], dtype=torch.float64))) \
+        )
+        assert (
+            type(m.affine(torch.zeros(2, dtype=torch.float64), torch.tensor([1.0, 2.0], dtype=torch.float64)))
             is DiagonalMixture
+        )
 
     def test_batching_indexes_and_concatenates_every_field(self):
         for kind in KINDS:
@@ -242,8 +250,9 @@ class TestSampling:
     mean = sum pi'_k mu_k, Cov = sum pi'_k (Sigma'_k + mu_k mu_k^T) - mean mean^T."""
 
     def test_samples_follow_the_mixture(self):
-        m = DiagonalMixture(torch.tensor([[0.3, 0.7]]).log(), torch.tensor([[[-2.0], [3.0]]]),
-                            torch.tensor([[[0.5], [0.2]]]))
+        m = DiagonalMixture(
+            torch.tensor([[0.3, 0.7]]).log(), torch.tensor([[[-2.0], [3.0]]]), torch.tensor([[[0.5], [0.2]]])
+        )
         draws = m.sample(20000, generator=torch.Generator().manual_seed(0))
         assert draws.shape == (20000, 1, 1)
         assert (draws > 0.5).float().mean().item() == pytest.approx(0.7, abs=0.015)
@@ -257,8 +266,9 @@ class TestSampling:
         pi = torch.softmax(m.log_pi / t_pi, -1)
         mean = (pi[..., None] * m.mu).sum(-2)
         outer = m.mu.unsqueeze(-1) * m.mu.unsqueeze(-2)
-        cov = (pi[..., None, None] * (t_sigma**2 * m.component_covariance() + outer)).sum(-3) \
-            - mean.unsqueeze(-1) * mean.unsqueeze(-2)
+        cov = (pi[..., None, None] * (t_sigma**2 * m.component_covariance() + outer)).sum(-3) - mean.unsqueeze(
+            -1
+        ) * mean.unsqueeze(-2)
         n = 400_000
         draws = m.sample(n, generator=torch.Generator().manual_seed(0), temperature_pi=t_pi, temperature_sigma=t_sigma)
         assert draws.shape == (n, 4, 2)
@@ -280,8 +290,9 @@ class TestModes:
     def test_two_far_apart_components_give_two_modes_at_their_means(self):
         found = hand_made([0.7, 0.3], [-3.0, 4.0], [0.5, 0.8]).modes()
         assert found.valid[0].tolist() == [True, True]
-        torch.testing.assert_close(found.location[0, :, 0], torch.tensor([-3.0, 4.0], dtype=torch.float64),
-                                   atol=1e-6, rtol=0)
+        torch.testing.assert_close(
+            found.location[0, :, 0], torch.tensor([-3.0, 4.0], dtype=torch.float64), atol=1e-6, rtol=0
+        )
         torch.testing.assert_close(found.mass[0], torch.tensor([0.7, 0.3], dtype=torch.float64))
 
     def test_two_heavily_overlapping_equal_components_give_one_mode_between_them(self):
@@ -292,7 +303,8 @@ class TestModes:
         assert found.location[0, 0, 0].item() == pytest.approx(1.5, abs=1e-4)
         assert found.mass[0, 0].item() == pytest.approx(1.0)
         assert found.log_density[0, 0].item() == pytest.approx(
-            m.log_prob(torch.tensor([[1.5]], dtype=torch.float64)).item())
+            m.log_prob(torch.tensor([[1.5]], dtype=torch.float64)).item()
+        )
 
     def test_the_most_probable_component_is_not_always_the_highest_mode(self):
         # pi = 0.4 for a wide component at 0; two narrow ones of 0.3 each at 3 and 3.2 make a higher peak
@@ -308,8 +320,11 @@ class TestModes:
     def test_modes_of_random_mixtures_match_a_grid_search(self, seed):
         g = torch.Generator().manual_seed(seed)
         K = 4
-        m = hand_made(torch.softmax(torch.randn(K, generator=g), 0).tolist(),
-                      (torch.rand(K, generator=g) * 8 - 4).tolist(), (0.2 + torch.rand(K, generator=g)).tolist())
+        m = hand_made(
+            torch.softmax(torch.randn(K, generator=g), 0).tolist(),
+            (torch.rand(K, generator=g) * 8 - 4).tolist(),
+            (0.2 + torch.rand(K, generator=g)).tolist(),
+        )
         found = m.modes()
         expected, expected_density = grid_modes(m)
         got = found.location[0, found.valid[0], 0].sort().values
@@ -340,8 +355,11 @@ class TestModes:
     def test_full_covariance_modes_match_a_2d_grid_search(self):
         """Two correlated components whose sum has its peak away from both means."""
         L = torch.tensor([[[1.0, 0.0], [0.9, 0.5]], [[0.6, 0.0], [-0.5, 0.6]]], dtype=torch.float64)
-        m = FullMixture(torch.tensor([[0.55, 0.45]], dtype=torch.float64).log(),
-                        torch.tensor([[[0.0, 0.0], [0.8, 0.4]]], dtype=torch.float64), L[None])
+        m = FullMixture(
+            torch.tensor([[0.55, 0.45]], dtype=torch.float64).log(),
+            torch.tensor([[[0.0, 0.0], [0.8, 0.4]]], dtype=torch.float64),
+            L[None],
+        )
         found = m.modes()
         axis = torch.linspace(-2, 3, 1001, dtype=torch.float64)
         grid = torch.cartesian_prod(axis, axis)

@@ -3,8 +3,11 @@ reproductions that another process is writing; unique default folder names for r
 started in the same second; a lock that dies with its holder, SIGKILL included."""
 
 from __future__ import annotations
+
 import signal
+
 import pytest
+
 from helpers import holding
 from mdn_experiments.run import locking
 

@@ -4,7 +4,9 @@ memory that cannot fit is refused before any work, with the estimate (mdn_experi
 an unreachable MLflow server fails within seconds, with a message that blames the right thing."""
 
 from __future__ import annotations
+
 import pytest
+
 from mdn_experiments.run import resources
 
 
@@ -17,12 +19,23 @@ class TestMemoryBounds:
         assert small >= 1000 * 50 * 50 * 2 * 2 * 8  # at least the float64 system itself
 
     def test_the_default_runs_fit_here(self):
-        estimate = resources.run_estimate(n_data=12000, input_size=1, out_dim=1, K=3, n_eval=10000,
-                                          parameters=5000, activations_per_input=200, batch=128)
+        estimate = resources.run_estimate(
+            n_data=12000,
+            input_size=1,
+            out_dim=1,
+            K=3,
+            n_eval=10000,
+            parameters=5000,
+            activations_per_input=200,
+            batch=128,
+        )
         assert estimate.peak < resources.available_memory()
 
     def test_an_estimate_refusal_names_its_largest_part(self):
         estimate = resources.Estimate({"small": 1, "the big part": 10 * resources.GIB})
-        with pytest.raises(resources.ResourceError, match=r"needs about 10 GiB of memory \(the big part: 10 GiB\), "
-                                                          r"but 1 GiB are available: less"):
+        with pytest.raises(
+            resources.ResourceError,
+            match=r"needs about 10 GiB of memory \(the big part: 10 GiB\), "
+            r"but 1 GiB are available: less",
+        ):
             estimate.check(resources.GIB, "this", "less")

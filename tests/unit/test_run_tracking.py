@@ -3,11 +3,13 @@ own readers (TensorBoard's event accumulator, MLflow's client on the SQLite stor
 with the run folder's history.csv, metrics.json and files."""
 
 import math
+
 import pytest
+
 from helpers import compose_config
-from mdn_experiments.run import tracking
-from mdn_experiments.errors import ConfigError, UserError
 from mdn_experiments.config import logger_names
+from mdn_experiments.errors import ConfigError, UserError
+from mdn_experiments.run import tracking
 from mdn_experiments.run.tracking import Tracker, Trackers
 
 

@@ -1,15 +1,17 @@
 """make bench's script on tiny sizes (it is timed by hand, never by tests), the experiment presets
 and the reference file the report reads."""
 
-from pathlib import Path
 import math
+from pathlib import Path
+
 import pytest
-from omegaconf import OmegaConf
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
 from helpers import compose_config
 from mdn_experiments import mdn
-from mdn_experiments.tools import bench
 from mdn_experiments.cli import config_dir
+from mdn_experiments.tools import bench
 from mdn_experiments.tools.reproduce import SWEEPS, band_check, references
 
 
@@ -21,8 +23,9 @@ def test_the_probability_space_loss_underflows_where_ours_does_not():
     for covariance in ("diag", "isotropic", "full"):
         raw, y = bench.loss_inputs(256, 3, 2, covariance)
         mixture = mdn.mixture_from_raw(raw.detach().double(), 3, 2, covariance)
-        assert float(bench.prob_space_nll(mixture, y.double())) == pytest.approx(float(mdn.nll(mixture, y.double())),
-                                                                                 rel=1e-9)
+        assert float(bench.prob_space_nll(mixture, y.double())) == pytest.approx(
+            float(mdn.nll(mixture, y.double())), rel=1e-9
+        )
 
 
 def test_the_minimal_loop_makes_the_same_number_of_steps_as_fit():
@@ -40,8 +43,15 @@ def test_the_minimal_loop_makes_the_same_number_of_steps_as_fit():
     assert steps == [128, 128, 44] * 2
 
 
-@pytest.mark.parametrize("preset, dataset, K", [("inverse_sine", "inverse_sine", 3), ("toy_bishop", "inverse_sine", 3),
-                                                ("robot_arm", "robot_arm", 3), ("mnist", "mnist", 10)])
+@pytest.mark.parametrize(
+    "preset, dataset, K",
+    [
+        ("inverse_sine", "inverse_sine", 3),
+        ("toy_bishop", "inverse_sine", 3),
+        ("robot_arm", "robot_arm", 3),
+        ("mnist", "mnist", 10),
+    ],
+)
 def test_each_experiment_preset_holds_one_run_of_its_dataset(preset, dataset, K):
     """A preset is one tuned run (no sweep in it); the seeds and grids come from the sweep options."""
     cfg = compose_config([f"experiment={preset}"])
@@ -52,8 +62,13 @@ def test_each_experiment_preset_holds_one_run_of_its_dataset(preset, dataset, K)
     assert cfg.trainer.epochs == (100 if preset == "toy_bishop" else plain.trainer.epochs)
 
 
-@pytest.mark.parametrize("sweep, params, subdir", [("seeds", {"seed": "0,1,2"}, "seed=${seed}"),
-                                                   ("k_grid", {"K": "1,2,3,4,5", "seed": "0,1,2"}, "K=${K},seed=${seed}")])
+@pytest.mark.parametrize(
+    "sweep, params, subdir",
+    [
+        ("seeds", {"seed": "0,1,2"}, "seed=${seed}"),
+        ("k_grid", {"K": "1,2,3,4,5", "seed": "0,1,2"}, "K=${K},seed=${seed}"),
+    ],
+)
 def test_the_sweep_options_hold_the_grids(sweep, params, subdir):
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = compose("config", overrides=[f"sweep={sweep}"], return_hydra_config=True)

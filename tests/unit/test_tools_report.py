@@ -1,8 +1,10 @@
 """Multirun sweeps through the basic, joblib and submitit launchers; summaries; mdn-report; BIC."""
 
 import os
+
 import pytest
 from hydra import compose, initialize_config_dir
+
 from mdn_experiments.cli import config_dir
 from mdn_experiments.tools.report import bic, chosen_k
 
@@ -14,8 +16,11 @@ def test_bic_on_a_hand_computed_case():
 
 
 def test_k_is_chosen_by_validation_nll_and_by_bic():
-    entries = [{"K": 1, "val_nll": 0.5, "bic": 900.0}, {"K": 2, "val_nll": 0.2, "bic": 950.0},
-               {"K": 3, "val_nll": 0.3, "bic": 990.0}]
+    entries = [
+        {"K": 1, "val_nll": 0.5, "bic": 900.0},
+        {"K": 2, "val_nll": 0.2, "bic": 950.0},
+        {"K": 3, "val_nll": 0.3, "bic": 990.0},
+    ]
     assert chosen_k(entries) == {"by_val_nll": 2, "by_bic": 1}
 
 

@@ -1,13 +1,19 @@
 """`make reproduce` end to end with tiny budgets: every step runs and REPORT.md holds what it claims."""
 
 import json
+
 import pytest
+
 from mdn_experiments.tools.reproduce import fmt, new_run_folder, newest_unfinished, stats
 
 
 def test_a_report_leaves_out_jobs_that_are_not_ok_and_says_so():
-    jobs = {"a": {"status": "ok", "test_nll": -1.0}, "b": {"status": "ok", "test_nll": -1.2},
-            "c": {"status": "diverged", "test_nll": 1e12}, "d": {"test_nll": -1.1}}  # d: before statuses
+    jobs = {
+        "a": {"status": "ok", "test_nll": -1.0},
+        "b": {"status": "ok", "test_nll": -1.2},
+        "c": {"status": "diverged", "test_nll": 1e12},
+        "d": {"test_nll": -1.1},
+    }  # d: before statuses
     mean, std, n, n_bad = stats(jobs, "test_nll")
     assert (n, n_bad) == (3, 1) and mean == pytest.approx(-1.1)
     assert fmt((mean, std, n, n_bad)) == "-1.1 ± 0.1 (n=3; 1 not ok, left out)"
@@ -15,8 +21,11 @@ def test_a_report_leaves_out_jobs_that_are_not_ok_and_says_so():
 
 
 def test_the_newest_unfinished_reproduction_is_found(tmp_path, capsys):
-    for name, finished in (("2026-01-01_10-00-00", False), ("2026-01-02_10-00-00", False),
-                           ("2026-01-03_10-00-00", True)):
+    for name, finished in (
+        ("2026-01-01_10-00-00", False),
+        ("2026-01-02_10-00-00", False),
+        ("2026-01-03_10-00-00", True),
+    ):
         (tmp_path / name).mkdir()
         (tmp_path / name / "reproduce.json").write_text(json.dumps({"finished": finished, "steps": {}}))
     # a damaged record is skipped with a line, never a traceback that blocks every later reproduction

@@ -2,13 +2,15 @@
 unconditional baseline NLL that `degenerate` is judged against."""
 
 import math
+
 import numpy as np
 import pytest
 import torch
 from scipy import stats
+
+from mdn_experiments.config import TrainSettings
 from mdn_experiments.evaluation.scores import unconditional_nll
 from mdn_experiments.models import MLP, build_network
-from mdn_experiments.config import TrainSettings
 from mdn_experiments.train.trainer import Trainer, evaluate_loss, fit
 
 
@@ -41,11 +43,13 @@ class TestRollback:
         x, y = toy_data()
         net = make_net()
         poison_call(net, 10)  # 4 minibatches + 1 validation pass per epoch: epoch 2, its 4th step... see below
-        result = fit(net, (x, y), toy_data(seed=1), optimizer_factory=torch.optim.Adam, lr=1e-2, epochs=6,
-                     batch_size=64)
+        result = fit(
+            net, (x, y), toy_data(seed=1), optimizer_factory=torch.optim.Adam, lr=1e-2, epochs=6, batch_size=64
+        )
         # calls 1-4: epoch 1's steps, 5: its validation; 6-9: epoch 2's steps; 10: validation of epoch 2
-        assert result.rollbacks == [{"epoch": 2, "step": 4, "reason": "validation loss=nan", "lr": pytest.approx(
-            result.rollbacks[0]["lr"])}]
+        assert result.rollbacks == [
+            {"epoch": 2, "step": 4, "reason": "validation loss=nan", "lr": pytest.approx(result.rollbacks[0]["lr"])}
+        ]
         assert result.diverged == ""
         assert [row["epoch"] for row in result.history] == [1, 2, 3, 4, 5, 6]  # the epoch was redone
         assert [row["rollbacks"] for row in result.history] == [0, 1, 0, 0, 0, 0]
@@ -58,8 +62,9 @@ class TestRollback:
         x, y = toy_data()
         net = make_net()
         poison_call(net, 1)  # the very first step
-        trainer = Trainer(net, (x, y), (x, y), TrainSettings(lr=1e-2, epochs=1, batch_size=None),
-                          optimizer_factory=torch.optim.SGD)
+        trainer = Trainer(
+            net, (x, y), (x, y), TrainSettings(lr=1e-2, epochs=1, batch_size=None), optimizer_factory=torch.optim.SGD
+        )
         start = [p.detach().clone() for p in net.parameters()]
         result = trainer.run()
         assert result.rollbacks[0]["step"] == 1 and result.rollbacks[0]["reason"].startswith("loss=nan")
@@ -72,8 +77,17 @@ class TestRollback:
 
     def test_a_learning_rate_that_blows_up_is_lowered_until_training_is_finite(self):
         x, y = toy_data()
-        result = fit(make_net(), (x, y), (x, y), optimizer_factory=torch.optim.SGD, lr=100.0, epochs=30,
-                     batch_size=64, rollback_lr_factor=0.01, max_consecutive_rollbacks=10)
+        result = fit(
+            make_net(),
+            (x, y),
+            (x, y),
+            optimizer_factory=torch.optim.SGD,
+            lr=100.0,
+            epochs=30,
+            batch_size=64,
+            rollback_lr_factor=0.01,
+            max_consecutive_rollbacks=10,
+        )
         assert len(result.rollbacks) >= 1 and result.diverged == ""
         assert all("validation loss=inf" in r["reason"] or "loss=" in r["reason"] for r in result.rollbacks)
         assert result.history[-1]["lr"] <= 100.0 * 0.01 ** len(result.rollbacks) * (1 + 1e-9)
@@ -84,8 +98,16 @@ class TestRollback:
         xv, yv = toy_data(seed=1)
         net = make_net()
         poison_call(net, 16)  # epoch 4's first step (5 calls an epoch: 4 steps + validation)
-        result = fit(net, (x, y), (xv, yv), optimizer_factory=torch.optim.Adam, lr=1e-2, epochs=10, batch_size=64,
-                     on_nonfinite="stop")
+        result = fit(
+            net,
+            (x, y),
+            (xv, yv),
+            optimizer_factory=torch.optim.Adam,
+            lr=1e-2,
+            epochs=10,
+            batch_size=64,
+            on_nonfinite="stop",
+        )
         assert result.rollbacks == [] and len(result.history) == 3
         assert result.diverged.startswith("non-finite loss=nan") and "epoch 4 step 1" in result.diverged
         assert evaluate_loss(net, xv, yv)[0] == pytest.approx(result.best_val_loss, abs=1e-6)

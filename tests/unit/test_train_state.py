@@ -3,8 +3,10 @@ SIGINT) and continued with mdn-resume end with the same metrics, bit for bit (ti
 the same work left alone. Damaged state files are detected and the previous state is used."""
 
 import signal
+
 import pytest
 import torch
+
 from mdn_experiments.train.state import StateFileError, read_state, write_state
 
 

@@ -1,8 +1,10 @@
 """The training loop: clipping, best-weight selection, the non-finite guard, early stopping."""
 
 import functools
+
 import pytest
 import torch
+
 from mdn_experiments.models import MLP, build_network
 from mdn_experiments.train.trainer import evaluate_loss, fit
 
@@ -32,8 +34,9 @@ def test_clipping_bounds_the_update_and_logs_the_norm_before_clipping():
     before = torch.cat([p.detach().flatten() for p in net.parameters()]).clone()
 
     clip = true_norm / 10  # force clipping
-    result = fit(net, (x, y), (x, y), optimizer_factory=torch.optim.SGD, lr=1.0, epochs=1,
-                 batch_size=None, grad_clip=clip)
+    result = fit(
+        net, (x, y), (x, y), optimizer_factory=torch.optim.SGD, lr=1.0, epochs=1, batch_size=None, grad_clip=clip
+    )
     # one full-batch SGD step with lr=1 moves the parameters by exactly the clipped gradient
     after = torch.cat([p.detach().flatten() for p in net.parameters()])
     assert result.history[0]["grad_norm"] == pytest.approx(true_norm, rel=1e-5)
@@ -56,8 +59,7 @@ def test_fit_keeps_the_best_validation_weights():
     x, y = toy_data(seed=0)
     xv, yv = toy_data(seed=1)
     net = make_net()
-    result = fit(net, (x, y), (xv, yv), optimizer_factory=torch.optim.Adam, lr=3e-2, epochs=40,
-                 batch_size=64)
+    result = fit(net, (x, y), (xv, yv), optimizer_factory=torch.optim.Adam, lr=3e-2, epochs=40, batch_size=64)
     val_losses = [row["val_nll"] for row in result.history]
     assert result.best_val_loss == min(val_losses)
     assert result.best_epoch == val_losses.index(min(val_losses)) + 1
@@ -68,12 +70,32 @@ def test_fit_keeps_the_best_validation_weights():
 
 def test_history_rows_hold_the_documented_columns():
     x, y = toy_data()
-    result = fit(make_net(), (x, y), (x, y), optimizer_factory=torch.optim.Adam, lr=1e-2, epochs=3,
-                 batch_size=100, lr_schedule="cosine", lr_min_factor=0.1)
+    result = fit(
+        make_net(),
+        (x, y),
+        (x, y),
+        optimizer_factory=torch.optim.Adam,
+        lr=1e-2,
+        epochs=3,
+        batch_size=100,
+        lr_schedule="cosine",
+        lr_min_factor=0.1,
+    )
     assert [row["epoch"] for row in result.history] == [1, 2, 3]
-    assert set(result.history[0]) == {"epoch", "train_nll", "val_nll", "grad_norm", "grad_norm_max",
-                                      "sigma_floor_share", "lr", "rollbacks", "seconds", "effective_components",
-                                      "dead_components", "responsibility_entropy"}
+    assert set(result.history[0]) == {
+        "epoch",
+        "train_nll",
+        "val_nll",
+        "grad_norm",
+        "grad_norm_max",
+        "sigma_floor_share",
+        "lr",
+        "rollbacks",
+        "seconds",
+        "effective_components",
+        "dead_components",
+        "responsibility_entropy",
+    }
     assert 0 < result.history[0]["seconds"] < result.history[2]["seconds"]
     assert result.steps == 3 * 3  # ceil(256 / 100) minibatches per epoch
     # the cosine schedule decays the learning rate towards lr * lr_min_factor
@@ -97,8 +119,15 @@ def test_a_non_finite_loss_in_every_step_stops_after_the_allowed_rollbacks():
     x[5] = float("nan")  # every full pass sees it: no learning rate can help
     net = make_net()
     before = [p.detach().clone() for p in net.parameters()]
-    result = fit(net, (x, y), toy_data(seed=1), optimizer_factory=torch.optim.Adam, lr=1e-2, epochs=2,
-                 max_consecutive_rollbacks=3)
+    result = fit(
+        net,
+        (x, y),
+        toy_data(seed=1),
+        optimizer_factory=torch.optim.Adam,
+        lr=1e-2,
+        epochs=2,
+        max_consecutive_rollbacks=3,
+    )
     assert len(result.rollbacks) == 3 and result.history == []
     assert result.diverged.startswith("non-finite loss=nan") and "after 3 rollbacks in a row" in result.diverged
     assert [r["lr"] for r in result.rollbacks] == pytest.approx([1e-2, 5e-3, 2.5e-3])  # halved each time
@@ -109,8 +138,7 @@ def test_a_non_finite_loss_in_every_step_stops_after_the_allowed_rollbacks():
 def test_patience_stops_early():
     x, y = toy_data()
     # lr = 0: nothing improves after the first epoch
-    result = fit(make_net(), (x, y), (x, y), optimizer_factory=torch.optim.SGD, lr=0.0, epochs=50,
-                 patience=3)
+    result = fit(make_net(), (x, y), (x, y), optimizer_factory=torch.optim.SGD, lr=0.0, epochs=50, patience=3)
     assert len(result.history) == 4
 
 
@@ -123,8 +151,20 @@ def test_other_optimizers_come_in_through_the_factory():
 
 def test_same_seed_same_training():
     x, y = toy_data()
-    runs = [fit(make_net(), (x, y), (x, y), optimizer_factory=torch.optim.Adam, lr=1e-2, epochs=5,
-                batch_size=32, seed=7, input_noise=0.1).history for _ in range(2)]
+    runs = [
+        fit(
+            make_net(),
+            (x, y),
+            (x, y),
+            optimizer_factory=torch.optim.Adam,
+            lr=1e-2,
+            epochs=5,
+            batch_size=32,
+            seed=7,
+            input_noise=0.1,
+        ).history
+        for _ in range(2)
+    ]
     untimed = [[{k: v for k, v in row.items() if k != "seconds"} for row in run] for run in runs]
     assert untimed[0] == untimed[1]
 
@@ -150,7 +190,8 @@ def test_lbfgs_stops_on_a_non_finite_loss_before_changing_the_weights():
     x[3] = float("nan")
     net = make_net()
     before = [p.detach().clone() for p in net.parameters()]
-    result = fit(net, (x, y), toy_data(seed=1), optimizer_factory=lbfgs_factory(), lr=1.0, epochs=3,
-                 on_nonfinite="stop")
+    result = fit(
+        net, (x, y), toy_data(seed=1), optimizer_factory=lbfgs_factory(), lr=1.0, epochs=3, on_nonfinite="stop"
+    )
     assert result.diverged.startswith("non-finite loss=nan, gradient norm=nan at epoch 1 step 1")
     assert all(torch.equal(a, b.detach()) for a, b in zip(before, net.parameters()))

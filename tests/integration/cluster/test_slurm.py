@@ -15,8 +15,13 @@ import pytest
 from helpers import REPO, TINY, run_cli, without_timings
 
 pytestmark = pytest.mark.cluster
-SLURM = ["hydra/launcher=slurm", "hydra.launcher.partition=debug", "hydra.launcher.cpus_per_task=1",
-         "hydra.launcher.timeout_min=10", "hydra.launcher.mem_gb=1"]
+SLURM = [
+    "hydra/launcher=slurm",
+    "hydra.launcher.partition=debug",
+    "hydra.launcher.cpus_per_task=1",
+    "hydra.launcher.timeout_min=10",
+    "hydra.launcher.mem_gb=1",
+]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -48,12 +53,25 @@ def test_a_two_job_sweep_writes_both_jobs_and_the_summary(tmp_path):
 
 
 def test_a_preempted_job_is_requeued_and_resumes_to_the_same_metrics(tmp_path):
-    args = ["K=3", "dataset.n_val=200", "dataset.n_test=500", "trainer.epochs=400", "trainer.patience=null",
-            "trainer.checkpoint_seconds=1", "trainer.progress=false", "figures=false", "baseline=false"]
+    args = [
+        "K=3",
+        "dataset.n_val=200",
+        "dataset.n_test=500",
+        "trainer.epochs=400",
+        "trainer.patience=null",
+        "trainer.checkpoint_seconds=1",
+        "trainer.progress=false",
+        "figures=false",
+        "baseline=false",
+    ]
     sweep_dir = tmp_path / "sweep"
-    sweep = subprocess.Popen([sys.executable, "-m", "mdn_experiments.cli", "-m", *args, *SLURM,
-                              f"hydra.sweep.dir={sweep_dir}"], cwd=REPO, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True)
+    sweep = subprocess.Popen(
+        [sys.executable, "-m", "mdn_experiments.cli", "-m", *args, *SLURM, f"hydra.sweep.dir={sweep_dir}"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.time() + 120
     while not list(sweep_dir.glob("*/state.pt")):  # training has started and saved once
         assert time.time() < deadline and sweep.poll() is None, "the job never saved a training state"
@@ -61,8 +79,10 @@ def test_a_preempted_job_is_requeued_and_resumes_to_the_same_metrics(tmp_path):
     job_id = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split()[0]
     subprocess.run(["scancel", "--signal=USR2", job_id], check=True)  # what SLURM sends before a time limit
     deadline = time.time() + 60
-    while "BeginTime" not in subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%r"], capture_output=True,
-                                            text=True).stdout:
+    while (
+        "BeginTime"
+        not in subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%r"], capture_output=True, text=True).stdout
+    ):
         assert time.time() < deadline, "the job was not requeued"
         time.sleep(0.2)
     subprocess.run(["scontrol", "update", f"jobid={job_id}", "StartTime=now"], check=True)  # no waiting
