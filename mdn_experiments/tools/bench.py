@@ -27,7 +27,6 @@ import math
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,6 +37,7 @@ import torch
 
 from mdn_experiments import mdn
 from mdn_experiments.models import MLP, build_network
+from mdn_experiments.tools import launch
 from mdn_experiments.train.trainer import fit
 
 SECTIONS = ("loss_step", "runner_overhead", "time_to_quality", "cost_curves", "mnist_throughput")
@@ -251,8 +251,9 @@ def runner_overhead(quick: bool) -> dict[str, Any]:
 def mdn_run(args: list[str], cwd: Path) -> tuple[float, dict[str, Any], Path]:
     run_dir = cwd / f"run{len(list(cwd.glob('run*')))}"
     start = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-m", "mdn_experiments.cli", *args, f"hydra.run.dir={run_dir}", "trainer.progress=false"],
+    proc = launch.run(
+        "mdn_experiments.cli",
+        [*args, f"hydra.run.dir={run_dir}", "trainer.progress=false"],
         capture_output=True,
         text=True,
         cwd=cwd,

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from mdn_experiments.evaluation.contract import MIN_MODE_MASS
+
 PROG = "mdn-predict"
 
 
@@ -368,9 +370,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--min-mass",
         type=float,
-        default=0.05,
+        default=MIN_MODE_MASS,
         metavar="M",
-        help="print the modes holding at least this mass (default 0.05; files hold them all)",
+        help=f"print the modes holding at least this mass (default {MIN_MODE_MASS}; files hold them all)",
     )
     p.add_argument("--out", type=Path, metavar="FILE", help="also write the answer to FILE.json or FILE.csv")
     return p

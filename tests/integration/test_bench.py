@@ -3,25 +3,17 @@ and the reference file the report reads."""
 
 import json
 import math
-import subprocess
-import sys
 
 import pytest
+
+from mdn_experiments.tools import launch
 
 
 @pytest.mark.slow  # 30 s: a smoke test of the timing script (make test-all)
 def test_bench_quick_writes_json_markdown_and_the_scaling_figure(tmp_path):
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mdn_experiments.tools.bench",
-            "--quick",
-            "--only",
-            "loss_step,runner_overhead,cost_curves",
-            "--out",
-            str(tmp_path),
-        ],
+    proc = launch.run(
+        "mdn_experiments.tools.bench",
+        ["--quick", "--only", "loss_step,runner_overhead,cost_curves", "--out", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=600,
@@ -44,8 +36,9 @@ def test_bench_quick_writes_json_markdown_and_the_scaling_figure(tmp_path):
 
 
 def test_bench_refuses_an_unknown_section_in_one_line(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "mdn_experiments.tools.bench", "--only", "warp", "--out", str(tmp_path)],
+    proc = launch.run(
+        "mdn_experiments.tools.bench",
+        ["--only", "warp", "--out", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=120,

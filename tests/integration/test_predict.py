@@ -4,7 +4,6 @@ inputs come in; bad input is one line and a non-zero exit."""
 import csv
 import json
 import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,6 +12,7 @@ import torch
 from helpers import REPO, TINY, compose_config
 from mdn_experiments.run.artifacts import load_run
 from mdn_experiments.run.runner import run_experiment
+from mdn_experiments.tools import launch
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +33,9 @@ def arm_run(tmp_path_factory):
 
 
 def predict_cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "mdn_experiments.tools.predict", *map(str, args)],
+    return launch.run(
+        "mdn_experiments.tools.predict",
+        [*map(str, args)],
         cwd=REPO,
         capture_output=True,
         text=True,

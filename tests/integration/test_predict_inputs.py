@@ -12,17 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import TINY, one_error, run_cli
+from helpers import TINY, one_error
 from mdn_experiments.tools import launch
 
 RUN = [*TINY, "figures=false"]
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    run_dir = tmp_path_factory.mktemp("trained") / "run"
-    assert run_cli([*RUN, f"hydra.run.dir={run_dir}"]).returncode == 0
-    return run_dir
+def trained(tiny_run) -> Path:
+    """The session's tiny finished run (only read here)."""
+    return tiny_run
 
 
 def predict(*args, **kwargs):

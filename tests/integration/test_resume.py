@@ -12,6 +12,7 @@ import time
 import pytest
 
 from helpers import TINY, run_cli, without_timings
+from mdn_experiments.tools import launch
 from mdn_experiments.train.state import read_state
 
 # four epochs of 4 minibatches; the state is written after every optimizer step
@@ -28,8 +29,9 @@ def metrics_of(run_dir) -> dict:
 
 
 def resume(path, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "mdn_experiments.tools.resume", str(path)],
+    return launch.run(
+        "mdn_experiments.tools.resume",
+        [str(path)],
         capture_output=True,
         text=True,
         timeout=600,
@@ -106,8 +108,9 @@ def test_a_sigterm_sent_from_outside_mid_training(tmp_path):
     alone = tmp_path / "alone"
     assert run_cli([*args, f"hydra.run.dir={alone}"]).returncode == 0
     run_dir = tmp_path / "run"
-    child = subprocess.Popen(
-        [sys.executable, "-m", "mdn_experiments.cli", *args, f"hydra.run.dir={run_dir}"],
+    child = launch.start(
+        "mdn_experiments.cli",
+        [*args, f"hydra.run.dir={run_dir}"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,

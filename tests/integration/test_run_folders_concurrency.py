@@ -94,7 +94,7 @@ def test_a_sweep_folder_in_use_refuses_a_second_sweep_and_a_job_resume(tmp_path)
     first = run_cli(
         ["-m", "K=1,2", *RUN, f"hydra.sweep.dir={sweep}"], env={"MDN_FAULT": "KILL@mdn:1:1", "MDN_FAULT_RUN": "K=2"}
     )
-    assert first.returncode != 0
+    assert first.returncode == -signal.SIGKILL
     job = next(p for p in sweep.iterdir() if p.name.startswith("K=2"))
     child = holding(sweep)  # another process writes into the sweep (a second mdn-resume of it, say)
     try:

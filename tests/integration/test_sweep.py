@@ -3,12 +3,11 @@
 import csv
 import json
 import shutil
-import subprocess
-import sys
 
 import pytest
 
 from helpers import TINY, run_cli
+from mdn_experiments.tools import launch
 from mdn_experiments.tools.report import bic, write_summary
 
 
@@ -86,9 +85,7 @@ def test_mdn_report_rebuilds_the_summary_of_an_interrupted_sweep(tmp_path):
     (jobs[1] / "metrics.json").unlink()  # a job killed mid-run
     for name in ("summary.csv", "summary.md", "k_sweep.png"):
         (sweep_dir / name).unlink()
-    proc = subprocess.run(
-        [sys.executable, "-m", "mdn_experiments.tools.report", str(sweep_dir)], capture_output=True, text=True
-    )
+    proc = launch.run("mdn_experiments.tools.report", [str(sweep_dir)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     rows = read_summary(sweep_dir)
     assert len(rows) == 3
@@ -103,11 +100,7 @@ def test_mdn_report_rebuilds_the_summary_of_an_interrupted_sweep(tmp_path):
 
 
 def test_mdn_report_refuses_a_folder_without_jobs(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "mdn_experiments.tools.report", str(tmp_path)], capture_output=True, text=True
-    )
+    proc = launch.run("mdn_experiments.tools.report", [str(tmp_path)], capture_output=True, text=True)
     assert proc.returncode == 2 and "holds no job folders" in proc.stderr
-    proc = subprocess.run(
-        [sys.executable, "-m", "mdn_experiments.tools.report", str(tmp_path / "nope")], capture_output=True, text=True
-    )
+    proc = launch.run("mdn_experiments.tools.report", [str(tmp_path / "nope")], capture_output=True, text=True)
     assert proc.returncode == 2 and "is not a folder" in proc.stderr

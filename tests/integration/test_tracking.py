@@ -17,6 +17,7 @@ import yaml
 
 from helpers import TINY, run_cli
 from mdn_experiments.run import tracking
+from mdn_experiments.tools import launch
 
 FAST = [*TINY, "trainer.epochs=4"]
 
@@ -207,8 +208,9 @@ def test_a_killed_and_resumed_run_continues_its_mlflow_run(tmp_path):
     assert stopped.info.status == "KILLED"
     assert json.loads((run_dir / "tracking.json").read_text())["mlflow_run_id"] == stopped.info.run_id
 
-    proc = subprocess.run(
-        [sys.executable, "-m", "mdn_experiments.tools.resume", str(run_dir)],
+    proc = launch.run(
+        "mdn_experiments.tools.resume",
+        [str(run_dir)],
         capture_output=True,
         text=True,
         cwd=tmp_path,

@@ -81,3 +81,23 @@ def test_the_point_rules_are_the_mixtures_own():
     torch.testing.assert_close(C.point(mixture, C.PEAK_DENSITY), mixture.mu[torch.arange(6), score.argmax(-1)])
     with pytest.raises(ValueError, match="no point-prediction rule"):
         C.point(mixture, "median")
+
+
+def test_the_report_the_summary_and_the_references_name_only_contract_keys():
+    """REPORT.md's template, references.yaml and the sweep summary read their names from the contract."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from mdn_experiments.tools import report, reproduce
+
+    tools = Path(reproduce.__file__).parent
+    references = yaml.safe_load((tools / reproduce.REFERENCES_FILE).read_text())["rows"]
+    assert {row["metric"] for row in references} <= set(C.METRICS)
+    template = (tools / reproduce.TEMPLATE_FILE).read_text()
+    named = set(re.findall(r"""s\(\s*(?:"[^"]+"|sweep),\s*"([a-z0-9_]+)\"""", template))
+    named |= set(re.findall(r"""has\(\s*sweep,\s*"([a-z0-9_]+)\"""", template))
+    assert len(named) >= 12 and named <= set(C.METRICS), named - set(C.METRICS)
+    summary_metrics = set(report.SUMMARY_COLUMNS) - {"job", "main_metric", "main_value", "bic", "reason"}
+    assert summary_metrics <= set(C.METRICS)

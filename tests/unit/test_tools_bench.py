@@ -5,12 +5,11 @@ import math
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from helpers import compose_config
 from mdn_experiments import mdn
-from mdn_experiments.cli import config_dir
+from mdn_experiments.config.compose import compose, config_dir
 from mdn_experiments.tools import bench
 from mdn_experiments.tools.reproduce import SWEEPS, band_check, references
 
@@ -70,8 +69,7 @@ def test_each_experiment_preset_holds_one_run_of_its_dataset(preset, dataset, K)
     ],
 )
 def test_the_sweep_options_hold_the_grids(sweep, params, subdir):
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        cfg = compose("config", overrides=[f"sweep={sweep}"], return_hydra_config=True)
+    cfg = compose([f"sweep={sweep}"], return_hydra_config=True)
     assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
     assert dict(cfg.hydra.sweeper.params) == params
     assert OmegaConf.to_container(cfg.hydra.sweep, resolve=False)["subdir"] == subdir

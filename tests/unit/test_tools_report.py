@@ -3,9 +3,7 @@
 import os
 
 import pytest
-from hydra import compose, initialize_config_dir
 
-from mdn_experiments.cli import config_dir
 from mdn_experiments.tools.report import bic, chosen_k
 
 
@@ -22,13 +20,6 @@ def test_k_is_chosen_by_validation_nll_and_by_bic():
         {"K": 3, "val_nll": 0.3, "bic": 990.0},
     ]
     assert chosen_k(entries) == {"by_val_nll": 2, "by_bic": 1}
-
-
-def test_the_k_grid_preset_is_a_multirun_over_k_and_seeds():
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        cfg = compose("config", overrides=["sweep=k_grid"], return_hydra_config=True)
-    assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
-    assert cfg.hydra.sweeper.params == {"K": "1,2,3,4,5", "seed": "0,1,2"}
 
 
 def test_parallel_jobs_share_the_cores():

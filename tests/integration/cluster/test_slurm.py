@@ -6,13 +6,13 @@ They fail (never skip) when SLURM_CONF is not set: run them through `make test-c
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from helpers import REPO, TINY, run_cli, without_timings
+from mdn_experiments.tools import launch
 
 pytestmark = pytest.mark.cluster
 SLURM = [
@@ -65,8 +65,9 @@ def test_a_preempted_job_is_requeued_and_resumes_to_the_same_metrics(tmp_path):
         "baseline=false",
     ]
     sweep_dir = tmp_path / "sweep"
-    sweep = subprocess.Popen(
-        [sys.executable, "-m", "mdn_experiments.cli", "-m", *args, *SLURM, f"hydra.sweep.dir={sweep_dir}"],
+    sweep = launch.start(
+        "mdn_experiments.cli",
+        ["-m", *args, *SLURM, f"hydra.sweep.dir={sweep_dir}"],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
