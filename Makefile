@@ -48,7 +48,6 @@ lint: install ## ruff: the lint rules and the formatting of pyproject.toml, on t
 	$(BIN)/ruff format --check .
 
 docs: install ## build the docs site strictly (a broken link or a missing page fails) into site/
-	@$(BIN)/python -c "import mkdocs, material, mkdocstrings" 2>/dev/null || $(BIN)/python -m pip install --quiet -e ".[docs]"
 	$(BIN)/python -m mkdocs build --strict
 
 docs-reports: install ## the docs' results and performance pages from the newest make reproduce and make bench

@@ -97,3 +97,28 @@ def find_mnist_root() -> Path | None:
         if candidate and all((Path(candidate) / name).exists() for name in MNIST_FILES):
             return Path(candidate)
     return None
+
+
+def forced_dead_network(seed=0):
+    """A K=3 MDN whose third component can never win: the case a revival must mend."""
+    import torch
+
+    from mdn_experiments.models import MLP, build_network
+
+    torch.manual_seed(seed)
+    net = build_network(MLP([1], hidden=[32]), [1], 1, "mdn", n_components=3)
+    with torch.no_grad():  # component 3 can never win: logit weights 0, bias -30
+        net.head.linear.weight[2] = 0.0
+        net.head.linear.bias[2] = -30.0
+    return net
+
+
+def toy_data(n, seed):
+    """The inverse-sine toy problem (noise half-width 0.1), (x, t) of n points."""
+    import math
+
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    t = torch.rand(n, 1, generator=g)
+    return t + 0.3 * torch.sin(2 * math.pi * t) + 0.2 * (torch.rand(n, 1, generator=g) - 0.5), t

@@ -4,7 +4,6 @@ missing page fails)."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import subprocess
 import sys
@@ -39,7 +38,6 @@ def test_every_python_block_runs_as_written(name, code, tmp_path):
         assert nll < -0.9  # the true conditional density scores about -1.28; one Gaussian about -0.6
 
 
-@pytest.mark.skipif(importlib.util.find_spec("mkdocs") is None, reason="the docs extra is not installed: make docs")
 def test_the_site_builds_strictly(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(tmp_path / "site")],

@@ -2,30 +2,13 @@
 
 import csv
 import json
-import math
 
 import torch
 
-from helpers import TINY, compose_config
+from helpers import TINY, compose_config, forced_dead_network, toy_data
 from mdn_experiments.config import TrainSettings
-from mdn_experiments.models import MLP, build_network
 from mdn_experiments.run.runner import run_experiment
 from mdn_experiments.train.trainer import ReviveDead, Trainer
-
-
-def forced_dead_network(seed=0):
-    torch.manual_seed(seed)
-    net = build_network(MLP([1], hidden=[32]), [1], 1, "mdn", n_components=3)
-    with torch.no_grad():  # component 3 can never win: logit weights 0, bias -30
-        net.head.linear.weight[2] = 0.0
-        net.head.linear.bias[2] = -30.0
-    return net
-
-
-def toy_data(n, seed):
-    g = torch.Generator().manual_seed(seed)
-    t = torch.rand(n, 1, generator=g)
-    return t + 0.3 * torch.sin(2 * math.pi * t) + 0.2 * (torch.rand(n, 1, generator=g) - 0.5), t
 
 
 def test_revival_state_survives_a_resume():

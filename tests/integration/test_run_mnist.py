@@ -1,24 +1,9 @@
 """MNIST: IDX parsing, MD5 checks, the downloader against a loopback server, a short real run."""
 
 import json
-import os
-from pathlib import Path
 
-import pytest
-
-from helpers import compose_config, find_mnist_root
+from helpers import compose_config
 from mdn_experiments.run.runner import run_experiment
-
-
-@pytest.fixture(scope="module")
-def mnist_root() -> Path:
-    root = find_mnist_root()
-    if root is None:
-        message = "the MNIST files are not found: set MDN_MNIST_ROOT to a folder holding the four .gz files"
-        if os.environ.get("CI"):
-            pytest.fail(message)  # CI always has ../shared beside the clone: never skip there
-        pytest.skip(message)
-    return root
 
 
 def test_a_short_real_run_writes_every_artifact_and_beats_chance(tmp_path, mnist_root):

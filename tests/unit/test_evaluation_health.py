@@ -7,6 +7,7 @@ import pytest
 import torch
 from sklearn.mixture import GaussianMixture
 
+from helpers import forced_dead_network, toy_data
 from mdn_experiments.evaluation import health as evaluation
 from mdn_experiments.mdn import DiagonalMixture
 from mdn_experiments.models import MLP, build_network
@@ -16,21 +17,6 @@ from mdn_experiments.train.trainer import ReviveDead, fit
 def mixture_1d(pi, mu, sigma, n=50):
     t = lambda v: torch.tensor(v, dtype=torch.float64).expand(n, len(v))  # noqa: E731
     return DiagonalMixture(t(pi).log(), t(mu)[..., None], t(sigma)[..., None])
-
-
-def forced_dead_network(seed=0):
-    torch.manual_seed(seed)
-    net = build_network(MLP([1], hidden=[32]), [1], 1, "mdn", n_components=3)
-    with torch.no_grad():  # component 3 can never win: logit weights 0, bias -30
-        net.head.linear.weight[2] = 0.0
-        net.head.linear.bias[2] = -30.0
-    return net
-
-
-def toy_data(n, seed):
-    g = torch.Generator().manual_seed(seed)
-    t = torch.rand(n, 1, generator=g)
-    return t + 0.3 * torch.sin(2 * math.pi * t) + 0.2 * (torch.rand(n, 1, generator=g) - 0.5), t
 
 
 class TestHealthMetrics:
