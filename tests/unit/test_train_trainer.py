@@ -24,14 +24,19 @@ def lbfgs_factory():
     return functools.partial(torch.optim.LBFGS, max_iter=5, history_size=20, line_search_fn="strong_wolfe")
 
 
+def gradient_norm_and_weights(net, x, y) -> tuple[float, torch.Tensor]:
+    """The unclipped full-batch gradient norm, computed independently of the trainer, and a copy
+    of the weights (flattened) before any step."""
+    loss, _ = net.loss(x, y)
+    grads = torch.autograd.grad(loss, list(net.parameters()))
+    norm = torch.sqrt(sum(g.square().sum() for g in grads)).item()
+    return norm, torch.cat([p.detach().flatten() for p in net.parameters()]).clone()
+
+
 def test_clipping_bounds_the_update_and_logs_the_norm_before_clipping():
     x, y = toy_data()
     net = make_net()
-    # the unclipped gradient norm, computed independently
-    loss, _ = net.loss(x, y)
-    grads = torch.autograd.grad(loss, list(net.parameters()))
-    true_norm = torch.sqrt(sum(g.square().sum() for g in grads)).item()
-    before = torch.cat([p.detach().flatten() for p in net.parameters()]).clone()
+    true_norm, before = gradient_norm_and_weights(net, x, y)
 
     clip = true_norm / 10  # force clipping
     result = fit(
@@ -46,10 +51,7 @@ def test_clipping_bounds_the_update_and_logs_the_norm_before_clipping():
 def test_no_clipping_when_grad_clip_is_none():
     x, y = toy_data()
     net = make_net()
-    loss, _ = net.loss(x, y)
-    grads = torch.autograd.grad(loss, list(net.parameters()))
-    true_norm = torch.sqrt(sum(g.square().sum() for g in grads)).item()
-    before = torch.cat([p.detach().flatten() for p in net.parameters()]).clone()
+    true_norm, before = gradient_norm_and_weights(net, x, y)
     fit(net, (x, y), (x, y), optimizer_factory=torch.optim.SGD, lr=1e-3, epochs=1, grad_clip=None)
     after = torch.cat([p.detach().flatten() for p in net.parameters()])
     assert (after - before).norm().item() == pytest.approx(1e-3 * true_norm, rel=1e-4)
