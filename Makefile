@@ -14,9 +14,16 @@ export MDN_MNIST_ROOT := $(abspath $(MNIST_ROOT))
 else ifneq ($(wildcard $(SHARED_MNIST)/train-images-idx3-ubyte.gz),)
 export MDN_MNIST_ROOT ?= $(SHARED_MNIST)
 endif
+# The UCI suite's folders: UCI_ROOT=FOLDER, else ../shared/data/uci when it holds them, else data/uci
+SHARED_UCI := $(abspath ../shared/data/uci)
+ifneq ($(UCI_ROOT),)
+export MDN_UCI_ROOT := $(abspath $(UCI_ROOT))
+else ifneq ($(wildcard $(SHARED_UCI)/concrete/data.txt),)
+export MDN_UCI_ROOT ?= $(SHARED_UCI)
+endif
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all test-cluster lint docs docs-reports run sweep reproduce bench init-study clean
+.PHONY: help install test test-all test-cluster lint docs docs-reports run sweep reproduce uci bench init-study clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -61,6 +68,9 @@ sweep: install ## sweep over K: make sweep ARGS="seed=0,1,2"
 
 reproduce: install ## every experiment with 3 seeds, then outputs/reproduce/REPORT.md; resumes a stopped one (FRESH=1: start anew)
 	$(BIN)/python -m mdn_experiments.tools.reproduce $(if $(FRESH),--fresh)
+
+uci: install ## the UCI suite (9 data sets, every standard split) beside MC dropout: outputs/uci/REPORT.md (QUICK=1: 3 splits each; FRESH=1)
+	$(BIN)/python -m mdn_experiments.tools.uci $(if $(FRESH),--fresh) $(if $(QUICK),--quick) $(ARGS)
 
 bench: install ## speed benchmark (ratios side by side)
 	$(BIN)/python -m mdn_experiments.tools.bench

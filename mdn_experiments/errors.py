@@ -19,6 +19,10 @@ class ConfigError(UserError):
         self.key, self.value, self.allowed = key, value, allowed
 
 
+class DataError(UserError):
+    """A data file is missing, corrupted, unreadable, or holds what the run cannot use."""
+
+
 class RunFolderError(UserError):
     """The run folder already holds a finished run (nothing is overwritten)."""
 

@@ -123,6 +123,12 @@ class Mixture:
         """Posterior component probabilities p(k | x, y): (*N, K), rows sum to one."""
         return torch.softmax(self.log_pi + self.component_log_prob(y), dim=-1)
 
+    def marginal(self, d: int) -> Mixture:
+        """The 1-D mixture of target dimension d (a Gaussian mixture's marginals are Gaussian
+        mixtures with the same weights): a DiagonalMixture with D = 1."""
+        variance = self.component_covariance().diagonal(dim1=-2, dim2=-1)[..., d : d + 1]
+        return DiagonalMixture(self.log_pi, self.mu[..., d : d + 1], variance.sqrt())
+
     # --- moments and point predictions -------------------------------------------------------------
 
     def mean(self) -> Tensor:

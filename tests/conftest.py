@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import TINY, find_mnist_root
+from helpers import TINY, find_mnist_root, find_uci_root, small_table
 
 
 @pytest.fixture
@@ -23,6 +23,23 @@ def mnist_root() -> Path:
             pytest.fail(message)  # CI always has ../shared beside the clone: never skip there
         pytest.skip(message)
     return root
+
+
+@pytest.fixture(scope="session")
+def uci_root() -> Path:
+    root = find_uci_root()
+    if root is None:
+        message = "the UCI suite is not found: set MDN_UCI_ROOT to a folder holding its data set folders"
+        if os.environ.get("CI"):
+            pytest.fail(message)  # CI always has ../shared beside the clone: never skip there
+        pytest.skip(message)
+    return root
+
+
+@pytest.fixture(scope="session")
+def table_csv(tmp_path_factory) -> Path:
+    """helpers.small_table, written once per session."""
+    return small_table(tmp_path_factory.mktemp("table") / "two.csv")
 
 
 def pytest_collection_modifyitems(config, items):

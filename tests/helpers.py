@@ -99,6 +99,26 @@ def find_mnist_root() -> Path | None:
     return None
 
 
+def find_uci_root() -> Path | None:
+    for candidate in (os.environ.get("MDN_UCI_ROOT"), REPO.parent / "shared" / "data" / "uci"):
+        if candidate and (Path(candidate) / "concrete" / "data.txt").is_file():
+            return Path(candidate)
+    return None
+
+
+def small_table(path: Path, n: int = 120, seed: int = 0) -> Path:
+    """A small CSV (an identifier, two features, two targets: y1 = +-sqrt|a| has two branches)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    a, b = rng.uniform(-1, 1, n), rng.normal(size=n)
+    y1 = rng.choice([-1.0, 1.0], n) * np.sqrt(np.abs(a)) + 0.05 * rng.normal(size=n)
+    y2 = a * b + 0.1 * rng.normal(size=n)
+    lines = ["id,a,b,y1,y2"] + [f"s{i},{a[i]:.17g},{b[i]:.17g},{y1[i]:.17g},{y2[i]:.17g}" for i in range(n)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def forced_dead_network(seed=0):
     """A K=3 MDN whose third component can never win: the case a revival must mend."""
     import torch

@@ -32,6 +32,8 @@ DATASETS = (
     "mdn_experiments.datasets.inverse_sine.InverseSine",
     "mdn_experiments.datasets.robot_arm.RobotArm",
     "mdn_experiments.datasets.mnist.Mnist",
+    "mdn_experiments.datasets.table.TableDataset",
+    "mdn_experiments.datasets.uci.Uci",
 )
 BACKBONES = ("mdn_experiments.models.MLP", "mdn_experiments.models.CNN")
 OPTIMIZERS = tuple(

@@ -121,6 +121,38 @@ class MnistConfig:
 
 
 @dataclass
+class TableConfig:
+    _target_: str = MISSING  # in conf/dataset/table.yaml
+    name: str = "table"
+    path: Optional[str] = None
+    target: Any = None  # a column name or 0-based index, or a list of them
+    features: Any = None  # None: every other column; or a list of names/indices
+    format: str = "auto"  # auto (by suffix) | csv | tsv | whitespace | npy | npz | parquet
+    split: str = "random"  # random | index
+    test_fraction: float = 0.1
+    val_fraction: float = 0.1
+    train_index: Optional[str] = None
+    test_index: Optional[str] = None
+    missing: str = "error"  # error | drop
+    constant: str = "error"  # error | drop
+    dequantize: bool = False
+    resolution: Optional[float] = None
+
+
+@dataclass
+class UciConfig:
+    _target_: str = MISSING  # in conf/dataset/uci.yaml
+    name: str = "concrete"
+    root: str = MISSING
+    split: int = 0
+    val_fraction: float = 0.2
+    missing: str = "error"
+    constant: str = "drop"
+    dequantize: bool = False
+    resolution: Optional[float] = None
+
+
+@dataclass
 class TrackingConfig:
     mlflow_uri: Optional[str] = None  # None: sqlite:///<cwd>/outputs/mlflow.db
     experiment: Optional[str] = None  # None: the sweep folder (a sweep's jobs), else the dataset's name
@@ -131,6 +163,7 @@ class RunConfig:
     K: int = MISSING
     seed: int = 0
     baseline: bool = True
+    gaussian: Optional[bool] = None  # also train the K=1 MDN; None: the dataset's default (tables: yes)
     figures: bool = True
     logger: Any = "csv"  # csv | tensorboard | mlflow, or a list of them (ranges.logger_names)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
@@ -143,6 +176,8 @@ DATASET_SCHEMAS = {
     "mdn_experiments.datasets.inverse_sine.InverseSine": InverseSineConfig,
     "mdn_experiments.datasets.robot_arm.RobotArm": RobotArmConfig,
     "mdn_experiments.datasets.mnist.Mnist": MnistConfig,
+    "mdn_experiments.datasets.table.TableDataset": TableConfig,
+    "mdn_experiments.datasets.uci.Uci": UciConfig,
 }
 
 
@@ -155,6 +190,8 @@ def register_configs() -> None:
     cs.store(group="schema/dataset", name="inverse_sine", node=InverseSineConfig)
     cs.store(group="schema/dataset", name="robot_arm", node=RobotArmConfig)
     cs.store(group="schema/dataset", name="mnist", node=MnistConfig)
+    cs.store(group="schema/dataset", name="table", node=TableConfig)
+    cs.store(group="schema/dataset", name="uci", node=UciConfig)
 
 
 register_configs()

@@ -92,6 +92,7 @@ class RunSettings:
 
     seed: int
     baseline: bool
+    gaussian: bool | None
     figures: bool
     model: ModelSettings
     mdn_train: TrainSettings
@@ -112,6 +113,7 @@ class RunSettings:
         return cls(
             seed=cfg.seed,
             baseline=cfg.baseline,
+            gaussian=cfg.get("gaussian"),  # runs saved before the key existed: None
             figures=cfg.figures,
             model=ModelSettings(
                 K=cfg.K,

@@ -37,6 +37,7 @@ class Dataset(ABC):
     per_feature_standardization: bool = True
     throughput_key: str = "samples_per_second"  # metrics.json key of the training throughput
     main_metric: str = "test_nll"  # the metric sweep summaries report for this task
+    compare_gaussian: bool = False  # train the K=1 MDN beside the MDN unless `gaussian` says otherwise
 
     @abstractmethod
     def load(self, seed: int) -> Splits:

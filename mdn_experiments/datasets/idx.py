@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from mdn_experiments.errors import UserError
+from mdn_experiments.errors import DataError
 
 # the four original files and their published MD5 sums
 MNIST_FILES = {
@@ -32,10 +32,6 @@ MNIST_MIRRORS = (
     "http://yann.lecun.com/exdb/mnist/",
 )
 IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-
-
-class DataError(UserError):
-    """A data file is missing, corrupted or unreadable."""
 
 
 def read_idx(path: Path | str) -> np.ndarray:

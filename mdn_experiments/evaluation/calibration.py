@@ -13,6 +13,7 @@ For a calibrated model the HDR levels are uniform and coverage equals a at every
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,6 +81,25 @@ def pit(mixture: Mixture, y: Tensor) -> Tensor:
         raise ValueError(f"pit is defined here for 1-D targets, got D={mixture.dim}")
     z = (y.double() - mixture.mu[..., 0].double()) / mixture.component_std()[..., 0].double()
     return (mixture.pi.double() * _normal_cdf(z)).sum(-1)
+
+
+@torch.no_grad()
+def quantiles(mixture: Mixture, levels: Sequence[float], iterations: int = 60) -> Tensor:
+    """Quantiles of 1-D mixtures by bisection on their CDF: batch (N,), levels (L,) -> (N, L),
+    float64 (the CDF is increasing, so each bisection halves an interval that holds the answer)."""
+    if mixture.dim != 1:
+        raise ValueError(f"quantiles are defined here for 1-D targets, got D={mixture.dim}")
+    mu, s = mixture.mu[..., 0].double(), mixture.component_std()[..., 0].double()
+    pi = mixture.pi.double()
+    q = torch.as_tensor(levels, dtype=torch.float64, device=mu.device)
+    low = (mu - 12 * s).min(-1).values[:, None].expand(-1, q.numel()).clone()
+    high = (mu + 12 * s).max(-1).values[:, None].expand(-1, q.numel()).clone()
+    for _ in range(iterations):
+        mid = (low + high) / 2
+        cdf = (pi[:, None, :] * _normal_cdf((mid[..., None] - mu[:, None, :]) / s[:, None, :])).sum(-1)
+        below = cdf < q
+        low, high = torch.where(below, mid, low), torch.where(below, high, mid)
+    return (low + high) / 2
 
 
 def ks_uniform(values: np.ndarray) -> float:

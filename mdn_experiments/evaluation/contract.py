@@ -29,6 +29,7 @@ PEAK_DENSITY = "peak_density"  # the mean of the component with the largest pi_k
 BEST_OF_MODES = "best_of_modes"  # the mode (holding >= MIN_MODE_MASS) closest to the truth: an oracle
 ANY_ACTIVE = "any_active"  # right when any active component is (an oracle over candidates)
 BASELINE = "baseline"  # the MSE network's prediction
+GAUSSIAN = "gaussian"  # the K=1 MDN: one Gaussian with an input-dependent mean and scale
 IDEAL_MEAN = "ideal_mean"  # the true conditional mean E[y|x] (where it is known)
 
 RULES = {
@@ -39,6 +40,7 @@ RULES = {
     BEST_OF_MODES: "the mode holding >= MIN_MODE_MASS of the probability that is closest to the truth (an oracle)",
     ANY_ACTIVE: "right when some component with pi_k >= ACTIVE_PI is right (an oracle over the candidates)",
     BASELINE: "the MSE network with the same backbone (the paper's foil)",
+    GAUSSIAN: "the K=1 MDN with the same backbone (the heteroscedastic Gaussian network: one Gaussian per input)",
     IDEAL_MEAN: "the true conditional mean E[y|x] (the inverse-sine problem, where it is known exactly)",
 }
 
@@ -46,6 +48,17 @@ RULES = {
 def key(quantity: str, rule: str | None = None) -> str:
     """A metric key: quantity, then the rule that made the prediction (`rmse`, `baseline` -> `rmse_baseline`)."""
     return f"{quantity}_{rule}" if rule else quantity
+
+
+def column_key(name: str, column: str) -> str:
+    """A metric of one target column of a table with several (`test_ll[theta1]`): the metric of
+    that column's marginal mixture."""
+    return f"{name}[{column}]"
+
+
+def base_key(name: str) -> str:
+    """The METRICS key a metrics.json key stands for (`test_ll[theta1]` -> `test_ll`)."""
+    return name.split("[", 1)[0] if name.endswith("]") else name
 
 
 def point(mixture, rule: str):
@@ -71,6 +84,7 @@ def point(mixture, rule: str):
 # --- metric keys ----------------------------------------------------------------------------------
 # every run
 TEST_NLL, VAL_NLL, TRAIN_NLL = "test_nll", "val_nll", "train_nll"
+TEST_LL = "test_ll"  # - test_nll: the tabular benchmarks' sign (higher is better)
 UNCONDITIONAL_NLL = "unconditional_nll"
 RMSE_BASELINE = key("rmse", BASELINE)
 CRPS, CRPS_BASELINE = "crps", key("crps", BASELINE)
@@ -83,6 +97,7 @@ RMSE_TOP_PI, RMSE_MIXTURE_MEAN, RMSE_IDEAL_MEAN = (
     key("rmse", MIXTURE_MEAN),
     key("rmse", IDEAL_MEAN),
 )
+RMSE_TOP_MODE = key("rmse", TOP_MODE)
 RMSE_TO_IDEAL_MEAN_BASELINE = key("rmse_to_ideal_mean", BASELINE)
 BRANCH_COUNT_ACCURACY = "branch_count_accuracy"
 # robot arm
@@ -138,8 +153,8 @@ METRICS: dict[str, str] = {  # every number and text metrics.json holds, with wh
     BAYES_NLL: "inverse sine: NLL of the true conditional density on the test points",
     NLL_GAP: "inverse sine: test_nll - bayes_nll",
     RMSE_IDEAL_MEAN: "inverse sine: RMSE of the true E[t|x] against the test targets",
-    RMSE_TOP_PI: "inverse sine: RMSE of the top-pi rule",
-    RMSE_MIXTURE_MEAN: "inverse sine: RMSE of the mixture's mean",
+    RMSE_TOP_PI: "inverse sine, tables: test RMSE of the top-pi rule",
+    RMSE_MIXTURE_MEAN: "inverse sine, tables: test RMSE of the mixture's mean (the predictive mean)",
     RMSE_TO_IDEAL_MEAN_BASELINE: "inverse sine: RMS distance of the MSE network from the true E[t|x]",
     BRANCH_COUNT_ACCURACY: f"inverse sine: share of inputs whose modes (mass >= {MIN_MODE_MASS}) match the "
     "true branches",
@@ -162,6 +177,28 @@ METRICS: dict[str, str] = {  # every number and text metrics.json holds, with wh
     ACCURACY_ANY_ACTIVE: "MNIST: share of test digits with some active component rounding to the label",
     key("accuracy", MIXTURE_MEAN): "MNIST: the same for the mixture's mean",
     ACCURACY_BASELINE: "MNIST: the rounded MSE network",
+    TEST_LL: "tables: test log-likelihood per example in the target's original units (- test_nll)",
+    RMSE_TOP_MODE: "tables: test RMSE of the highest mode of the mixture",
+    "nll_units": "tables: the units of test_nll and test_ll, and the treatment of the target",
+    "targets": "tables: the target column(s)",
+    "n_features": "tables: the feature columns used",
+    "dropped_rows": "tables: rows dropped for missing or non-finite values (dataset.missing=drop)",
+    "dropped_features": "tables: feature columns left out for being constant on the training rows",
+    "discrete_target": "tables: why the target is flagged as discrete (few distinct values, or many rows at one "
+    "value); empty when it is not",
+    "target_resolution": "tables: the recording resolution of the target (the smallest gap between its distinct "
+    "training values, or dataset.resolution)",
+    "dequantized": "tables: whether uniform noise of one resolution was added to every target (dataset.dequantize)",
+    key(TEST_NLL, GAUSSIAN): "test NLL of the K=1 MDN (trained beside the MDN; tables by default)",
+    key(TEST_LL, GAUSSIAN): "test log-likelihood of the K=1 MDN, original units",
+    key(VAL_NLL, GAUSSIAN): "validation NLL of the K=1 MDN's kept weights",
+    key("rmse", GAUSSIAN): "test RMSE of the K=1 MDN's mean",
+    key(CRPS, GAUSSIAN): "test CRPS of the K=1 MDN (1-D targets)",
+    key(COVERAGE_90, GAUSSIAN): "share of test targets inside the K=1 MDN's 90 % region",
+    key("n_params", GAUSSIAN): "the K=1 MDN's weights",
+    key("train_seconds", GAUSSIAN): "the K=1 MDN's training time",
+    key("rollbacks", GAUSSIAN): "rollbacks of the K=1 MDN's training",
+    key("rollback_at", GAUSSIAN): "where those rollbacks were",
     "metrics_seconds": "time spent on the metrics",
     "figures_seconds": "time spent on the figures",
     "wall_seconds": "time from the data to metrics.json",

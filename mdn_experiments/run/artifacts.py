@@ -27,7 +27,7 @@ from mdn_experiments.train.state import PREVIOUS_FILE, STATE_FILE, read_state
 
 log = logging.getLogger(__name__)
 
-PHASES = ("mdn", "baseline", "evaluate")  # what a saved state says the run was doing
+PHASES = ("mdn", "gaussian", "baseline", "evaluate")  # what a saved state says the run was doing
 
 
 # keys that may differ between a run and its resumption: they do not change the results

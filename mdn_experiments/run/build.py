@@ -121,8 +121,9 @@ def optimizer_factory(cfg: DictConfig):
     return factory
 
 
-def build(cfg: DictConfig, dataset: Dataset, head: str) -> Network:
-    """Instantiate the configured backbone with the dataset's input shape and attach a head."""
+def build(cfg: DictConfig, dataset: Dataset, head: str, K: int | None = None) -> Network:
+    """Instantiate the configured backbone with the dataset's input shape and attach a head (an
+    MDN head of K components: cfg.K unless given)."""
     cls = _target_class(
         cfg.model.backbone, "model.backbone", "a backbone class", "model.backbone._target_=mdn_experiments.models.MLP"
     )
@@ -139,7 +140,7 @@ def build(cfg: DictConfig, dataset: Dataset, head: str) -> Network:
         dataset.input_shape,
         dataset.output_dim,
         head,
-        n_components=cfg.K,
+        n_components=cfg.K if K is None else K,
         sigma_min=cfg.model.sigma_min,
         sigma_transform=cfg.model.sigma_transform,
         covariance=cfg.model.get("covariance", "diag"),  # runs saved before the key existed: diag
@@ -244,18 +245,30 @@ class RunObjects:
     dataset: Dataset
     device: torch.device
     optimizer_factory: Callable[..., torch.optim.Optimizer]
-    network: Callable[[str], Network]  # head ("mdn" | "mse") -> a fresh network; built when asked
+    network: Callable[..., Network]  # (head "mdn" | "mse", K=None) -> a fresh network; built when asked
 
-    def prepared(self, head: str, splits: Splits) -> Network:
-        """A fresh network on the run's device, standardised and started from the training data."""
-        network = self.network(head).to(self.device)
+    def prepared(self, head: str, splits: Splits, K: int | None = None) -> Network:
+        """A fresh network on the run's device, standardised and started from the training data
+        (an MDN of K components: the run's K unless given)."""
+        network = self.network(head, K).to(self.device)
         prepare_network(self.settings.model, self.settings.seed, network, self.dataset, splits)
         return network
+
+    @property
+    def gaussian(self) -> bool:
+        """Whether the run trains the K=1 MDN beside its MDN (`gaussian`, else the dataset's default;
+        never when the MDN itself has one component)."""
+        wanted = self.settings.gaussian if self.settings.gaussian is not None else self.dataset.compare_gaussian
+        return bool(wanted) and self.settings.model.K > 1
 
 
 def build_run(cfg: DictConfig, source: str = "") -> RunObjects:
     """Check `cfg` (check_config) and turn it into the run's settings and objects."""
     dataset, device = check_config(cfg, source)
     return RunObjects(
-        RunSettings.from_config(cfg), dataset, device, optimizer_factory(cfg), lambda head: build(cfg, dataset, head)
+        RunSettings.from_config(cfg),
+        dataset,
+        device,
+        optimizer_factory(cfg),
+        lambda head, K=None: build(cfg, dataset, head, K),
     )

@@ -31,6 +31,29 @@ def _rollback_metrics(result: FitResult, rule: str | None = None) -> dict[str, A
     }
 
 
+@torch.no_grad()
+def _gaussian_metrics(network: Network, result: FitResult, splits: Splits) -> dict[str, Any]:
+    """The K=1 MDN's scores on the test set (its NLL, mean, CRPS, 90 % coverage) and its training."""
+    x, y = splits.test
+    mixture = predict(network, x)
+    nll = float(mixture.nll(y))
+    out: dict[str, Any] = {
+        C.key(C.TEST_NLL, C.GAUSSIAN): nll,
+        C.key(C.TEST_LL, C.GAUSSIAN): -nll,
+        C.key(C.VAL_NLL, C.GAUSSIAN): result.best_val_loss,
+        C.key("rmse", C.GAUSSIAN): rmse(mixture.mean(), y),
+        C.key("n_params", C.GAUSSIAN): count_parameters(network),
+        C.key("train_seconds", C.GAUSSIAN): result.seconds,
+        **_rollback_metrics(result, C.GAUSSIAN),
+    }
+    if bool(torch.isfinite(mixture.mu).all() and torch.isfinite(mixture.component_std()).all()):
+        calibration = calibrate(mixture, y)
+        out[C.key(C.COVERAGE_90, C.GAUSSIAN)] = calibration.coverage(0.9)
+        if calibration.crps is not None:
+            out[C.key(C.CRPS, C.GAUSSIAN)] = float(calibration.crps.mean())
+    return out
+
+
 def evaluate_run(
     settings: RunSettings,
     dataset: Dataset,
@@ -40,9 +63,12 @@ def evaluate_run(
     result: FitResult,
     baseline_result: FitResult | None,
     fig_dir: Path,
+    *,
+    gaussian: Network | None = None,
+    gaussian_result: FitResult | None = None,
 ) -> dict[str, Any]:
     """metrics.json's content (wall time aside) and the figures, with the run's status
-    (contract.run_status)."""
+    (contract.run_status). `gaussian`: the K=1 MDN trained beside the MDN, if any."""
     metrics_start = time.perf_counter()
     test_nll, _ = evaluate_loss(mdn_net, *splits.test)
     train_nll, _ = evaluate_loss(mdn_net, *(part[:TRAIN_NLL_POINTS] for part in splits.train))
@@ -79,6 +105,8 @@ def evaluate_run(
         metrics[C.key("n_params", C.BASELINE)] = count_parameters(baseline)
         metrics[C.key("train_seconds", C.BASELINE)] = baseline_result.seconds
         metrics.update(_rollback_metrics(baseline_result, C.BASELINE))
+    if gaussian is not None:
+        metrics.update(_gaussian_metrics(gaussian, gaussian_result, splits))
     if unusable:  # modes, samples and figures of a mixture with inf/nan parameters mean nothing
         metrics["metrics_seconds"] = time.perf_counter() - metrics_start
         metrics["status"], metrics["status_reason"] = C.run_status(metrics, [], unusable=True)
@@ -93,7 +121,7 @@ def evaluate_run(
         metrics[C.NLL_GAP] = metrics[C.TEST_NLL] - metrics[C.BAYES_NLL]
     diverged = [
         f"{name}: {r.diverged}"
-        for name, r in (("MDN", result), ("baseline", baseline_result))
+        for name, r in (("MDN", result), ("K=1 MDN", gaussian_result), ("baseline", baseline_result))
         if r is not None and r.diverged
     ]
     metrics["status"], metrics["status_reason"] = C.run_status(metrics, diverged)

@@ -13,6 +13,7 @@ from mdn_experiments.errors import RunFolderError
 
 SWEEP_DONE_FILE = "sweep_done.json"  # written when a multirun ends (its job folders); mdn-resume reads it
 REPRODUCE_FILE = "reproduce.json"  # a reproduction's steps and their state (mdn-resume reads it)
+UCI_FILE = "uci.json"  # a UCI suite's steps and their state (make uci)
 
 
 def read_yaml(path: Path) -> dict:

@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 # the phase means after the MDN phase's final state is written. MDN_FAULT_RUN, if set, limits
 # it to run folders whose path contains that text (one job of a sweep).
 FAULT_ENV, FAULT_RUN_ENV = "MDN_FAULT", "MDN_FAULT_RUN"
+PHASES = ("mdn", "gaussian", "baseline")  # the training phases, in the order they run
 
 
 def make_trainer(
@@ -66,13 +67,13 @@ def make_trainer(
     desc: str,
     on_event=None,
     trackers: Trackers | None = None,
+    phase: str | None = None,
 ) -> Trainer:
-    """The trainer of one phase (the MDN, or the MSE baseline) with the run's hooks."""
+    """The trainer of one phase (the MDN, the K=1 MDN or the MSE baseline) with the run's hooks."""
     s = objects.settings
     hooks = [ReviveDead(s.revive_after)] if s.revive_dead and network.is_mdn else []
     if trackers is not None:  # after the revival hook: its column is logged too
-        phase = "mdn" if network.is_mdn else "baseline"
-        hooks.append(trackers.hook(phase))
+        hooks.append(trackers.hook(phase or ("mdn" if network.is_mdn else "baseline")))
     return Trainer(
         network,
         splits.train,
@@ -106,7 +107,7 @@ class RunCheckpoint:
 
     def save(self) -> None:
         payload: dict[str, Any] = {"format": 1, "config": self.config, "phase": self.phase, "rng": rng_state()}
-        for name in ("mdn", "baseline"):
+        for name in PHASES:
             if name in self.finished:
                 payload[name] = self.finished[name]
             elif name in self.trainers:
@@ -125,7 +126,11 @@ class RunCheckpoint:
         if self.stop:
             self.save()
             self.stop.hand_on()  # SIGUSR2 under submitit: requeue (and exit) now that the state is saved
-            where = {"mdn": "in the MDN phase", "baseline": "in the baseline phase"}.get(self.phase, "after training")
+            where = {
+                "mdn": "in the MDN phase",
+                "gaussian": "in the K=1 MDN phase",
+                "baseline": "in the baseline phase",
+            }.get(self.phase, "after training")
             raise Interrupted(self.stop.signum, where)
 
     def inject_fault(self, phase: str, epoch: int, step: int) -> None:
@@ -249,9 +254,21 @@ def _train_and_evaluate(
     trainer = make_trainer(
         objects, mdn_net, splits, progress, f"MDN K={settings.model.K}", on_event=ckpt, trackers=trackers
     )
-    result = _train_phase("mdn", trainer, ckpt, saved, "baseline" if settings.baseline else "evaluate")
+    phases = [p for p, on in zip(PHASES, (True, objects.gaussian, settings.baseline)) if on] + ["evaluate"]
+    result = _train_phase("mdn", trainer, ckpt, saved, phases[1])
     write_history(run_dir / "history.csv", result.history)
     log.info("MDN: best val NLL %.4f at epoch %d (%.1fs)", result.best_val_loss, result.best_epoch, result.seconds)
+
+    gaussian, gaussian_result = None, None
+    if objects.gaussian:
+        torch.manual_seed(settings.seed)
+        gaussian = objects.prepared("mdn", splits, K=1)
+        trainer = make_trainer(
+            objects, gaussian, splits, progress, "MDN K=1", on_event=ckpt, trackers=trackers, phase="gaussian"
+        )
+        gaussian_result = _train_phase("gaussian", trainer, ckpt, saved, phases[phases.index("gaussian") + 1])
+        write_history(run_dir / "gaussian_history.csv", gaussian_result.history)
+        log.info("K=1 MDN: best val NLL %.4f at epoch %d", gaussian_result.best_val_loss, gaussian_result.best_epoch)
 
     baseline, baseline_result = None, None
     if settings.baseline:
@@ -267,10 +284,26 @@ def _train_and_evaluate(
         set_rng_state(saved["rng"])  # the RNGs as they were when training ended
 
     with cached_predictions():  # the networks are trained: each is asked about each set once
-        metrics = evaluate_run(settings, objects.dataset, splits, mdn_net, baseline, result, baseline_result, fig_dir)
+        metrics = evaluate_run(
+            settings,
+            objects.dataset,
+            splits,
+            mdn_net,
+            baseline,
+            result,
+            baseline_result,
+            fig_dir,
+            gaussian=gaussian,
+            gaussian_result=gaussian_result,
+        )
     checkpoint = {"config": ckpt.config, "state_dict": mdn_net.state_dict(), "metrics": metrics}
     if baseline is not None:
         checkpoint["baseline_state_dict"] = baseline.state_dict()
+    if gaussian is not None:
+        checkpoint["gaussian_state_dict"] = gaussian.state_dict()
+    columns = getattr(objects.dataset, "columns", None)
+    if columns is not None:  # a table's: mdn-predict --file finds the features by name
+        checkpoint["columns"] = columns()
     torch.save(checkpoint, run_dir / "model.pt")
 
     metrics["wall_seconds"] = time.perf_counter() - wall_start

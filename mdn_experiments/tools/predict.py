@@ -6,6 +6,9 @@ their probability mass, and optionally samples; `--out FILE.json|FILE.csv` write
 Inputs, one source per call:
   --x 0.45 --x 0.6            one input per --x (comma-separated for several input dimensions)
   --file inputs.csv|.npy      one row per input (.npy: (N, *input_shape) or (N, n_features))
+                              a run on a table (dataset=table, uci): any file its reader takes,
+                              the feature columns found by name in any order; the other columns
+                              (identifiers) are kept in --out FILE.csv, one row per input
   --index 0 --index 17        test-set examples of the run's dataset (e.g. MNIST images)
 """
 
@@ -184,6 +187,65 @@ def _read_file(path: Path, input_shape: tuple[int, ...]) -> np.ndarray:
     return data.astype(np.float32).reshape(data.shape[0], *input_shape)
 
 
+def _read_table_file(path: Path, features: list[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """A table run's new rows: the feature columns by name (any order) as (N, F) float32, and the
+    file's other columns (identifiers, kept in the answer)."""
+    from mdn_experiments.datasets.table import read_table
+    from mdn_experiments.errors import UserError
+
+    try:
+        table = read_table(path)
+    except UserError as err:
+        raise PredictError(f"--file {err}") from None
+    missing = [name for name in features if name not in table.names]
+    if missing:
+        hint = "" if table.named else " (the file has no header: give it the training file's column names)"
+        raise PredictError(
+            f"--file {path} lacks the feature column(s) {', '.join(map(repr, missing))} the model was trained on "
+            f"(it needs {', '.join(features)}){hint}"
+        )
+    columns = []
+    for name in features:
+        values = table.columns[table.names.index(name)]
+        try:
+            values = values.astype(np.float64)
+        except (TypeError, ValueError):
+            raise PredictError(f"--file {path}: column {name!r} is not numeric") from None
+        bad = np.flatnonzero(~np.isfinite(values))
+        if bad.size:
+            raise PredictError(
+                f"--file {path}: column {name!r} holds {bad.size} missing or non-finite value(s) "
+                f"(rows {', '.join(map(str, bad[:5].tolist()))}); inputs must be finite numbers"
+            )
+        columns.append(values)
+    kept = {name: table.columns[i] for i, name in enumerate(table.names) if name not in features}
+    return np.stack(columns, axis=1).astype(np.float32), kept
+
+
+def _write_table(path: Path, kept: dict[str, np.ndarray], mixture, targets: list[str]) -> None:
+    """One row per input: its identifier columns, then per target the predictive mean, standard
+    deviation, highest mode and the 5, 25, 50, 75 and 95 % quantiles of its marginal."""
+    from mdn_experiments.evaluation.calibration import quantiles
+
+    levels = (0.05, 0.25, 0.5, 0.75, 0.95)
+    mean, std = mixture.mean(), mixture.covariance().diagonal(dim1=-2, dim2=-1).sqrt()
+    mode = mixture.modes().location[:, 0, :]
+    columns: dict[str, Any] = dict(kept)
+    for d, name in enumerate(targets):
+        q = quantiles(mixture.marginal(d), levels)
+        columns[f"{name}_mean"] = mean[:, d].tolist()
+        columns[f"{name}_sd"] = std[:, d].tolist()
+        columns[f"{name}_mode"] = mode[:, d].tolist()
+        for j, level in enumerate(levels):
+            columns[f"{name}_q{round(level * 100):02d}"] = q[:, j].tolist()
+    names = list(columns)
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(names)
+        for i in range(len(mean)):
+            writer.writerow([columns[n][i] for n in names])
+
+
 def _finite(value: Any) -> Any:
     """Standard JSON: a non-finite float (a log density of -inf) becomes null."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -280,6 +342,7 @@ def run(args: argparse.Namespace) -> None:
     config = checkpoint["config"]
     input_shape = tuple(dataset.input_shape)
     inputs: list[dict[str, Any]]
+    kept: dict[str, np.ndarray] | None = None
     if args.index:
         try:
             x_test, y_test = dataset.load(config.get("seed", 0)).test
@@ -300,6 +363,8 @@ def run(args: argparse.Namespace) -> None:
                     "use --file FILE.npy or --index N"
                 )
             array = _parse_x(args.x, input_shape[0])
+        elif "columns" in checkpoint:  # a table's run: features by name, identifiers kept
+            array, kept = _read_table_file(args.file, list(checkpoint["columns"]["features"]))
         else:
             array = _read_file(args.file, input_shape)
         if not np.isfinite(array).all():
@@ -334,7 +399,10 @@ def run(args: argparse.Namespace) -> None:
             "seed": args.seed,
         }
         try:
-            _write(args.out, header, inputs, records)
+            if kept is not None and args.out.suffix == ".csv":
+                _write_table(args.out, kept, mixture, list(checkpoint["columns"]["targets"]))
+            else:
+                _write(args.out, header, inputs, records)
         except OSError as err:
             raise PredictError(f"--out {args.out} cannot be written: {err.strerror}") from None
         print(f"[{PROG}] wrote {args.out}")

@@ -238,25 +238,26 @@ def new_run_folder(out: Path) -> Path:
     raise RuntimeError(f"no free folder name under {out}")
 
 
-def read_progress(root: Path) -> dict:
-    """reproduce.json of a reproduction folder, checked; RunFolderError in one line when damaged."""
-    progress = read_json(root / REPRODUCE_FILE)
+def read_progress(root: Path, name: str = REPRODUCE_FILE) -> dict:
+    """reproduce.json (or `name`, e.g. uci.json) of a reproduction folder, checked; RunFolderError
+    in one line when damaged."""
+    progress = read_json(root / name)
     if not isinstance(progress.get("steps"), dict) or not all(
         isinstance(step, dict) and isinstance(step.get("seconds"), (int, float)) for step in progress["steps"].values()
     ):
-        raise RunFolderError(f"{root / REPRODUCE_FILE} is not a record of make reproduce (no steps)")
+        raise RunFolderError(f"{root / name} is not a record of make reproduce or make uci (no steps)")
     return progress
 
 
-def newest_unfinished(out: Path) -> Path | None:
-    """The newest reproduction folder under out whose report was never written. A damaged
-    reproduce.json is skipped, with a line saying so: it never blocks a new reproduction."""
+def newest_unfinished(out: Path, name: str = REPRODUCE_FILE) -> Path | None:
+    """The newest reproduction folder under out (holding `name`) whose report was never written. A
+    damaged record is skipped, with a line saying so: it never blocks a new reproduction."""
     candidates = []
-    for path in out.glob(f"*/{REPRODUCE_FILE}"):
+    for path in out.glob(f"*/{name}"):
         try:
-            finished = read_progress(path.parent).get("finished")
+            finished = read_progress(path.parent, name).get("finished")
         except RunFolderError as err:
-            print(f"[reproduce] skipped: {err}", file=sys.stderr, flush=True)
+            print(f"[{Path(name).stem}] skipped: {err}", file=sys.stderr, flush=True)
             continue
         if not finished:
             candidates.append(path.parent)

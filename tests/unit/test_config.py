@@ -83,8 +83,17 @@ def test_defaults_are_the_paper_toy_problem():
 @pytest.mark.parametrize("dataset", options("dataset"))
 @pytest.mark.parametrize("model", options("model"))
 @pytest.mark.parametrize("trainer", options("trainer"))
-def test_every_option_composes_and_instantiates(dataset, model, trainer):
-    cfg = compose_config([f"dataset={dataset}", f"model={model}", f"trainer={trainer}"])
+def test_every_option_composes_and_instantiates(dataset, model, trainer, request):
+    needs = {  # the data sets that read a file: the session's small table, the UCI suite
+        "table": lambda: [
+            f"dataset.path={request.getfixturevalue('table_csv')}",
+            "dataset.target=y1",
+            "dataset.features=[a,b]",
+        ],
+        "uci": lambda: [f"dataset.root={request.getfixturevalue('uci_root')}"],
+    }
+    extra = needs[dataset]() if dataset in needs else []
+    cfg = compose_config([f"dataset={dataset}", f"model={model}", f"trainer={trainer}", *extra])
     validate(cfg)
     ds = instantiate(cfg.dataset)
     if cfg.model.backbone._target_.endswith("CNN") and len(ds.input_shape) != 3:
