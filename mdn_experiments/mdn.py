@@ -119,6 +119,15 @@ class Mixture:
         """Mean negative log-likelihood in nats per sample (full -D/2 log 2pi constant included)."""
         return -self.log_prob(y).mean()
 
+    def member_nll(self, y: Tensor, members: int) -> Tensor:
+        """Mean NLL of each member of an ensemble (members side by side, K = members * K_m, each
+        member's weights summing to 1 / members), averaged over the members: the objective that
+        trains them independently, as deep ensembles are trained."""
+        log_pi = self.log_pi.unflatten(-1, (members, -1))
+        member_log_pi = log_pi - torch.logsumexp(log_pi, dim=-1, keepdim=True)
+        joint = member_log_pi + self.component_log_prob(y).unflatten(-1, (members, -1))
+        return -torch.logsumexp(joint, dim=-1).mean()
+
     def responsibilities(self, y: Tensor) -> Tensor:
         """Posterior component probabilities p(k | x, y): (*N, K), rows sum to one."""
         return torch.softmax(self.log_pi + self.component_log_prob(y), dim=-1)
@@ -602,6 +611,50 @@ def nll(mixture: Mixture, y: Tensor) -> Tensor:
     return mixture.nll(y)
 
 
+class MaskedLinear(nn.Linear):
+    """nn.Linear whose weight is multiplied by a fixed 0/1 mask (None: no mask): the blocks of an
+    ensemble's members, side by side in one layer, never see each other's units. The weights of a
+    masked layer are scaled at the start so that each block is initialised as a layer of its own
+    (fan-in of its block, not of the whole layer)."""
+
+    def __init__(self, in_features: int, out_features: int, mask: Tensor | None = None) -> None:
+        super().__init__(in_features, out_features)
+        self.register_buffer("mask", mask, persistent=False)
+        if mask is not None:
+            with torch.no_grad():
+                fan_in = mask.sum(1).clamp_min(1)  # per output row
+                scale = (in_features / fan_in).sqrt()[:, None]
+                self.weight.mul_(scale).mul_(mask)
+                self.bias.mul_(scale[:, 0])
+
+    def forward(self, x: Tensor) -> Tensor:
+        weight = self.weight if self.mask is None else self.weight * self.mask
+        return F.linear(x, weight, self.bias)
+
+
+def block_mask(members: int, in_features: int, out_features: int) -> Tensor | None:
+    """The mask of a layer between two ensembles' feature blocks: member m's outputs see only member
+    m's inputs (None for one member)."""
+    if members == 1:
+        return None
+    rows = torch.arange(out_features) // (out_features // members)
+    cols = torch.arange(in_features) // (in_features // members)
+    return (rows[:, None] == cols[None, :]).float()
+
+
+def _member_mask(mixture_type, members: int, in_features: int, n_raw: int, K: int, D: int) -> Tensor | None:
+    """The head's mask: the raw outputs of member m's components see only member m's features."""
+    if members == 1:
+        return None
+    mask = torch.zeros(n_raw, in_features)
+    width = in_features // members
+    for k in range(members * K):
+        m = k // K
+        rows = sum(mixture_type.component_rows(k, members * K, D), [])
+        mask[rows, m * width : (m + 1) * width] = 1.0
+    return mask
+
+
 class MDNHead(nn.Module):
     """Linear layer from features (*N, F) to a K-component mixture over D-dimensional targets,
     of covariance kind `covariance` (diag, isotropic or full)."""
@@ -614,20 +667,31 @@ class MDNHead(nn.Module):
         sigma_min: float = 1e-3,
         sigma_transform: str = "softplus",
         covariance: str = "diag",
+        members: int = 1,
     ) -> None:
         super().__init__()
         if n_components < 1:
             raise ValueError(f"n_components must be >= 1, got {n_components}")
+        if members < 1 or in_features % members:
+            raise ValueError(f"members must be >= 1 and divide in_features={in_features}, got {members}")
         if not sigma_min > 0:
             raise ValueError(f"sigma_min must be > 0, got {sigma_min}")
         if sigma_transform not in SIGMA_TRANSFORMS:
             raise ValueError(f"sigma_transform must be one of {SIGMA_TRANSFORMS}, got {sigma_transform!r}")
         if covariance not in MIXTURES:
             raise ValueError(f"covariance must be one of {COVARIANCES}, got {covariance!r}")
+        # an ensemble of `members` MDNs of n_components each is one mixture of members * n_components
+        self.members, self.member_components = members, n_components
+        n_components = members * n_components
         self.n_components, self.out_dim = n_components, out_dim
         self.sigma_min, self.sigma_transform, self.covariance = sigma_min, sigma_transform, covariance
         self.mixture_type = MIXTURES[covariance]
-        self.linear = nn.Linear(in_features, self.mixture_type.n_raw(n_components, out_dim))
+        n_raw = self.mixture_type.n_raw(n_components, out_dim)
+        self.linear = MaskedLinear(
+            in_features,
+            n_raw,
+            _member_mask(self.mixture_type, members, in_features, n_raw, self.member_components, out_dim),
+        )
         self.mixture_type.init_head(self.linear, n_components, out_dim)
 
     @torch.no_grad()
@@ -668,6 +732,13 @@ class MDNHead(nn.Module):
         return lk + mk + sk + ld + md + sd
 
     def forward(self, features: Tensor) -> Mixture:
-        return self.mixture_type.from_raw(
+        mixture = self.mixture_type.from_raw(
             self.linear(features), self.n_components, self.out_dim, self.sigma_min, self.sigma_transform
         )
+        if self.members == 1:
+            return mixture
+        # each member's weights sum to one over its own components; the members weigh 1/M each
+        M, K = self.members, self.member_components
+        grouped = mixture.log_pi.unflatten(-1, (M, K))
+        log_pi = (torch.log_softmax(grouped, dim=-1) - math.log(M)).flatten(-2)
+        return replace(mixture, log_pi=log_pi)

@@ -55,19 +55,28 @@ def check_activation(activation: object) -> None:
 
 
 class MLP(nn.Module):
-    """Fully connected backbone: (N, *input_shape) -> (N, hidden[-1])."""
+    """Fully connected backbone: (N, *input_shape) -> (N, hidden[-1]).
 
-    def __init__(self, input_shape: Sequence[int], hidden: Sequence[int] = (20,), activation: str = "tanh") -> None:
+    members > 1: that many MLPs side by side in one module (an ensemble), (N, members * hidden[-1]):
+    each layer is `members` times wider and masked block-diagonally (mdn.MaskedLinear), so member m's
+    units see only the inputs and member m's units of the layer below, and each block starts as an
+    MLP of its own. One forward pass runs them all."""
+
+    def __init__(
+        self, input_shape: Sequence[int], hidden: Sequence[int] = (20,), activation: str = "tanh", members: int = 1
+    ) -> None:
         check_widths("hidden", hidden)
         check_activation(activation)
+        check_arg(_is_int(members) and 1 <= members <= 1000, "model.members", members, "an integer from 1 to 1000")
         super().__init__()
         in_features = math.prod(int(size) for size in input_shape)
         layers: list[nn.Module] = [nn.Flatten()]
-        for width in hidden:
-            layers += [nn.Linear(in_features, width), activation_layer(activation)]
-            in_features = width
+        for i, width in enumerate(hidden):
+            mask = mdn.block_mask(members, in_features, members * width) if i > 0 else None
+            layers += [mdn.MaskedLinear(in_features, members * width, mask), activation_layer(activation)]
+            in_features = members * width
         self.net = nn.Sequential(*layers)
-        self.out_features = in_features
+        self.out_features, self.members = in_features, members
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -228,10 +237,13 @@ class Network(nn.Module):
         return self.y_mean + self.y_std * out
 
     def loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, Mixture | Tensor]:
-        """Training objective and the prediction it was computed from."""
+        """Training objective and the prediction it was computed from. An ensemble (an MDN head of
+        several members) trains each member on its own NLL (train mode), and is scored as the
+        one mixture it makes (eval mode: validation, test)."""
         out = self(x)
         if isinstance(out, Mixture):
-            return out.nll(y), out
+            members = getattr(self.head, "members", 1)
+            return (out.member_nll(y, members) if members > 1 and self.training else out.nll(y)), out
         return ((out - y) / self.y_std).square().sum(-1).mean(), out
 
     def sigma_floor_share(self, out: Mixture | Tensor) -> float:
@@ -252,10 +264,12 @@ def build_network(
     sigma_transform: str = "softplus",
     covariance: str = "diag",
 ) -> Network:
-    """Attach an 'mdn' or 'mse' head to a backbone exposing `out_features`."""
+    """Attach an 'mdn' or 'mse' head to a backbone exposing `out_features` (and `members`, an
+    ensemble's size, when it has several)."""
+    members = getattr(backbone, "members", 1)
     if head == "mdn":
         head_module: nn.Module = mdn.MDNHead(
-            backbone.out_features, out_dim, n_components, sigma_min, sigma_transform, covariance
+            backbone.out_features, out_dim, n_components, sigma_min, sigma_transform, covariance, members
         )
     elif head == "mse":
         head_module = MSEHead(backbone.out_features, out_dim)

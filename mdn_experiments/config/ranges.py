@@ -39,6 +39,7 @@ def _optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
 MODEL_RULES = (
     Rule("K", lambda v: 1 <= v <= MAX_K, f"an integer from 1 to {MAX_K} (the number of mixture components)"),
     Rule("model.sigma_min", lambda v: v > 0, "a float > 0 (the floor on sigma)"),
+    Rule("model.members", _optional(lambda v: 1 <= v <= 1000), "an integer from 1 to 1000 (MDNs in the ensemble)"),
 )
 RUN_RULES = (
     Rule("seed", lambda v: 0 <= v <= MAX_SEED, f"an integer from 0 to {MAX_SEED}"),
@@ -63,6 +64,7 @@ TRAINER_RULES = (
     Rule("trainer.lr_min_factor", lambda v: 0 <= v <= 1, "a float in [0, 1]"),
     Rule("trainer.patience", _optional(lambda v: v >= 1), "an integer >= 1, or null to train every epoch"),
     Rule("trainer.input_noise", lambda v: v >= 0, "a float >= 0"),
+    Rule("trainer.target_noise", lambda v: v >= 0, "a float >= 0"),
     Rule(
         "trainer.threads",
         _optional(lambda v: 1 <= v <= MAX_THREADS),

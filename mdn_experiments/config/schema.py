@@ -61,6 +61,7 @@ class TrainerConfig:
     lr_min_factor: float = 0.0  # cosine schedule ends at lr * lr_min_factor
     patience: Optional[int] = None  # stop after this many epochs without a better val loss
     input_noise: float = 0.0  # std of Gaussian input jitter, in input standard deviations
+    target_noise: float = 0.0  # std of Gaussian target jitter, in target standard deviations
     device: str = "auto"
     threads: Optional[int] = None  # torch intra-op threads; None: torch's default
     progress: Optional[bool] = None  # None: a progress bar only on a terminal
@@ -80,6 +81,7 @@ class ModelConfig:
     covariance: Covariance = Covariance.diag
     standardize: bool = True
     init: Init = Init.default
+    members: int = 1  # an ensemble of this many MDNs (one mixture of members * K components); MLP only
 
 
 @dataclass

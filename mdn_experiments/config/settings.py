@@ -32,6 +32,7 @@ class TrainSettings:
     lr_min_factor: float = 0.0  # the cosine schedule ends at lr * lr_min_factor
     patience: int | None = None  # epochs without a better validation loss before stopping
     input_noise: float = 0.0  # Gaussian input jitter, in input standard deviations
+    target_noise: float = 0.0  # Gaussian target jitter, in target standard deviations
     on_nonfinite: OnNonfinite = OnNonfinite.rollback
     rollback_lr_factor: float = 0.5
     max_consecutive_rollbacks: int = 5
@@ -50,6 +51,7 @@ class TrainSettings:
         "lr_min_factor",
         "patience",
         "input_noise",
+        "target_noise",
         "on_nonfinite",
         "rollback_lr_factor",
         "max_consecutive_rollbacks",
@@ -58,7 +60,7 @@ class TrainSettings:
     @classmethod
     def from_trainer(cls, trainer: DictConfig, epochs: int | None = None) -> TrainSettings:
         """From the `trainer` node (a phase may train for other `epochs`, e.g. the MSE baseline)."""
-        values = {name: trainer[name] for name in cls.FIELDS}
+        values = {name: trainer[name] for name in cls.FIELDS if name in trainer}
         if epochs is not None:
             values["epochs"] = epochs
         return cls(**values)
@@ -74,6 +76,7 @@ class ModelSettings:
     covariance: str = "diag"
     standardize: bool = True
     init: str = "default"
+    members: int = 1  # an ensemble of this many MDNs (model.members)
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,7 @@ class RunSettings:
                 covariance=_plain(m.get("covariance", "diag")),  # runs saved before it existed: diag
                 standardize=m.standardize,
                 init=_plain(m.init),
+                members=int(m.get("members") or 1),  # runs saved before the key existed: one network
             ),
             mdn_train=TrainSettings.from_trainer(t),
             baseline_train=TrainSettings.from_trainer(t, t.get("baseline_epochs") or t.epochs),

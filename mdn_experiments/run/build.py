@@ -121,9 +121,10 @@ def optimizer_factory(cfg: DictConfig):
     return factory
 
 
-def build(cfg: DictConfig, dataset: Dataset, head: str, K: int | None = None) -> Network:
+def build(cfg: DictConfig, dataset: Dataset, head: str, K: int | None = None, members: int | None = None) -> Network:
     """Instantiate the configured backbone with the dataset's input shape and attach a head (an
-    MDN head of K components: cfg.K unless given)."""
+    MDN head of K components: cfg.K unless given; an ensemble of `members`: model.members unless
+    given, and always one MSE network)."""
     cls = _target_class(
         cfg.model.backbone, "model.backbone", "a backbone class", "model.backbone._target_=mdn_experiments.models.MLP"
     )
@@ -133,8 +134,15 @@ def build(cfg: DictConfig, dataset: Dataset, head: str, K: int | None = None) ->
             cfg.model.backbone._target_,
             "a torch.nn.Module class with an out_features attribute, e.g. mdn_experiments.models.MLP",
         )
-    _check_arguments(cfg.model.backbone, cls, "model.backbone", reserved=("input_shape",))
-    backbone = instantiate_checked(cfg.model.backbone, input_shape=list(dataset.input_shape))
+    _check_arguments(cfg.model.backbone, cls, "model.backbone", reserved=("input_shape", "members"))
+    if members is None:
+        members = int(cfg.model.get("members") or 1) if head == "mdn" else 1  # the MSE network stays one
+    extra: dict[str, Any] = {}
+    if members > 1:
+        if "members" not in inspect.signature(cls).parameters:
+            raise ConfigError("model.members", members, f"1 with {cls.__name__} (ensembles need the MLP backbone)")
+        extra["members"] = members
+    backbone = instantiate_checked(cfg.model.backbone, input_shape=list(dataset.input_shape), **extra)
     return build_network(
         backbone,
         dataset.input_shape,
@@ -245,21 +253,22 @@ class RunObjects:
     dataset: Dataset
     device: torch.device
     optimizer_factory: Callable[..., torch.optim.Optimizer]
-    network: Callable[..., Network]  # (head "mdn" | "mse", K=None) -> a fresh network; built when asked
+    network: Callable[..., Network]  # (head "mdn" | "mse", K, members) -> a fresh network; built when asked
 
-    def prepared(self, head: str, splits: Splits, K: int | None = None) -> Network:
+    def prepared(self, head: str, splits: Splits, K: int | None = None, members: int | None = None) -> Network:
         """A fresh network on the run's device, standardised and started from the training data
-        (an MDN of K components: the run's K unless given)."""
-        network = self.network(head, K).to(self.device)
+        (an MDN of K components, an ensemble of `members`: the run's unless given)."""
+        network = self.network(head, K, members).to(self.device)
         prepare_network(self.settings.model, self.settings.seed, network, self.dataset, splits)
         return network
 
     @property
     def gaussian(self) -> bool:
         """Whether the run trains the K=1 MDN beside its MDN (`gaussian`, else the dataset's default;
-        never when the MDN itself has one component)."""
+        never when the MDN itself is one Gaussian network)."""
         wanted = self.settings.gaussian if self.settings.gaussian is not None else self.dataset.compare_gaussian
-        return bool(wanted) and self.settings.model.K > 1
+        model = self.settings.model
+        return bool(wanted) and (model.K > 1 or model.members > 1)
 
 
 def build_run(cfg: DictConfig, source: str = "") -> RunObjects:
@@ -270,5 +279,5 @@ def build_run(cfg: DictConfig, source: str = "") -> RunObjects:
         dataset,
         device,
         optimizer_factory(cfg),
-        lambda head, K=None: build(cfg, dataset, head, K),
+        lambda head, K=None, members=None: build(cfg, dataset, head, K, members),
     )

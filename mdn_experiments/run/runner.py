@@ -262,7 +262,7 @@ def _train_and_evaluate(
     gaussian, gaussian_result = None, None
     if objects.gaussian:
         torch.manual_seed(settings.seed)
-        gaussian = objects.prepared("mdn", splits, K=1)
+        gaussian = objects.prepared("mdn", splits, K=1, members=1)  # one Gaussian per input, never an ensemble
         trainer = make_trainer(
             objects, gaussian, splits, progress, "MDN K=1", on_event=ckpt, trackers=trackers, phase="gaussian"
         )

@@ -157,7 +157,9 @@ class Trainer:
 
     Each epoch is one pass over `train` in minibatches of `batch_size` (None: full batch).
     `input_noise` > 0 adds Gaussian jitter to the training inputs, its std in units of the
-    input's standard deviation: a smoothness regulariser (Bishop 1995, training with noise).
+    input's standard deviation: a smoothness regulariser (Bishop 1995, training with noise);
+    `target_noise` does the same to the training targets (in target standard deviations), the
+    noise regularisation Rothfuss et al. (2019) found the strongest for MDNs.
     Any torch.optim optimizer works, L-BFGS included (its line search re-evaluates the loss
     through a closure; pair it with grad_clip=None, since clipping distorts the curvature it
     builds). Every history row holds: epoch, train_nll or train_mse (the network's loss_name; the
@@ -199,6 +201,7 @@ class Trainer:
         self.epochs, self.batch_size, self.patience = epochs, batch_size, settings.patience
         self.max_norm = settings.grad_clip if settings.grad_clip is not None else math.inf
         self.input_noise, self.on_nonfinite = settings.input_noise, settings.on_nonfinite
+        self.target_noise = settings.target_noise
         self.rollback_lr_factor = settings.rollback_lr_factor
         self.max_consecutive_rollbacks = settings.max_consecutive_rollbacks
         self.show_progress, self.desc, self.on_event = progress, desc, on_event
@@ -357,6 +360,9 @@ class Trainer:
             if self.input_noise > 0:
                 noise = torch.randn(xb.shape, generator=self.generator).to(xb.device)
                 xb = xb + self.input_noise * self.network.x_std * noise
+            if self.target_noise > 0:
+                noise = torch.randn(yb.shape, generator=self.generator).to(yb.device)
+                yb = yb + self.target_noise * self.network.y_std * noise
             loss, norm = _optimizer_step(self.optimizer, self.network, xb, yb, self.max_norm)
             self.scheduler.step()
             p.steps, p.batch = p.steps + 1, p.batch + 1
@@ -442,7 +448,7 @@ def fit(
     """Train `network` in place and leave it holding the best-validation weights: Trainer(...).run().
 
     Keyword arguments: the fields of TrainSettings (epochs, lr, batch_size, grad_clip, lr_schedule,
-    lr_min_factor, patience, input_noise, on_nonfinite, rollback_lr_factor,
+    lr_min_factor, patience, input_noise, target_noise, on_nonfinite, rollback_lr_factor,
     max_consecutive_rollbacks) and Trainer's own (optimizer_factory, seed, epoch_hooks, progress,
     desc, on_event)."""
     loop = {name: kwargs.pop(name) for name in TrainSettings.FIELDS if name in kwargs}

@@ -171,7 +171,20 @@ def test_make_uci_quick_runs_the_suite_and_reports_beside_mc_dropout(uci_root, t
     assert "bostonHousing: 16 of" in report and "rows at 50" in report
     mc = np.loadtxt(uci_root / "yacht" / "reference" / "mc_dropout_test_ll.txt")[:3]
     assert f"{mc.mean():.2f} ± {mc.std(ddof=1) / np.sqrt(3):.2f}" in report.split("| yacht |")[1].split("\n")[0]
-    # a second `make uci` with the same choices finds the suite finished: a new folder, the old kept
+    # a stopped suite is resumed by the next `make uci`: only the unfinished job runs again
+    (gone,) = [p for p in sorted(root.glob("yacht/*/metrics.json")) if "dataset.split=1" in str(p)]
+    kept = sorted(root.glob("yacht/*dataset.split=0*/metrics.json"))[0]
+    kept_bytes = kept.read_bytes()
+    gone.unlink()
+    record = json.loads((root / "uci.json").read_text())
+    record["finished"], record["steps"]["yacht"]["done"] = False, False
+    (root / "uci.json").write_text(json.dumps(record))
+    proc = launch.run("mdn_experiments.tools.uci", [*args, *tiny], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0 and "resuming the unfinished suite" in proc.stdout, proc.stderr[-2000:]
+    assert gone.is_file() and kept.read_bytes() == kept_bytes
+    assert "[uci] yacht: mdn-run" in proc.stdout
+    assert "[uci] bostonHousing:" not in proc.stdout  # its sweeps were finished: not run again
+    # a refused `make uci` (an unknown data set) makes no folder and changes nothing
     before = snapshot(root)
     proc = launch.run(
         "mdn_experiments.tools.uci", [*args, "--datasets", "nope", *tiny], cwd=tmp_path, capture_output=True, text=True

@@ -197,3 +197,25 @@ def test_lbfgs_stops_on_a_non_finite_loss_before_changing_the_weights():
     )
     assert result.diverged.startswith("non-finite loss=nan, gradient norm=nan at epoch 1 step 1")
     assert all(torch.equal(a, b.detach()) for a, b in zip(before, net.parameters()))
+
+
+def test_target_noise_jitters_the_targets_reproducibly():
+    """target_noise adds N(0, (s * y_std)^2) to each minibatch's targets: with lr = 0 the weights do
+    not move, so the mean training NLL differs from the noise-free one only through the noise, and
+    the same seed gives the same noise."""
+    x, y = toy_data()
+
+    def run(noise: float, seed: int = 7) -> list[float]:
+        torch.manual_seed(0)
+        net = make_net()
+        net.fit_standardization(x, y)
+        history = fit(
+            net, (x, y), (x, y), optimizer_factory=torch.optim.SGD, lr=0.0, epochs=3, seed=seed, target_noise=noise
+        ).history
+        return [row["train_nll"] for row in history]
+
+    clean, noisy = run(0.0), run(1.0)
+    assert noisy == run(1.0) and noisy != run(1.0, seed=8)
+    assert all(n > c for n, c in zip(noisy, clean))  # targets one std away from where they were: less likely
+    validation = [row["val_nll"] for row in fit(make_net(), (x, y), (x, y), lr=0.0, epochs=1, target_noise=1.0).history]
+    assert validation[0] == pytest.approx(make_net().loss(x, y)[0].item(), rel=1e-5)  # validation is never jittered

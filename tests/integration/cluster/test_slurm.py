@@ -109,3 +109,21 @@ def test_a_failing_job_is_marked_failed_and_the_others_are_kept(tmp_path):
     assert "K must be an integer from 1 to" in (bad / "error.txt").read_text()
     rows = (sweep_dir / "summary.csv").read_text()
     assert ",failed," in rows and ",ok," in rows
+
+
+def test_the_uci_suite_runs_its_jobs_on_slurm(tmp_path, uci_root):
+    """`make uci ARGS="hydra/launcher=slurm ..."`: the suite's jobs go through submitit and sbatch."""
+    args = ["--quick", "--root", str(uci_root), "--out", str(tmp_path / "uci"), "--datasets", "yacht"]
+    proc = launch.run(
+        "mdn_experiments.tools.uci",
+        [*args, "trainer.epochs=2", "trainer.progress=false", *SLURM],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    (root,) = [p for p in (tmp_path / "uci").iterdir() if p.is_dir()]
+    assert (root / "yacht" / ".submitit").is_dir()
+    assert len(list((root / "yacht").glob("*/metrics.json"))) == 3
+    assert "| yacht | continuous |" in (root / "REPORT.md").read_text()
