@@ -570,3 +570,17 @@ class TableDataset(Dataset):
                 scores[C.RMSE_BASELINE] = float((baseline_pred[:, d] - yd[:, 0]).square().mean().sqrt())
             out.update({C.column_key(metric, name): value for metric, value in scores.items()})
         return out
+
+
+class SavedColumns(Dataset):
+    """A table's run without its file: the columns its model.pt names (features, targets), enough
+    to rebuild and ask the trained networks (mdn-predict --file, load_run) when the training file
+    is no longer where it was. Its data cannot be loaded."""
+
+    def __init__(self, name: str, columns: dict[str, list[str]], path: str) -> None:
+        self.name, self.path = name, path
+        self.feature_names, self.target_names = list(columns["features"]), list(columns["targets"])
+        self.input_shape, self.output_dim = (len(self.feature_names),), len(self.target_names)
+
+    def load(self, seed: int) -> Splits:
+        raise DataError(f"the run's table {self.path} is not there: its rows cannot be loaded (--index needs them)")

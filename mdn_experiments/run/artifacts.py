@@ -134,6 +134,31 @@ def load_run(run_dir: Path | str, map_location: str = "cpu") -> tuple[Network, N
     return mdn_net, baseline, checkpoint["config"]
 
 
+def _saved_dataset(cfg, checkpoint: dict) -> Dataset:
+    """The run's dataset object; for a table's run whose file is gone, the columns model.pt names
+    (a shared run folder still answers mdn-predict --file)."""
+    from mdn_experiments.datasets.table import SavedColumns
+    from mdn_experiments.errors import DataError
+
+    try:
+        return make_dataset(cfg)
+    except DataError:
+        columns = checkpoint.get("columns")
+        if not is_columns(columns):
+            raise
+        log.warning("the run's table %s cannot be read: using the columns model.pt names", cfg.dataset.get("path"))
+        return SavedColumns(str(cfg.dataset.get("name", "table")), columns, str(cfg.dataset.get("path")))
+
+
+def is_columns(columns: Any) -> bool:
+    """model.pt's `columns`: {"features": [names], "targets": [names]}, nothing else (it is data)."""
+    return (
+        isinstance(columns, dict)
+        and set(columns) == {"features", "targets"}
+        and all(isinstance(v, list) and v and all(isinstance(n, str) for n in v) for v in columns.values())
+    )
+
+
 def load_trained(run_dir: Path | str, map_location: str = "cpu") -> tuple[Network, Network | None, Dataset, dict]:
     """load_run's work: (MDN, baseline or None, the dataset object, the checkpoint dict)."""
     path = Path(run_dir) / "model.pt"
@@ -157,7 +182,7 @@ def load_trained(run_dir: Path | str, map_location: str = "cpu") -> tuple[Networ
     cfg = saved_config(checkpoint["config"], str(path))
     try:
         validate_model(cfg)  # the trainer's settings do not matter for a trained network
-        dataset = make_dataset(cfg)
+        dataset = _saved_dataset(cfg, checkpoint)
     except UserError as err:
         raise RunFolderError(f"{path}: {err}") from None
     networks = []

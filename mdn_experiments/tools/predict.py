@@ -315,7 +315,7 @@ def run(args: argparse.Namespace) -> None:
 
     from mdn_experiments.errors import UserError
     from mdn_experiments.run import resources
-    from mdn_experiments.run.artifacts import load_trained
+    from mdn_experiments.run.artifacts import is_columns, load_trained
     from mdn_experiments.train.trainer import predict
 
     sources = sum(bool(s) for s in (args.x, args.file, args.index))
@@ -364,6 +364,8 @@ def run(args: argparse.Namespace) -> None:
                 )
             array = _parse_x(args.x, input_shape[0])
         elif "columns" in checkpoint:  # a table's run: features by name, identifiers kept
+            if not is_columns(checkpoint["columns"]):
+                raise PredictError(f"{args.run_dir / 'model.pt'}: its table columns are damaged (not lists of names)")
             array, kept = _read_table_file(args.file, list(checkpoint["columns"]["features"]))
         else:
             array = _read_file(args.file, input_shape)

@@ -199,3 +199,28 @@ def test_uci_preset_composes_with_the_suite_settings():
     cfg = compose_config(["experiment=uci"])
     assert cfg.dataset._target_ == "mdn_experiments.datasets.uci.Uci" and cfg.figures is False
     assert cfg.K == 3 and list(cfg.model.backbone.hidden) == [50]
+
+
+def test_a_shared_table_run_answers_without_its_training_file(tmp_path, table_csv):
+    """The run folder alone (its training CSV moved away) still answers mdn-predict --file, from
+    the columns model.pt names; --index, which needs the rows, says so in one line."""
+    data = tmp_path / "data.csv"
+    shutil.copy(table_csv, data)
+    proc = run_cli(
+        ["dataset=table", f"dataset.path={data}", "dataset.target=y1", "dataset.features=[a,b]", *TABLE_TINY],
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    (run_dir,) = (tmp_path / "outputs" / "runs" / "table" / "K=2").iterdir()
+    new = tmp_path / "new.csv"
+    new.write_text("a,b,name\n0.5,0.1,first\n-0.5,1.0,second\n")
+    before = snapshot(run_dir)
+    data.rename(tmp_path / "elsewhere.csv")
+    out = tmp_path / "answer.csv"
+    args = [str(run_dir), "--file", str(new), "--out", str(out)]
+    proc = launch.run("mdn_experiments.tools.predict", args, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert [row["name"] for row in csv.DictReader(out.open())] == ["first", "second"]
+    proc = launch.run("mdn_experiments.tools.predict", [str(run_dir), "--index", "0"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "is not there: its rows cannot be loaded" in one_error(proc, "mdn-predict")
+    assert snapshot(run_dir) == before  # asking changed nothing in the folder
