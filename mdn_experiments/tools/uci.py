@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 from mdn_experiments.config.safety import quote
+from mdn_experiments.datasets.table import DISCRETE_DISTINCT_SHARE, DISCRETE_TOP_SHARE
 from mdn_experiments.errors import UserError
 from mdn_experiments.evaluation import contract as C
 from mdn_experiments.run import locking
@@ -344,8 +345,9 @@ def build_report(root: Path, sets: list[dict], uci_root: Path, progress: dict) -
         "",
         "## Discrete targets",
         "",
-        "A target is flagged when its training values take few distinct values (under "
-        "10 % of the rows) or one value holds 2 % of them or more: a mixture can put spikes on such values and "
+        f"A target is flagged when its training values take few distinct values (under "
+        f"{DISCRETE_DISTINCT_SHARE * 100:g} % of the rows) or one value holds {DISCRETE_TOP_SHARE * 100:g} % "
+        "of them or more: a mixture can put spikes on such values and "
         "report a log-likelihood that says nothing about the model. Each flagged data set is shown as is and "
         "under a fair treatment, uniform dequantisation: every target (training, validation and test) gets "
         "uniform noise over one recording resolution (the smallest gap between distinct training values), so "
