@@ -23,11 +23,14 @@ from hydra.errors import InstantiationException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
 import mdn_experiments.config  # noqa: F401  (registers the schemas in the ConfigStore)
+from mdn_experiments.config import guard
 from mdn_experiments.config.compose import config_dir
 from mdn_experiments.config.safety import check_overrides
 from mdn_experiments.errors import DISK_ERRORS, Interrupted, UserError, disk_error
+from mdn_experiments.errors import one_line as one_line_error
 from mdn_experiments.evaluation import contract as C
 from mdn_experiments.run import folders
 from mdn_experiments.tools.launch import RESUME_ENV
@@ -93,7 +96,7 @@ _resume_target: list[str] = []
 def _refuse(message: str, code: int = 2) -> None:
     """One line on stderr and exit: a refusal, made before Hydra writes anything into the folder."""
     _release_stderr()
-    print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
+    print(f"{PROG}: error: {one_line_error(message)}", file=sys.stderr, flush=True)
     raise SystemExit(code)
 
 
@@ -119,7 +122,22 @@ class ReleaseStderr(Callback):
             folders.check_hydra(config)
             _resume_target[:] = [str(claim(config, _resuming()))]
         except (UserError, InstantiationException) as err:
-            _refuse(" ".join(str(err).split()))
+            _refuse(one_line_error(err))
+        except OmegaConfBaseException as err:  # a value that cannot be resolved (a '${' in a path, ...)
+            _refuse(unresolvable(err))
+        except Exception as err:  # noqa: BLE001 - Hydra turns a callback's exception into a warning and
+            # runs on, unchecked and unlocked: stop here instead, saying what happened
+            _refuse(f"the run's folder could not be checked ({type(err).__name__}: {err}); nothing was written")
+
+
+def unresolvable(err: OmegaConfBaseException) -> str:
+    """One line for a config value OmegaConf cannot resolve, naming the key."""
+    key = getattr(err, "full_key", None) or "a config value"
+    reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return (
+        f"{key}: {reason}: a value holding '${{' is read by Hydra as a reference to another key; a path "
+        "holding '${' cannot be used (rename the file or folder)"
+    )
 
 
 def one_line(message: str) -> str:
@@ -176,7 +194,7 @@ def _run(cfg: DictConfig) -> float | None:
         try:
             metrics = run_experiment(cfg, run_dir, progress=progress, trust_saved_config=trust_saved)
         except (UserError, InstantiationException) as err:
-            message = " ".join(str(err).split())  # Hydra's instantiate errors span several lines
+            message = one_line_error(err)  # Hydra's instantiate errors span several lines
             print(f"{PROG}: error: {message}", file=sys.stderr)
             sys.exit(2)
         except OSError as err:
@@ -249,6 +267,7 @@ def main() -> None:
     sys.stderr = _gate
     full_error = os.environ.get("HYDRA_FULL_ERROR")
     try:
+        guard.install()  # every composed config is checked before Hydra builds anything from it
         check_command_line(sys.argv[1:])
         # once composed, errors reach this function instead of Hydra's traceback printer (see
         # ReleaseStderr): a user's mistake becomes one line, a bug keeps its traceback
@@ -260,6 +279,10 @@ def main() -> None:
                 file=real_stderr,
             )
             sys.exit(1)
+    except guard.Refused as refused:  # refused while composing: nothing was built or written
+        _gate.release()
+        print(f"{PROG}: error: {one_line_error(refused.error)}", file=real_stderr)
+        sys.exit(2)
     except (Interrupted, KeyboardInterrupt) as stop:
         _gate.release()
         signum = getattr(stop, "signum", signal.SIGINT)
@@ -276,12 +299,12 @@ def main() -> None:
             # Hydra failed before composing a config: a bad override; say it in one line
             message = one_line(_gate.buffer.getvalue())
             _gate.buffer = io.StringIO()
-            print(f"{PROG}: error: {message}", file=real_stderr)
+            print(f"{PROG}: error: {one_line_error(message)}", file=real_stderr)
             sys.exit(2)
         raise
     except UserError as err:
         _gate.release()
-        print(f"{PROG}: error: {' '.join(str(err).split())}", file=real_stderr)
+        print(f"{PROG}: error: {one_line_error(err)}", file=real_stderr)
         sys.exit(2)
     except Exception as err:  # noqa: BLE001 - known failures in one line; anything else is a bug: traceback
         _gate.release()

@@ -37,6 +37,24 @@ class Interrupted(BaseException):
         self.signum, self.where = signum, where
 
 
+MESSAGE_CHARS = 1000  # the longest error line a command prints (a 20-MB column name is not printed whole)
+
+
+def clip(value: object, limit: int = 300) -> str:
+    """str(value) on one line and at most about `limit` characters (its middle left out): how a
+    name, a path or a value read from a file appears in a message."""
+    text = str(value).replace("\r", "\\r").replace("\n", "\\n")
+    if len(text) <= limit:
+        return text
+    half = max(1, (limit - 5) // 2)
+    return f"{text[:half]} ... {text[-half:]}"
+
+
+def one_line(message: object, limit: int = MESSAGE_CHARS) -> str:
+    """An error message as the one line a command prints: whitespace collapsed, bounded length."""
+    return clip(" ".join(str(message).split()), limit)
+
+
 DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EIO)  # a full or read-only disk
 
 

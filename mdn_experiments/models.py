@@ -170,6 +170,30 @@ class MSEHead(nn.Module):
         return self.linear(features)
 
 
+RELATIVE_SPREAD_FLOOR = 1e-6  # a spread below this share of the values' magnitude counts as none
+MOMENT_CHUNK = 1 << 22  # numbers converted to float64 at a time by `moments` (32 MiB)
+
+
+def moments(values: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean and standard deviation along the first dimension, accumulated in float64 a chunk of rows
+    at a time (a float32 variance overflows from values near 1e19; a whole float64 copy of MNIST
+    would cost 300 MB). The deviation is floored relative to the values' magnitude: at least
+    RELATIVE_SPREAD_FLOOR * max |value|, and 1 for values that are all zero (a constant column:
+    centred, it is zero whatever it is divided by). No absolute floor: any scale keeps its units."""
+    n = values.shape[0]
+    rows = max(1, MOMENT_CHUNK // max(1, values[0].numel()))
+
+    def each():
+        return (values[i : i + rows].double() for i in range(0, n, rows))
+
+    mean = sum(chunk.sum(0) for chunk in each()) / n
+    squares = sum((chunk - mean).square().sum(0) for chunk in each())
+    std = (squares / max(n - 1, 1)).sqrt()
+    magnitude = torch.stack([chunk.abs().amax(0) for chunk in each()]).amax(0)
+    floor = RELATIVE_SPREAD_FLOOR * magnitude
+    return mean, torch.where(std > floor, std, torch.where(floor > 0, floor, torch.ones_like(std)))
+
+
 class Network(nn.Module):
     """Backbone + head, with input and target standardisation stored as buffers.
 
@@ -198,15 +222,17 @@ class Network(nn.Module):
     @torch.no_grad()
     def fit_standardization(self, x: Tensor, y: Tensor, per_feature: bool = True) -> None:
         """Set the scaling from training data. per_feature=False uses one scalar for the input
-        (right for images, where per-pixel statistics are meaningless at the borders)."""
-        if per_feature:
-            self.x_mean.copy_(x.mean(0))
-            self.x_std.copy_(x.std(0).clamp_min(1e-8))
-        else:
-            self.x_mean.fill_(x.mean().item())
-            self.x_std.fill_(max(x.std().item(), 1e-8))
-        self.y_mean.copy_(y.mean(0))
-        self.y_std.copy_(y.std(0).clamp_min(1e-8))
+        (right for images, where per-pixel statistics are meaningless at the borders).
+
+        Computed in float64 (a float32 variance overflows from values near 1e19), with floors
+        relative to the data (spread), never absolute: a table keeps its numbers in its own units
+        at any scale, and the same table scaled by s gives the same standardised values."""
+        mean, std = moments(x if per_feature else x.reshape(-1, 1))
+        self.x_mean.copy_(mean if per_feature else mean.reshape(()))  # broadcast over the input's shape
+        self.x_std.copy_(std if per_feature else std.reshape(()))
+        mean, std = moments(y)
+        self.y_mean.copy_(mean)
+        self.y_std.copy_(std)
 
     @torch.no_grad()
     def init_from_targets(self, method: str, y: Tensor, seed: int = 0) -> None:
@@ -250,8 +276,8 @@ class Network(nn.Module):
         """Share of sigma values sitting at the floor (in standardised units); NaN for MSE."""
         if not isinstance(out, Mixture):
             return float("nan")
-        floor = self.head.sigma_min * self.y_std
-        return (out.floored_scales() <= floor * (1 + 1e-3) + 1e-12).float().mean().item()
+        floor = self.head.sigma_min * self.y_std  # relative to the target's spread: at any scale
+        return (out.floored_scales() <= floor * (1 + 1e-3)).float().mean().item()
 
 
 def build_network(

@@ -18,9 +18,16 @@ def config_dir() -> str:
 
 
 def compose(overrides: list[str] | None = None, return_hydra_config: bool = False) -> DictConfig:
-    """The composed config for these overrides, exactly as `mdn-run` would see it."""
+    """The composed config for these overrides, exactly as `mdn-run` would see it (checked as
+    mdn-run checks it: guard.check_composed; a refusal is its one-line UserError)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        return hydra_compose("config", overrides=overrides or [], return_hydra_config=return_hydra_config)
+    from mdn_experiments.config import guard
+
+    guard.install()
+    try:
+        with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+            return hydra_compose("config", overrides=overrides or [], return_hydra_config=return_hydra_config)
+    except guard.Refused as refused:
+        raise refused.error from None

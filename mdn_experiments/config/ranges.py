@@ -22,6 +22,18 @@ MAX_EXPERIMENT_NAME = 500  # MLflow refuses longer experiment names
 MAX_LR = 1e30  # beyond float32's range an optimizer step overflows
 MAX_THREADS = 1024
 LOGGERS = ("csv", "tensorboard", "mlflow")
+# launchers: how many processes a sweep may start at once (checked on every composed config, so a
+# value replayed from a folder is bounded as one typed on the command line is)
+JOBS_PER_CORE = 2  # parallel jobs per core at most (make reproduce runs 3 one-thread jobs on 2 cores)
+MAX_SLURM_NODES = 1024
+MAX_TASKS_PER_NODE = 256
+MAX_ARRAY_PARALLELISM = 10_000
+MAX_TIMEOUT_MIN = 60 * 24 * 366
+LOCAL_LAUNCHERS = (
+    "hydra._internal.core_plugins.basic_launcher.BasicLauncher",
+    "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher",
+    "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher",
+)
 DEVICE_KINDS = ("cpu", "cuda", "mps")
 
 
@@ -81,6 +93,53 @@ TRAINER_RULES = (
     ),
 )
 RULES = MODEL_RULES + RUN_RULES + TRAINER_RULES  # the one table
+
+
+def _int_in(low: int, high: int) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
+
+
+def launcher_rules(target: str, cores: int) -> tuple[Rule, ...]:
+    """The ranges of a launcher's settings (keys under hydra.launcher): on this machine (joblib,
+    submitit's local launcher) bounded by its cores, on SLURM by stated limits."""
+    local = target in LOCAL_LAUNCHERS
+    most = JOBS_PER_CORE * cores
+    return (
+        Rule(
+            "n_jobs",
+            lambda v: v == -1 or _int_in(1, most)(v),
+            f"-1 (one job per core) or an integer from 1 to {most} ({JOBS_PER_CORE} per core of this machine)",
+        ),
+        Rule(
+            "tasks_per_node",
+            _int_in(1, most if local else MAX_TASKS_PER_NODE),
+            f"an integer from 1 to {most if local else MAX_TASKS_PER_NODE}",
+        ),
+        Rule(
+            "nodes",
+            _int_in(1, 1 if local else MAX_SLURM_NODES),
+            "1" if local else f"an integer from 1 to {MAX_SLURM_NODES}",
+        ),
+        Rule("array_parallelism", _int_in(1, MAX_ARRAY_PARALLELISM), f"an integer from 1 to {MAX_ARRAY_PARALLELISM}"),
+        Rule("cpus_per_task", _optional(_int_in(1, MAX_THREADS)), f"an integer from 1 to {MAX_THREADS}, or null"),
+        Rule("gpus_per_node", _optional(_int_in(0, 64)), "an integer from 0 to 64, or null"),
+        Rule("timeout_min", _optional(_int_in(1, MAX_TIMEOUT_MIN)), f"an integer from 1 to {MAX_TIMEOUT_MIN}, or null"),
+        Rule("max_num_timeout", _optional(_int_in(0, 100)), "an integer from 0 to 100, or null"),
+        Rule("signal_delay_s", _optional(_int_in(0, 86_400)), "an integer from 0 to 86400, or null"),
+    )
+
+
+def check_launcher(launcher: DictConfig) -> None:
+    """A composed `hydra.launcher` within launcher_rules (ConfigError naming hydra.launcher.KEY)."""
+    import os
+
+    target = str(launcher.get("_target_", ""))
+    for rule in launcher_rules(target, os.cpu_count() or 1):
+        if rule.key not in launcher:
+            continue
+        value = OmegaConf.select(launcher, rule.key, default=None, throw_on_resolution_failure=False)
+        if not rule.ok(value):
+            raise ConfigError(f"hydra.launcher.{rule.key}", value, rule.allowed)
 
 
 def _apply(cfg: DictConfig, rules: tuple[Rule, ...]) -> None:

@@ -90,7 +90,40 @@ REPLAYABLE_HYDRA_KEYS = (
     "hydra.launcher.",
     "hydra.sweeper.params.",
 )
-UNREPLAYABLE_LAUNCHER_KEYS = ("setup", "srun_args", "additional_parameters", "_target_")
+# launcher settings a folder may replay: how the jobs are scheduled, never a path, a shell line or a
+# parameter passed through unread (setup, srun_args, additional_parameters, submitit_folder,
+# temp_folder, ... are refused); the numbers among them are bounded by ranges.launcher_rules
+REPLAYABLE_LAUNCHER_KEYS = (
+    "n_jobs",
+    "prefer",
+    "timeout",
+    "verbose",
+    "batch_size",
+    "timeout_min",
+    "cpus_per_task",
+    "gpus_per_node",
+    "tasks_per_node",
+    "mem_gb",
+    "nodes",
+    "name",
+    "partition",
+    "qos",
+    "comment",
+    "constraint",
+    "exclude",
+    "gres",
+    "cpus_per_gpu",
+    "gpus_per_task",
+    "mem_per_gpu",
+    "mem_per_cpu",
+    "account",
+    "signal_delay_s",
+    "max_num_timeout",
+    "array_parallelism",
+    "stderr_to_stdout",
+)
+# launcher options a folder may replay (submitit's local launcher starts every job at once: typed only)
+REPLAYABLE_LAUNCHERS = ("basic", "joblib", "slurm", "submitit_slurm")
 PROJECT_GROUPS = ("dataset", "model", "trainer", "sweep", "experiment")
 OPTION_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 REPLAYABLE_HYDRA_GROUPS = (
@@ -252,6 +285,8 @@ def check_overrides(overrides: Iterable[str], source: str, *, replay: bool) -> l
                 )
             if replay and not all(v is None or OPTION_NAME.fullmatch(v) for v in choices):
                 raise UnsafeConfig(source, key, text, "the name of an option (letters, digits, _ . -), not a path")
+            if replay and key == "hydra/launcher" and not all(v in REPLAYABLE_LAUNCHERS for v in choices):
+                raise UnsafeConfig(source, key, text, f"one of the launchers {', '.join(REPLAYABLE_LAUNCHERS)}")
             continue
         parts = key.split(".")
         for value in choices:
@@ -265,14 +300,15 @@ def check_overrides(overrides: Iterable[str], source: str, *, replay: bool) -> l
                 check_targets(value, source, slots=slots, prefix=key)
         if replay and key.startswith("hydra."):
             if not key.startswith(REPLAYABLE_HYDRA_KEYS) or (
-                key.startswith("hydra.launcher.") and parts[2] in UNREPLAYABLE_LAUNCHER_KEYS
+                key.startswith("hydra.launcher.") and (len(parts) != 3 or parts[2] not in REPLAYABLE_LAUNCHER_KEYS)
             ):
                 raise UnsafeConfig(
                     source,
                     key,
                     text,
                     "one of the Hydra settings a run folder may replay: "
-                    + ", ".join(k.rstrip(".") + ("*" if k.endswith(".") else "") for k in REPLAYABLE_HYDRA_KEYS),
+                    + ", ".join(k.rstrip(".") + (".*" if k.endswith(".") else "") for k in REPLAYABLE_HYDRA_KEYS)
+                    + f" (hydra.launcher.* only for {', '.join(REPLAYABLE_LAUNCHER_KEYS[:6])}, ...)",
                 )
     return parsed
 

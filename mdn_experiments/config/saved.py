@@ -11,6 +11,7 @@ from omegaconf.errors import OmegaConfBaseException
 from mdn_experiments.config.safety import check_targets
 from mdn_experiments.config.schema import DATASET_SCHEMAS, ModelConfig, RunConfig, TrainerConfig
 from mdn_experiments.errors import RunFolderError
+from mdn_experiments.files import check_shape
 
 
 def saved_config(data: Any, source: str) -> DictConfig:
@@ -22,6 +23,7 @@ def saved_config(data: Any, source: str) -> DictConfig:
     unknown key is refused here. Raises RunFolderError naming `source` and the key."""
     if not isinstance(data, dict):
         raise RunFolderError(f"{source}: the saved config is not a mapping ({type(data).__name__})")
+    check_shape(data, source)  # depth and size bounded before any recursive walk (aliases count per path)
     check_targets(data, source, saved=True)
     dataset = data.get("dataset")
     schema = DATASET_SCHEMAS.get(dataset.get("_target_") if isinstance(dataset, dict) else None)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from mdn_experiments import files
 from mdn_experiments.errors import DataError
 
 # the four original files and their published MD5 sums
@@ -66,7 +67,7 @@ def read_idx(path: Path | str) -> np.ndarray:
 def file_digest(path: Path, algorithm: str) -> str:
     """The hex digest of a file's bytes (hashlib's `algorithm`: md5, sha256), read in 1 MiB chunks."""
     digest = hashlib.new(algorithm)
-    with open(path, "rb") as fh:
+    with os.fdopen(files.read_descriptor(path, follow=True), "rb") as fh:  # a regular file: a FIFO never hangs
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()

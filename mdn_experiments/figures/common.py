@@ -67,7 +67,7 @@ def _clip_ylim(ax, history) -> None:
     """Keep the first epochs' large losses from squashing the interesting part of the curve."""
     values = np.array([[row["train_nll"], row["val_nll"]] for row in history]).ravel()
     low, high = values.min(), np.quantile(values, 0.98)
-    pad = 0.05 * (high - low + 1e-9)
+    pad = 0.05 * ((high - low) or abs(high) or 1.0)  # relative: any scale
     ax.set_ylim(low - pad, high + pad)
 
 

@@ -14,7 +14,7 @@ import torch
 from mdn_experiments.datasets.base import Splits
 from mdn_experiments.datasets.robot_arm import RobotArm
 from mdn_experiments.evaluation.contract import MIN_MODE_MASS
-from mdn_experiments.figures.style import DPI, component_colors, plt, save
+from mdn_experiments.figures.style import component_colors, plt, save, write
 from mdn_experiments.models import Network
 
 
@@ -181,11 +181,7 @@ def pi_maps(path: Path, *, positions, pi, hull, title: str) -> Path:
         ax.set(aspect="equal", xticks=[], yticks=[], title=f"$\\pi_{{{k + 1}}}(x)$")
     fig.colorbar(sc, ax=axes, shrink=0.8, label="mixing coefficient")
     fig.suptitle(f"mixing coefficients over the workspace, {title}", fontsize=10)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI)  # no tight_layout: it fights the shared colour bar
-    plt.close(fig)
-    return path
+    return write(fig, path)  # no tight_layout: it fights the shared colour bar
 
 
 def error_lines(path: Path, *, desired, panels, hull) -> Path:

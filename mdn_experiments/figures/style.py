@@ -6,6 +6,8 @@ from pathlib import Path
 
 import matplotlib
 
+from mdn_experiments import files
+
 matplotlib.use("Agg")  # no display on servers and CI; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 
@@ -19,11 +21,20 @@ def component_colors(n: int) -> list:
 
 def save(fig, path: Path) -> Path:
     """Lay out, write and close a figure; returns its path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
+    return write(fig, path)
+
+
+def write(fig, path: Path) -> Path:
+    """Write a figure as PNG, whole or not at all and never through a link (files.replaced), and
+    close it; returns its path."""
+    path = Path(path)
+    files.make_folder(path.parent)
+    try:
+        with files.replaced(path) as fh:
+            fig.savefig(fh, dpi=DPI, format="png")
+    finally:
+        plt.close(fig)
     return path
 
 

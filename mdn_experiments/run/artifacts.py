@@ -8,14 +8,15 @@ typed schema) before anything is built from them.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from mdn_experiments import files
 from mdn_experiments.config import saved_config, validate_model
 from mdn_experiments.datasets.base import Dataset
 from mdn_experiments.errors import RunFolderError, UserError
@@ -46,7 +47,7 @@ def write_history(path: Path, history: list[dict[str, float]]) -> None:
     """history.csv: one row per epoch, the columns as the trainer names them."""
     if not history:
         return
-    with path.open("w", newline="") as fh:
+    with files.replaced(path, text=True) as fh:
         writer = csv.writer(fh)
         writer.writerow(list(history[0]))
         writer.writerows([row.values() for row in history])
@@ -54,12 +55,7 @@ def write_history(path: Path, history: list[dict[str, float]]) -> None:
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     """Standard JSON (a non-finite float is refused: see finite_metrics), written whole or not at all."""
-    tmp = path.with_suffix(".json.tmp")
-    try:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    files.write_text(path, json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n")
 
 
 def finite_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -82,8 +78,8 @@ def config_changes(saved: dict, current: dict) -> list[str]:
 
 
 def remove_state(run_dir: Path) -> None:
-    for name in (STATE_FILE, PREVIOUS_FILE, STATE_FILE + ".tmp"):
-        (run_dir / name).unlink(missing_ok=True)
+    for name in (STATE_FILE, PREVIOUS_FILE):
+        (run_dir / name).unlink(missing_ok=True)  # unlink never follows a link
 
 
 _warned: set[str] = set()
@@ -134,20 +130,24 @@ def load_run(run_dir: Path | str, map_location: str = "cpu") -> tuple[Network, N
     return mdn_net, baseline, checkpoint["config"]
 
 
-def _saved_dataset(cfg, checkpoint: dict) -> Dataset:
-    """The run's dataset object; for a table's run whose file is gone, the columns model.pt names
-    (a shared run folder still answers mdn-predict --file)."""
+def _saved_dataset(cfg, checkpoint: dict, need_data: bool) -> Dataset:
+    """The run's dataset object. A table's run answers from the columns model.pt names, without
+    reading its training file, unless `need_data` (its rows are asked for: mdn-predict --index);
+    a training file that is gone then falls back to those columns too."""
     from mdn_experiments.datasets.table import SavedColumns
     from mdn_experiments.errors import DataError
 
+    columns = checkpoint.get("columns")
+    saved = lambda: SavedColumns(str(cfg.dataset.get("name", "table")), columns, str(cfg.dataset.get("path")))  # noqa: E731
+    if not need_data and is_columns(columns):
+        return saved()  # a moved or huge training file costs nothing
     try:
         return make_dataset(cfg)
     except DataError:
-        columns = checkpoint.get("columns")
         if not is_columns(columns):
             raise
         log.warning("the run's table %s cannot be read: using the columns model.pt names", cfg.dataset.get("path"))
-        return SavedColumns(str(cfg.dataset.get("name", "table")), columns, str(cfg.dataset.get("path")))
+        return saved()
 
 
 def is_columns(columns: Any) -> bool:
@@ -159,10 +159,13 @@ def is_columns(columns: Any) -> bool:
     )
 
 
-def load_trained(run_dir: Path | str, map_location: str = "cpu") -> tuple[Network, Network | None, Dataset, dict]:
-    """load_run's work: (MDN, baseline or None, the dataset object, the checkpoint dict)."""
+def load_trained(
+    run_dir: Path | str, map_location: str = "cpu", need_data: bool = False
+) -> tuple[Network, Network | None, Dataset, dict]:
+    """load_run's work: (MDN, baseline or None, the dataset object, the checkpoint dict).
+    `need_data`: the dataset's rows will be asked for (a table's training file is read)."""
     path = Path(run_dir) / "model.pt"
-    if not path.is_file():
+    if not (path.exists() or path.is_symlink()):
         raise RunFolderError(
             f"{path} does not exist: {run_dir} holds no finished run"
             + (
@@ -172,7 +175,11 @@ def load_trained(run_dir: Path | str, map_location: str = "cpu") -> tuple[Networ
             )
         )
     try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        raw = files.read_bytes(path, files.MODEL_BYTES)  # a regular file of bounded size, never a link
+    except OSError as err:
+        raise RunFolderError(f"{path} cannot be read ({err.strerror or type(err).__name__})") from None
+    try:
+        checkpoint = torch.load(io.BytesIO(raw), map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - truncated zip, wrong format, unpickling refused
         raise RunFolderError(
             f"{path} cannot be loaded: truncated or not a model.pt of mdn-experiments ({type(err).__name__})"
@@ -182,7 +189,7 @@ def load_trained(run_dir: Path | str, map_location: str = "cpu") -> tuple[Networ
     cfg = saved_config(checkpoint["config"], str(path))
     try:
         validate_model(cfg)  # the trainer's settings do not matter for a trained network
-        dataset = _saved_dataset(cfg, checkpoint)
+        dataset = _saved_dataset(cfg, checkpoint, need_data)
     except UserError as err:
         raise RunFolderError(f"{path}: {err}") from None
     networks = []

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from mdn_experiments import files
 from mdn_experiments.config import validate
 from mdn_experiments.config.safety import HYDRA_SLOTS, check_targets
 from mdn_experiments.errors import RunFolderError
@@ -36,7 +37,7 @@ def _make_folder(folder: Path, key: str) -> None:
             f"{key}={str(folder)!r}: Hydra cannot use a folder whose path holds '${{': choose another folder"
         )
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        files.make_folder(folder, named=True)
     except OSError as err:
         raise RunFolderError(
             f"{key}={str(folder)!r} cannot be created ({err.strerror or err}): {key} must be a folder "
@@ -71,6 +72,9 @@ def claim_run_folder(config: DictConfig, resuming: bool) -> Path:
     if run_dir.exists() and not run_dir.is_dir():
         raise RunFolderError(f"hydra.run.dir={str(run_dir)!r} is a file: hydra.run.dir must be a folder")
     _check_foreign(run_dir, "hydra.run.dir")
+    files.check_folder(run_dir, "a run folder")  # no link or special file for Hydra or us to write through
+    if (run_dir.parent / "multirun.yaml").exists():  # a job of a sweep (mdn-resume): its sweep too
+        files.check_folder(run_dir.parent, "a sweep folder")
     task_cfg = copy.deepcopy(config)
     with read_write(task_cfg), open_dict(task_cfg):
         del task_cfg["hydra"]
@@ -104,6 +108,7 @@ def claim_sweep_folder(config: DictConfig, resuming: bool) -> Path:
                 f"hydra.sweep.dir={str(sweep_dir)!r} is {what} folder ({marker}): choose another folder"
             )
     _check_foreign(sweep_dir, "hydra.sweep.dir")
+    files.check_folder(sweep_dir, "a sweep folder")  # no link or special file for Hydra or us to write through
     recorded = sweep_dir / "multirun.yaml"
     if recorded.exists() or any(sweep_dir.glob("*/.hydra")):
         if not resuming:

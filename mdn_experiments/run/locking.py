@@ -1,7 +1,8 @@
 """One writer per folder: an OS lock on every run, sweep and reproduction folder while a process
 writes into it.
 
-The lock is `flock` on the folder's `.lock` file, which also holds who took it (pid, host, command,
+The lock is `flock` on the folder's `.lock` file (a regular file: a link or a special file planted
+under that name is refused, never followed), which also holds who took it (pid, host, command,
 since when). The kernel drops the lock when its holder exits, however it exits (SIGKILL
 included), so a lock is never stale; the file stays behind and is simply taken by the next writer.
 A second writer is refused in one line that names the holder. Within one process a lock is
@@ -20,6 +21,7 @@ import socket
 import sys
 from pathlib import Path
 
+from mdn_experiments import files
 from mdn_experiments.errors import UserError
 
 LOCK_FILE = ".lock"
@@ -52,8 +54,8 @@ def holder(folder: Path) -> str | None:
     if Path(folder).resolve() in _held:
         return f"this process (pid {os.getpid()})"
     try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
+        fd = files.read_descriptor(path)
+    except (OSError, files.FileRefused):  # no lock file, or one that is not a regular file (acquire refuses it)
         return None
     try:
         try:
@@ -84,7 +86,7 @@ def acquire(folder: Path, what: str = "folder") -> Path:
         _held[folder] = (fd, count + 1)
         return folder
     try:
-        fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = files.open_lock_file(folder / LOCK_FILE)  # never through a link, never a FIFO or a device
     except OSError as err:
         if err.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
             raise FolderReadOnly(

@@ -13,82 +13,15 @@ measurement: what it refuses cannot run, and what it accepts still needs the usu
 from __future__ import annotations
 
 import math
-import os
-from dataclasses import dataclass, field
-from pathlib import Path
 
-from mdn_experiments.errors import UserError
+from mdn_experiments.memory import GIB, Estimate, ResourceError, available_memory, gib  # noqa: F401 (this module's API)
 
-GIB = 1024**3
 FLOAT32, FLOAT64 = 4, 8
 # bytes per weight: the weight, its gradient, two Adam moments, the best weights, the epoch
 # snapshot (weights and moments) and the state being serialised
 BYTES_PER_PARAMETER = 10 * FLOAT32
 HDR_CHUNK = 20_000_000  # evaluation.hdr_levels draws this many values at a time (at least one input's)
 HDR_SAMPLES = 1000
-
-
-class ResourceError(UserError):
-    """The work asked for does not fit in this machine's memory."""
-
-
-def available_memory(device: str = "cpu") -> int:
-    """Bytes this process can still use: MemAvailable, lowered by a cgroup limit (containers);
-    on a CUDA device, its free memory."""
-    if device.startswith("cuda"):
-        import torch
-
-        return int(torch.cuda.mem_get_info(torch.device(device))[0])
-    free = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                free = int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    if free is None:
-        try:
-            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (ValueError, OSError, AttributeError):
-            return 1 << 62  # unknown: do not refuse
-    for limit_file, usage_file in (
-        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-        ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),
-    ):
-        try:
-            limit = Path(limit_file).read_text().strip()
-            if limit != "max" and int(limit) < 1 << 60:
-                free = min(free, int(limit) - int(Path(usage_file).read_text().strip()))
-                break
-        except (OSError, ValueError):
-            continue
-    return max(free, 0)
-
-
-@dataclass
-class Estimate:
-    """Named parts (bytes) of a memory estimate; `peak` adds what is alive at once."""
-
-    parts: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def peak(self) -> int:
-        return sum(self.parts.values())
-
-    def largest(self) -> tuple[str, int]:
-        return max(self.parts.items(), key=lambda item: item[1])
-
-    def check(self, available: int, what: str, advice: str) -> None:
-        if self.peak > available:
-            name, size = self.largest()
-            raise ResourceError(
-                f"{what} needs about {gib(self.peak)} of memory ({name}: {gib(size)}), but "
-                f"{gib(available)} are available: {advice}"
-            )
-
-
-def gib(n_bytes: float) -> str:
-    return f"{n_bytes / GIB:.3g} GiB" if n_bytes >= 0.01 * GIB else f"{n_bytes / 1024**2:.3g} MiB"
 
 
 def mixture_values(K: int, D: int) -> int:

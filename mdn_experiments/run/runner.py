@@ -22,6 +22,7 @@ import torch
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
+from mdn_experiments import files
 from mdn_experiments.config import plain, saved_config
 from mdn_experiments.datasets.base import Splits
 from mdn_experiments.errors import DISK_ERRORS, UserError, disk_error
@@ -177,8 +178,7 @@ def run_experiment(
     from it in a key that changes results is refused (RunFolderError), unless
     `trust_saved_config` (what mdn-resume sets) says to take the saved one regardless.
     """
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = files.make_folder(Path(run_dir), named=True).resolve()  # writes go to the real folder
     with locking.FolderLock(run_dir, "run"):  # one writer per folder (mdn-run took it already: re-entrant)
         saved = check_run_folder(run_dir, plain(cfg), trust_saved_config)
         if saved is not None:
@@ -211,8 +211,7 @@ def _run_locked(cfg: DictConfig, run_dir: Path, saved: dict | None, progress: bo
     splits = splits.to(objects.device)
     data_seconds = time.perf_counter() - data_start
     log.info("run folder: %s", run_dir)
-    fig_dir = run_dir / "figures"
-    fig_dir.mkdir(parents=True, exist_ok=True)
+    fig_dir = files.make_folder(run_dir / "figures")
     (run_dir / "error.txt").unlink(missing_ok=True)  # an earlier failed attempt's
     wall_start = time.perf_counter()
 
@@ -304,7 +303,8 @@ def _train_and_evaluate(
     columns = getattr(objects.dataset, "columns", None)
     if columns is not None:  # a table's: mdn-predict --file finds the features by name
         checkpoint["columns"] = columns()
-    torch.save(checkpoint, run_dir / "model.pt")
+    with files.replaced(run_dir / "model.pt") as fh:  # whole or not at all, never through a link
+        torch.save(checkpoint, fh)
 
     metrics["wall_seconds"] = time.perf_counter() - wall_start
     metrics["data_seconds"] = data_seconds
@@ -339,8 +339,10 @@ def _run_job_locked(cfg: DictConfig, run_dir: Path, progress: bool, trust_saved_
         message = disk_error(err) if isinstance(err, OSError) and expected else " ".join(str(err).split())
         detail = "" if expected else "\n" + traceback.format_exc()
         try:
-            (run_dir / "error.txt").write_text(f"{type(err).__name__}: {message}{detail}\n")
-        except OSError as write_err:
-            log.error("could not write %s: %s", run_dir / "error.txt", write_err.strerror)
+            files.write_text(run_dir / "error.txt", f"{type(err).__name__}: {message}{detail}\n")
+        except (OSError, UserError) as write_err:
+            log.error(
+                "could not write %s: %s", run_dir / "error.txt", getattr(write_err, "strerror", None) or write_err
+            )
         log.error("job failed: %s (details in %s)", message, run_dir / "error.txt")
         return None

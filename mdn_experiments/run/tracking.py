@@ -15,7 +15,9 @@ other two are optional (`pip install 'mdn-experiments[tracking]'`) and imported 
   sweep folder for the jobs of a sweep and to the dataset's name for single runs.
 
 A run that is stopped and resumed continues its MLflow run (the run id is kept in
-RUN_DIR/tracking.json). Tracking never costs a result: a failure to log after the run's files are
+RUN_DIR/tracking.json) when the store chosen now is the one recorded there, or the recorded one
+lies inside the run folder; otherwise it logs a new run to the store chosen now, and says so: a
+folder never chooses where its data is sent. Tracking never costs a result: a failure to log after the run's files are
 written is a warning.
 """
 
@@ -32,8 +34,9 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from mdn_experiments import files
 from mdn_experiments.config.settings import TrackingSettings
-from mdn_experiments.errors import UserError
+from mdn_experiments.errors import UserError, clip
 
 log = logging.getLogger(__name__)
 
@@ -161,12 +164,12 @@ def _store_lock(uri: str):
         return
     path = Path(uri[len("sqlite:///") :])
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    fd = files.open_lock_file(path.with_name(path.name + ".lock"))  # never through a link, never truncated
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing drops the lock
 
 
 def read_tracking_file(path: Path) -> dict[str, str]:
@@ -181,6 +184,33 @@ def read_tracking_file(path: Path) -> dict[str, str]:
     if not (isinstance(run_id, str) and run_id.isalnum() and len(run_id) <= 64):
         raise UserError(f"{path}: mlflow_run_id={run_id!r} is not an MLflow run id")
     return {"mlflow_uri": uri, "mlflow_run_id": run_id}
+
+
+def local_path(uri: str) -> Path | None:
+    """The file a local store's URI names (sqlite:///PATH, file:///PATH or a plain path), or None
+    for a server (http, https) or anything else."""
+    if uri.startswith("sqlite:///"):
+        return Path(uri[len("sqlite:///") :])
+    if uri.startswith("file://"):
+        return Path(uri[len("file://") :])
+    return Path(uri) if ":" not in uri.split("/", 1)[0] else None
+
+
+def same_store(uri: str, other: str | Path) -> bool:
+    """Whether `uri` is the store `other` (another URI), or, when `other` is a folder, a local store
+    inside that folder."""
+    if isinstance(other, Path):
+        path = local_path(uri)
+        if path is None:
+            return False
+        try:
+            return path.resolve().is_relative_to(other.resolve())
+        except (OSError, RuntimeError):
+            return False
+    mine, theirs = local_path(uri), local_path(other)
+    if mine is not None and theirs is not None:
+        return mine.resolve() == theirs.resolve()
+    return uri.rstrip("/") == other.rstrip("/")
 
 
 def check_reachable(uri: str) -> None:
@@ -217,8 +247,19 @@ class MlflowTracker(Tracker):
         from mlflow.tracking import MlflowClient
 
         saved = run_dir / TRACKING_FILE
-        previous = read_tracking_file(saved) if saved.exists() else {}
-        self.uri = previous.get("mlflow_uri") or uri or default_mlflow_uri()
+        previous = read_tracking_file(saved) if saved.exists() or saved.is_symlink() else {}
+        self.uri = uri or default_mlflow_uri()  # the store chosen now
+        recorded = previous.get("mlflow_uri")
+        if recorded and same_store(recorded, run_dir):
+            self.uri = recorded  # a store inside the run folder goes with the folder
+        elif recorded and not same_store(recorded, self.uri):
+            log.warning(
+                "tracking.json records the MLflow store %s; the store chosen now is used instead: %s "
+                "(a new MLflow run there; a folder never chooses where its data is sent)",
+                clip(recorded, 200),
+                clip(self.uri, 200),
+            )
+            previous = {}
         check_reachable(self.uri)
         for name, value in HTTP_DEFAULTS.items():  # fail in seconds, not minutes, when a server goes away
             os.environ.setdefault(name, value)
@@ -263,7 +304,7 @@ class MlflowTracker(Tracker):
                     f"MLflow could not start a run in {self.uri!r} "
                     f"({type(err).__name__}: {' '.join(str(err).split())[:200]})"
                 ) from None
-        saved.write_text(json.dumps({"mlflow_uri": self.uri, "mlflow_run_id": self.run_id}, indent=2) + "\n")
+        files.write_text(saved, json.dumps({"mlflow_uri": self.uri, "mlflow_run_id": self.run_id}, indent=2) + "\n")
         self.pending: list = []
         self.last_flush = time.monotonic()
 

@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from mdn_experiments import files
+from mdn_experiments.errors import one_line
 from mdn_experiments.evaluation.contract import MIN_MODE_MASS
 
 PROG = "mdn-predict"
@@ -143,9 +145,25 @@ def _is_float(text: str) -> bool:
         return False
 
 
-def _read_file(path: Path, input_shape: tuple[int, ...]) -> np.ndarray:
-    if not path.is_file():
+def _check_input_file(path: Path) -> None:
+    """--file is a regular file (through a link or not) whose size fits in memory."""
+    from mdn_experiments import memory
+    from mdn_experiments.errors import UserError
+
+    if not path.exists():
         raise PredictError(f"--file {path}: no such file")
+    try:
+        size = files.regular_size(path, follow=True)
+        # text: at least 2 bytes per number, 8 bytes each as float64, a few copies on the way
+        memory.Estimate({"the --file's numbers": 4 * 4 * size}).check(
+            memory.available_memory(), f"--file {path}", "split the file and ask about fewer rows at a time"
+        )
+    except UserError as err:
+        raise PredictError(f"--file {err}") from None
+
+
+def _read_file(path: Path, input_shape: tuple[int, ...]) -> np.ndarray:
+    _check_input_file(path)
     n_features = int(np.prod(input_shape))
     header = None
     if path.suffix == ".npy":
@@ -222,28 +240,86 @@ def _read_table_file(path: Path, features: list[str]) -> tuple[np.ndarray, dict[
     return np.stack(columns, axis=1).astype(np.float32), kept
 
 
+QUANTILE_LEVELS = (0.05, 0.25, 0.5, 0.75, 0.95)
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet reads a cell starting so as a formula
+OUR_FILES = (".hydra", "model.pt", "metrics.json", "state.pt", "multirun.yaml", "reproduce.json", "uci.json")
+
+
+def output_columns(targets: list[str]) -> list[str]:
+    """The columns the answer adds per target: mean, sd, highest mode and the quantiles."""
+    suffixes = ["mean", "sd", "mode", *(f"q{round(level * 100):02d}" for level in QUANTILE_LEVELS)]
+    return [f"{name}_{suffix}" for name in targets for suffix in suffixes]
+
+
+def cell(value: Any) -> Any:
+    """A CSV cell a spreadsheet shows as text, never runs: a text that is not a number and starts
+    with = + - @ (or a tab or carriage return) gets a leading apostrophe; numbers are kept."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS) and not _is_float(value):
+        return "'" + value
+    return value
+
+
 def _write_table(path: Path, kept: dict[str, np.ndarray], mixture, targets: list[str]) -> None:
     """One row per input: its identifier columns, then per target the predictive mean, standard
     deviation, highest mode and the 5, 25, 50, 75 and 95 % quantiles of its marginal."""
     from mdn_experiments.evaluation.calibration import quantiles
 
-    levels = (0.05, 0.25, 0.5, 0.75, 0.95)
     mean, std = mixture.mean(), mixture.covariance().diagonal(dim1=-2, dim2=-1).sqrt()
     mode = mixture.modes().location[:, 0, :]
     columns: dict[str, Any] = dict(kept)
     for d, name in enumerate(targets):
-        q = quantiles(mixture.marginal(d), levels)
+        q = quantiles(mixture.marginal(d), QUANTILE_LEVELS)
         columns[f"{name}_mean"] = mean[:, d].tolist()
         columns[f"{name}_sd"] = std[:, d].tolist()
         columns[f"{name}_mode"] = mode[:, d].tolist()
-        for j, level in enumerate(levels):
+        for j, level in enumerate(QUANTILE_LEVELS):
             columns[f"{name}_q{round(level * 100):02d}"] = q[:, j].tolist()
     names = list(columns)
-    with path.open("w", newline="") as f:
+    with files.replaced(path, text=True) as f:
         writer = csv.writer(f)
-        writer.writerow(names)
+        writer.writerow([cell(n) for n in names])
         for i in range(len(mean)):
-            writer.writerow([columns[n][i] for n in names])
+            writer.writerow([cell(columns[n][i]) for n in names])
+
+
+def _inside_a_folder_of_ours(folder: Path) -> Path | None:
+    """The run, sweep or suite folder that holds `folder` (itself or one above it), or None."""
+    for candidate in (folder, *folder.parents):
+        if any((candidate / name).exists() for name in OUR_FILES):
+            return candidate
+    return None
+
+
+def check_out(out: Path, file: Path | None, run_dir: Path, force: bool) -> None:
+    """--out never destroys results: not inside a run (or sweep, or suite) folder, not the --file
+    being read, not an existing file unless --force, never a link or a special file."""
+    if out.suffix not in (".json", ".csv"):
+        raise PredictError(f"--out {out}: allowed formats are .json and .csv")
+    target = out.expanduser().absolute()
+    if target.parent.resolve() == Path(run_dir).expanduser().resolve() or _inside_a_folder_of_ours(
+        target.parent.resolve()
+    ):
+        holder = _inside_a_folder_of_ours(target.parent.resolve()) or run_dir
+        raise PredictError(
+            f"--out {out} lies inside {holder}, a folder of mdn-experiments: its files are results; "
+            "write the answer somewhere else"
+        )
+    if file is not None and target.exists() and file.exists() and target.resolve() == file.resolve():
+        raise PredictError(f"--out {out} is the --file being read: write the answer to another file")
+    if target.is_symlink() or (target.exists() and not target.is_file()):
+        raise PredictError(f"--out {out} is not a regular file (a link, a folder or a special file): choose another")
+    if target.exists() and not force:
+        raise PredictError(f"--out {out} exists: give --force to replace it, or choose another file")
+
+
+def check_columns(kept: dict[str, np.ndarray], targets: list[str], file: Path) -> None:
+    """No column of the --file is overwritten by a column of the answer."""
+    clash = [name for name in output_columns(targets) if name in kept]
+    if clash:
+        raise PredictError(
+            f"--file {file} has the column(s) {', '.join(map(repr, clash[:5]))}, which the answer adds "
+            "(per target: _mean, _sd, _mode and the quantiles): rename them in the file"
+        )
 
 
 def _finite(value: Any) -> Any:
@@ -260,7 +336,7 @@ def _finite(value: Any) -> Any:
 def _write(path: Path, header: dict[str, Any], inputs: list[dict[str, Any]], records: list[dict[str, Any]]) -> None:
     rows = [{**inp, **rec} for inp, rec in zip(inputs, records)]
     if path.suffix == ".json":
-        path.write_text(json.dumps(_finite({**header, "predictions": rows}), indent=1, allow_nan=False) + "\n")
+        files.write_text(path, json.dumps(_finite({**header, "predictions": rows}), indent=1, allow_nan=False) + "\n")
         return
     # .csv: one row per component, mode and sample ("long" format)
     D = len(records[0]["components"][0]["mu"])
@@ -269,7 +345,7 @@ def _write(path: Path, header: dict[str, Any], inputs: list[dict[str, Any]], rec
         + [f"y{d + 1}" for d in range(D)]
         + [f"sigma{d + 1}" for d in range(D)]
     )
-    with path.open("w", newline="") as f:
+    with files.replaced(path, text=True) as f:
         writer = csv.writer(f)
         writer.writerow(names)
         for i, (inp, rec) in enumerate(zip(inputs, records)):
@@ -333,10 +409,10 @@ def run(args: argparse.Namespace) -> None:
         raise PredictError(f"--min-mass {args.min_mass}: must be a number in [0, 1]")
     if not 0 <= args.seed <= 2**63 - 1:
         raise PredictError(f"--seed {args.seed}: must be an integer from 0 to {2**63 - 1}")
-    if args.out is not None and args.out.suffix not in (".json", ".csv"):
-        raise PredictError(f"--out {args.out}: allowed formats are .json and .csv")
+    if args.out is not None:
+        check_out(args.out, args.file, args.run_dir, args.force)  # before any work: nothing is lost
     try:
-        network, _, dataset, checkpoint = load_trained(args.run_dir)
+        network, _, dataset, checkpoint = load_trained(args.run_dir, need_data=bool(args.index))
     except UserError as err:
         raise PredictError(str(err)) from None
     config = checkpoint["config"]
@@ -367,6 +443,8 @@ def run(args: argparse.Namespace) -> None:
             if not is_columns(checkpoint["columns"]):
                 raise PredictError(f"{args.run_dir / 'model.pt'}: its table columns are damaged (not lists of names)")
             array, kept = _read_table_file(args.file, list(checkpoint["columns"]["features"]))
+            if args.out is not None and args.out.suffix == ".csv":
+                check_columns(kept, list(checkpoint["columns"]["targets"]), args.file)
         else:
             array = _read_file(args.file, input_shape)
         if not np.isfinite(array).all():
@@ -405,8 +483,8 @@ def run(args: argparse.Namespace) -> None:
                 _write_table(args.out, kept, mixture, list(checkpoint["columns"]["targets"]))
             else:
                 _write(args.out, header, inputs, records)
-        except OSError as err:
-            raise PredictError(f"--out {args.out} cannot be written: {err.strerror}") from None
+        except (OSError, UserError) as err:
+            raise PredictError(f"--out {args.out} cannot be written: {getattr(err, 'strerror', None) or err}") from None
         print(f"[{PROG}] wrote {args.out}")
 
 
@@ -444,7 +522,14 @@ def parser() -> argparse.ArgumentParser:
         metavar="M",
         help=f"print the modes holding at least this mass (default {MIN_MODE_MASS}; files hold them all)",
     )
-    p.add_argument("--out", type=Path, metavar="FILE", help="also write the answer to FILE.json or FILE.csv")
+    p.add_argument(
+        "--out",
+        type=Path,
+        metavar="FILE",
+        help="also write the answer to FILE.json or FILE.csv (never inside a run folder; text cells "
+        "starting with = + - @ get a leading ' so that a spreadsheet shows them as text)",
+    )
+    p.add_argument("--force", action="store_true", help="replace the --out file if it exists")
     return p
 
 
@@ -454,7 +539,7 @@ def main(argv: list[str] | None = None) -> None:
         run(args)
         sys.stdout.flush()
     except PredictError as err:
-        print(f"{PROG}: error: {' '.join(str(err).split())}", file=sys.stderr)
+        print(f"{PROG}: error: {one_line(err)}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)

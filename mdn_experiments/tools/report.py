@@ -9,7 +9,6 @@ import csv
 import io
 import json
 import math
-import os
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -17,8 +16,9 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 
-from mdn_experiments.errors import RunFolderError, UserError
-from mdn_experiments.evaluation.contract import STATUSES, upgrade
+from mdn_experiments import files
+from mdn_experiments.errors import RunFolderError, UserError, clip, one_line
+from mdn_experiments.evaluation.contract import RUN_STATUSES, STATUSES, upgrade
 from mdn_experiments.run import locking
 from mdn_experiments.run.layout import SWEEP_DONE_FILE, job_folders, read_json, read_yaml
 
@@ -52,29 +52,42 @@ def bic(train_nll: float, n_train: int, n_params: int) -> float:
     return 2.0 * n_train * train_nll + n_params * math.log(n_train)
 
 
+def _plain(value: Any, kinds: tuple[type, ...], where: str) -> Any:
+    """A value read back from a job's files, of one of `kinds` (bools are not numbers here), or a
+    RunFolderError naming where it came from (the job is then a `damaged` row)."""
+    if isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds):
+        return value
+    raise RunFolderError(f"{where} holds {clip(repr(value), 60)}, not a {' or '.join(k.__name__ for k in kinds)}")
+
+
 def _job_row(job_dir: Path, sweep_dir: Path) -> dict[str, Any]:
     row: dict[str, Any] = {column: "" for column in SUMMARY_COLUMNS}
     row["job"] = str(job_dir.relative_to(sweep_dir))
     try:
         config = read_yaml(job_dir / ".hydra" / "config.yaml")
         dataset = config.get("dataset")
+        where = ".hydra/config.yaml: "
         row.update(
-            dataset=dataset.get("name", "") if isinstance(dataset, dict) else "",
-            K=config.get("K", ""),
-            seed=config.get("seed", ""),
+            dataset=_plain(dataset.get("name", ""), (str,), where + "dataset.name")
+            if isinstance(dataset, dict)
+            else "",
+            K=_plain(config["K"], (int,), where + "K") if "K" in config else "",
+            seed=_plain(config["seed"], (int,), where + "seed") if "seed" in config else "",
         )
         metrics_path, error_path = job_dir / "metrics.json", job_dir / "error.txt"
-        if metrics_path.exists():
+        if metrics_path.exists() or metrics_path.is_symlink():
             metrics = upgrade(read_json(metrics_path))
             missing = [key for key in METRIC_KEYS if not isinstance(metrics.get(key), (int, float))]
-            status = metrics.get("status", "ok")
+            status = _plain(metrics.get("status", "ok"), (str,), "metrics.json: status")
+            if status not in RUN_STATUSES:
+                raise RunFolderError(f"metrics.json: status {clip(status, 40)!r} is none of {', '.join(RUN_STATUSES)}")
             if missing and status == "ok":
                 raise RunFolderError(f"{metrics_path} has no number for {', '.join(missing)}")
             number = lambda key: metrics[key] if isinstance(metrics.get(key), (int, float)) else math.nan  # noqa: E731
-            main = metrics.get("main_metric", "test_nll")
+            main = _plain(metrics.get("main_metric", "test_nll"), (str,), "metrics.json: main_metric")
             row.update(
                 status=status,
-                reason=metrics.get("status_reason", ""),
+                reason=clip(metrics.get("status_reason", ""), 200),
                 test_nll=number("test_nll"),
                 val_nll=number("val_nll"),
                 train_nll=number("train_nll"),
@@ -87,19 +100,21 @@ def _job_row(job_dir: Path, sweep_dir: Path) -> dict[str, Any]:
                 dead_components=number("dead_components"),
                 bic=bic(number("train_nll"), number("n_train"), number("n_params")) if not missing else math.nan,
             )
-        elif error_path.exists():
+        elif error_path.exists() or error_path.is_symlink():
             try:
-                lines = error_path.read_text(errors="replace").strip().splitlines()
+                lines = files.read_bytes(error_path).decode("utf-8", "replace").strip().splitlines()
             except OSError as err:
                 raise RunFolderError(f"{error_path} cannot be read ({err.strerror})") from None
-            row.update(status="failed", reason=lines[0][:200] if lines else "error.txt is empty (no reason recorded)")
+            row.update(
+                status="failed", reason=clip(lines[0], 200) if lines else "error.txt is empty (no reason recorded)"
+            )
         else:
             row.update(
                 status="incomplete",
                 reason="no metrics.json: interrupted (mdn-resume continues it), still running, or killed",
             )
     except RunFolderError as err:  # the job's own files, named from its folder
-        row.update(status="damaged", reason=" ".join(str(err).replace(f"{job_dir}/", "").split())[:200])
+        row.update(status="damaged", reason=clip(" ".join(str(err).replace(f"{job_dir}/", "").split()), 200))
     return row
 
 
@@ -125,7 +140,8 @@ def aggregate(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
         else:
             not_ok[(row["dataset"], row["K"])] += 1
     table: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for (dataset, K), members in sorted(groups.items()):
+    order = lambda item: (item[0][0], (0, item[0][1]) if isinstance(item[0][1], int) else (1, str(item[0][1])))  # noqa: E731
+    for (dataset, K), members in sorted(groups.items(), key=order):
         entry: dict[str, Any] = {
             "K": K,
             "n_seeds": len(members),
@@ -192,25 +208,20 @@ def summary_text(sweep_dir: Path, rows: list[dict[str, Any]]) -> tuple[str, str,
 
 def owned(path: Path) -> bool:
     """Whether a summary file may be overwritten: absent, or written by a summary (its first line)."""
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return True
     if path.suffix == ".png":
         return owned(path.with_name("summary.md")) and path.with_name("summary.md").exists()
     try:
-        with path.open(errors="replace") as fh:
-            first = fh.readline()
-    except OSError:
+        first = files.read_bytes(path).decode("utf-8", "replace").split("\n", 1)[0]
+    except (OSError, UserError):  # unreadable, a link, a special file, too large: not a summary of ours
         return False
     return first.startswith(SUMMARY_TITLE) if path.suffix == ".md" else first.strip() == ",".join(SUMMARY_COLUMNS)
 
 
 def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """path's new text, whole or not at all, never through a link (files.write_text)."""
+    files.write_text(path, text)
 
 
 def write_summary(sweep_dir: Path | str, rows: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -241,7 +252,7 @@ class SweepSummary(Callback):
     """Hydra callback: summarise the sweep when the multirun ends."""
 
     def on_multirun_end(self, config, **kwargs: Any) -> None:
-        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep_dir = Path(config.hydra.sweep.dir).resolve()  # the real folder (no write goes through a link)
         try:
             result = write_summary(sweep_dir)
         except (UserError, OSError) as err:
@@ -279,8 +290,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     def fail(message: str, code: int = 2) -> None:
-        print(f"mdn-report: error: {message}", file=sys.stderr)
+        print(f"mdn-report: error: {one_line(message)}", file=sys.stderr)
         sys.exit(code)
+
+    args.path = args.path.expanduser().resolve()  # a folder named through a link: its real folder
 
     if not args.path.is_dir():
         fail(f"{args.path} is not a folder: give a sweep folder (outputs/multirun/<date>_<time>)")
@@ -289,6 +302,7 @@ def main(argv: list[str] | None = None) -> None:
         fail(f"{args.path} holds no job folders (no */.hydra/): nothing to summarise, nothing written")
     damaged = [row["job"] for row in rows if row["status"] == "damaged"]
     try:
+        files.check_folder(args.path, "a sweep folder")  # no link or special file to write through
         foreign = [name for name in SUMMARY_FILES if not owned(args.path / name)]
         if foreign:  # checked before the lock is taken: a refusal writes nothing at all
             raise RunFolderError(

@@ -21,9 +21,10 @@ import sys
 import time
 from pathlib import Path
 
+from mdn_experiments import files
 from mdn_experiments.config.safety import quote
 from mdn_experiments.datasets.idx import DataError, ensure_mnist_files
-from mdn_experiments.errors import RunFolderError, UserError
+from mdn_experiments.errors import RunFolderError, UserError, clip, one_line
 from mdn_experiments.evaluation import contract as C
 from mdn_experiments.run import locking
 from mdn_experiments.run.layout import REPRODUCE_FILE, read_json, sweep_finished
@@ -238,15 +239,58 @@ def new_run_folder(out: Path) -> Path:
     raise RuntimeError(f"no free folder name under {out}")
 
 
-def read_progress(root: Path, name: str = REPRODUCE_FILE) -> dict:
-    """reproduce.json (or `name`, e.g. uci.json) of a reproduction folder, checked; RunFolderError
-    in one line when damaged."""
-    progress = read_json(root / name)
-    if not isinstance(progress.get("steps"), dict) or not all(
-        isinstance(step, dict) and isinstance(step.get("seconds"), (int, float)) for step in progress["steps"].values()
-    ):
-        raise RunFolderError(f"{root / name} is not a record of make reproduce or make uci (no steps)")
+PROGRESS_TYPES = {  # what a progress record (reproduce.json, uci.json) may hold, and of which type
+    "quick": bool,
+    "finished": bool,
+    "steps": dict,
+    "wall_seconds": (int, float),
+    "datasets": str,
+    "args": list,
+}
+MAX_STEPS = 1000
+
+
+def check_progress(progress: dict, path: Path) -> dict:
+    """A progress record read back from a folder, as data: known keys of known types, steps as
+    {name: {seconds, done}}, and mdn-run arguments (uci.json's `args`) that pass the same replay
+    rules as a run folder's recorded overrides (safety.check_overrides, replay=True): a resumed
+    suite replays only what a user could have typed and the rules allow. RunFolderError otherwise."""
+    from mdn_experiments.config.safety import check_overrides
+
+    def refuse(what: str) -> RunFolderError:
+        return RunFolderError(f"{path}: {what}: not a record of make reproduce or make uci")
+
+    for key, value in progress.items():
+        if key not in PROGRESS_TYPES:
+            raise refuse(f"unknown key {clip(key, 80)!r}")
+        wanted = PROGRESS_TYPES[key]
+        if not isinstance(value, wanted) or (wanted is not bool and isinstance(value, bool)):
+            raise refuse(f"{key} holds {clip(repr(value), 80)}")
+    steps = progress.get("steps")
+    if not isinstance(steps, dict) or len(steps) > MAX_STEPS:
+        raise refuse("no steps")
+    for name, step in steps.items():
+        if not (
+            isinstance(step, dict)
+            and set(step) <= {"seconds", "done"}
+            and isinstance(step.get("seconds"), (int, float))
+            and not isinstance(step.get("seconds"), bool)
+            and math.isfinite(step["seconds"])
+            and step["seconds"] >= 0
+            and isinstance(step.get("done", False), bool)
+        ):
+            raise refuse(f"step {clip(name, 80)!r} holds {clip(repr(step), 80)}")
+    if not math.isfinite(progress.get("wall_seconds", 0.0)):
+        raise refuse("wall_seconds is not finite")
+    if "args" in progress:
+        check_overrides(progress["args"], str(path), replay=True)
     return progress
+
+
+def read_progress(root: Path, name: str = REPRODUCE_FILE) -> dict:
+    """reproduce.json (or `name`, e.g. uci.json) of a reproduction folder, checked as data
+    (check_progress); RunFolderError (or UnsafeConfig) in one line when damaged or tampered with."""
+    return check_progress(read_json(root / name), root / name)
 
 
 def newest_unfinished(out: Path, name: str = REPRODUCE_FILE) -> Path | None:
@@ -256,8 +300,8 @@ def newest_unfinished(out: Path, name: str = REPRODUCE_FILE) -> Path | None:
     for path in out.glob(f"*/{name}"):
         try:
             finished = read_progress(path.parent, name).get("finished")
-        except RunFolderError as err:
-            print(f"[{Path(name).stem}] skipped: {err}", file=sys.stderr, flush=True)
+        except UserError as err:
+            print(f"[{Path(name).stem}] skipped: {one_line(err)}", file=sys.stderr, flush=True)
             continue
         if not finished:
             candidates.append(path.parent)
@@ -329,11 +373,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fresh", action="store_true", help="start a new reproduction even if one is unfinished")
     parser.add_argument("--resume", type=Path, metavar="FOLDER", help="continue this reproduction folder")
     args = parser.parse_args(argv)
-
+    args.out = args.out.expanduser().resolve()  # folders named through a link: their real folders
+    args.resume = args.resume.expanduser().resolve() if args.resume else None
     try:
         root, progress = open_reproduction(args)
     except UserError as err:
-        print(f"[reproduce] error: {' '.join(str(err).split())}", file=sys.stderr)
+        print(f"[reproduce] error: {one_line(err)}", file=sys.stderr)
         sys.exit(2)
     try:
         run_steps(root, progress)
@@ -345,13 +390,18 @@ def open_reproduction(args: argparse.Namespace) -> tuple[Path, dict]:
     """The reproduction folder to write into, its lock taken, and its progress record."""
     root = args.resume or (None if args.fresh else newest_unfinished(args.out))
     if root is not None:
+        files.check_folder(root, "a reproduction folder")  # no link or special file to write through
         try:
             locking.acquire(root, "reproduction")
         except locking.FolderBusy as err:
             raise UserError(
                 f"{err} (a reproduction is running there; `make reproduce FRESH=1` starts another one beside it)"
             ) from None
-        progress = read_progress(root)
+        try:
+            progress = read_progress(root)
+        except UserError:
+            locking.release(root)
+            raise
         print(
             f"[reproduce] resuming the unfinished reproduction in {root} (finished steps are kept; "
             f"`make reproduce FRESH=1` starts a new one)",

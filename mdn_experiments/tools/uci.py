@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import signal
 import sys
@@ -26,9 +27,10 @@ import threading
 import time
 from pathlib import Path
 
-from mdn_experiments.config.safety import quote
+from mdn_experiments import files
+from mdn_experiments.config.safety import check_overrides, quote
 from mdn_experiments.datasets.table import DISCRETE_DISTINCT_SHARE, DISCRETE_TOP_SHARE
-from mdn_experiments.errors import UserError
+from mdn_experiments.errors import UserError, one_line
 from mdn_experiments.evaluation import contract as C
 from mdn_experiments.run import locking
 from mdn_experiments.run.layout import UCI_FILE
@@ -80,6 +82,32 @@ def suite(root: Path, names: list[str] | None = None) -> list[dict]:
                 "inputs": int(data.data.x.shape[1]),
                 "discrete": stats["reason"] if stats["discrete"] else "",
                 "resolution": stats["resolution"],
+            }
+        )
+    return out
+
+
+def duplicate_counts(root: Path, names: list[str] | None = None) -> list[dict]:
+    """Per data set: how many test rows of the standard splits are exact copies (features and
+    target) of a row of their training split, summed over the splits (the `duplicate_rows` each
+    run reports), and the fewest and most in one split."""
+    from mdn_experiments.datasets.uci import UCI_NAMES, Uci, n_splits, uci_folder
+
+    out = []
+    for name in names or UCI_NAMES:
+        counts, tests = [], 0
+        for split in range(n_splits(uci_folder(root, name))):
+            data = Uci(name=name, root=str(root), split=split)
+            counts.append(data.count_duplicates(data._train_rows, data._test_rows))
+            tests += len(data._test_rows)
+        out.append(
+            {
+                "name": name,
+                "duplicates": sum(counts),
+                "test_rows": tests,
+                "splits": len(counts),
+                "fewest": min(counts),
+                "most": max(counts),
             }
         )
     return out
@@ -383,20 +411,48 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--datasets", help="comma-separated data sets of the suite to run (default: all nine)", default=""
     )
+    parser.add_argument(
+        "--duplicates",
+        action="store_true",
+        help="only count the test rows of the standard splits that are exact copies of training rows, and exit",
+    )
     parser.add_argument("args", nargs="*", help="more mdn-run arguments for every job (they win over the suite's)")
     args = parser.parse_args(argv)
+    args.out = args.out.expanduser().resolve()  # folders named through a link: their real folders
+    args.resume = args.resume.expanduser().resolve() if args.resume else None
     names = lambda text: [n for n in str(text or "").split(",") if n]  # noqa: E731
+    if args.duplicates:
+        logging.getLogger("mdn_experiments.datasets").setLevel(logging.ERROR)  # the counts only
+        try:
+            rows = duplicate_counts(args.root or Path(_default_root()), names(args.datasets))
+        except UserError as err:
+            print(f"[uci] error: {one_line(err)}", file=sys.stderr)
+            sys.exit(2)
+        print("| data set | test rows that copy a training row | of | splits | per split |\n|---|---|---|---|---|")
+        for r in rows:
+            share = f"{100 * r['duplicates'] / r['test_rows']:.1f} %"
+            print(
+                f"| {r['name']} | {r['duplicates']} ({share}) | {r['test_rows']} | {r['splits']} | "
+                f"{r['fewest']}-{r['most']} |"
+            )
+        return
     try:
+        # the extra arguments are recorded in uci.json and replayed when the suite resumes: only
+        # what the replay rules allow is taken (a run folder's rules), checked before any folder is made
+        check_overrides(args.args, "make uci ARGS", replay=True)
         uci_root = args.root or Path(_default_root())
         sets = suite(uci_root, names(args.datasets))  # checked before any folder is made
         root, progress = open_suite(args)
     except UserError as err:
-        print(f"[uci] error: {' '.join(str(err).split())}", file=sys.stderr)
+        print(f"[uci] error: {one_line(err)}", file=sys.stderr)
         sys.exit(2)
     try:
         if progress.get("datasets") != args.datasets:  # --resume FOLDER: the suite's own choice
             sets = suite(uci_root, names(progress.get("datasets")))
         run_suite(root, progress, sets, uci_root, list(progress.get("args") or []))
+    except UserError as err:  # a recorded choice the suite's data refuse (an unknown data set)
+        print(f"[uci] error: {root / UCI_FILE}: {one_line(err)}", file=sys.stderr)
+        sys.exit(2)
     finally:
         locking.release(root)
 
@@ -410,11 +466,16 @@ def _default_root() -> str:
 def open_suite(args: argparse.Namespace) -> tuple[Path, dict]:
     root = args.resume or (None if args.fresh else newest_unfinished(args.out, UCI_FILE))
     if root is not None:
+        files.check_folder(root, "a UCI suite folder")  # no link or special file to write through
         try:
             locking.acquire(root, "UCI suite")
         except locking.FolderBusy as err:
             raise UserError(f"{err} (a suite is running there; `make uci FRESH=1` starts another one)") from None
-        progress = read_progress(root, UCI_FILE)
+        try:
+            progress = read_progress(root, UCI_FILE)  # its args pass the replay rules (check_progress)
+        except UserError:
+            locking.release(root)
+            raise
         if args.resume is None and _choices(progress) != _choices(vars(args)):
             locking.release(root)  # an unfinished suite of other choices: left as it is
             root = None

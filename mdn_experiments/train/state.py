@@ -3,8 +3,8 @@ graceful stop on SIGTERM/SIGINT.
 
 A state file is `MAGIC + sha256(payload) + payload`, where the payload is a `torch.save` of a
 plain dict (tensors, numbers, strings, lists, dicts: loadable with weights_only=True). Writing
-goes to `state.pt.tmp` (flushed and fsync'ed), then the current `state.pt` becomes
-`state.prev.pt` and the new file takes its place: at every instant one complete state exists.
+goes to a new temporary file beside it (flushed and fsync'ed; files.replaced), then the current
+`state.pt` becomes `state.prev.pt` and the new file takes its place: at every instant one complete state exists.
 Reading checks the checksum before unpickling anything, so a truncated or corrupted file is
 reported, never loaded, and the previous state is used instead.
 """
@@ -15,6 +15,7 @@ import hashlib
 import io
 import os
 import signal
+import stat
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +24,7 @@ from typing import Any
 
 import torch
 
+from mdn_experiments import files
 from mdn_experiments.errors import Interrupted, UserError  # noqa: F401  (Interrupted: raised here)
 
 MAGIC = b"MDNSTATE1\n"
@@ -34,29 +36,34 @@ class StateFileError(UserError):
 
 
 def write_state(run_dir: Path, payload: dict[str, Any]) -> Path:
-    """Write payload as run_dir/state.pt atomically; the state it replaces becomes state.prev.pt."""
+    """Write payload as run_dir/state.pt atomically; the state it replaces becomes state.prev.pt.
+    The new file is complete (and fsync'ed) before the old one moves: one complete state exists at
+    every instant; no write follows a link (files.replaced)."""
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     data = buffer.getvalue()
-    path, tmp = run_dir / STATE_FILE, run_dir / (STATE_FILE + ".tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(MAGIC + hashlib.sha256(data).digest() + data)
-            fh.flush()
-            os.fsync(fh.fileno())
-    except OSError:
-        tmp.unlink(missing_ok=True)  # a full disk: the last complete state stays as it is
-        raise
-    if path.exists():
-        os.replace(path, run_dir / PREVIOUS_FILE)
-    os.replace(tmp, path)
+    path = run_dir / STATE_FILE
+
+    def keep_previous(dir_fd: int) -> None:
+        try:
+            mode = os.stat(STATE_FILE, dir_fd=dir_fd, follow_symlinks=False).st_mode
+        except FileNotFoundError:
+            return
+        if stat.S_ISREG(mode):
+            os.replace(STATE_FILE, PREVIOUS_FILE, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+
+    # a full disk raises before the rename: the last complete state stays as it is
+    with files.replaced(path, durable=True, before_rename=keep_previous) as fh:
+        fh.write(MAGIC + hashlib.sha256(data).digest() + data)
     return path
 
 
 def read_state_file(path: Path) -> dict[str, Any]:
     """One state file, verified; raises StateFileError naming the file and what is wrong."""
     try:
-        raw = path.read_bytes()
+        raw = files.read_bytes(path, files.MODEL_BYTES)  # a regular file of bounded size, never a link
+    except files.FileRefused as err:
+        raise StateFileError(str(err)) from None
     except OSError as err:  # a folder where the file should be, no permission, ...
         raise StateFileError(f"{path}: cannot be read ({err.strerror})") from None
     header = len(MAGIC) + 32

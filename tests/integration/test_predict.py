@@ -75,7 +75,7 @@ def test_csv_npy_and_command_line_inputs_give_the_same_answer(toy_run, tmp_path)
     answers = []
     for source in (["--x", "0.3", "--x", "0.7"], ["--file", tmp_path / "in.csv"], ["--file", tmp_path / "in.npy"]):
         out = tmp_path / "a.json"
-        assert predict_cli(toy_run, *source, "--out", out).returncode == 0
+        assert predict_cli(toy_run, *source, "--out", out, "--force").returncode == 0  # the same file each time
         answers.append([r["components"] for r in json.loads(out.read_text())["predictions"]])
     assert answers[0] == answers[1] == answers[2]
 

@@ -6,10 +6,13 @@ names resume."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
+import os
 import shutil
 import signal
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -41,6 +44,29 @@ def sweep(tmp_path_factory) -> Path:
     proc = run_cli(["-m", "K=1,2", "seed=0,1", *RUN, f"hydra.sweep.dir={sweep_dir}"])
     assert proc.returncode == 0, proc.stderr
     return sweep_dir
+
+
+@contextlib.contextmanager
+def small_file_system(folder: Path, size: str = "8m"):
+    """A tmpfs of `size` mounted at folder for the block (root, as on the development and CI
+    machines: a real full disk, not a simulated one)."""
+    folder.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
+    if proc.returncode != 0:
+        message = f"a tmpfs cannot be mounted here ({proc.stderr.decode().strip()}): run the tests as root"
+        pytest.fail(message) if os.environ.get("CI") else pytest.skip(message)
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def fill(folder: Path, headroom: int) -> Path:
+    """A file that leaves about `headroom` bytes free on folder's file system."""
+    stats = os.statvfs(folder)
+    filler = folder / "filler"
+    filler.write_bytes(b"\0" * max(0, stats.f_bavail * stats.f_frsize - headroom))
+    return filler
 
 
 def killed(run_dir: Path, *extra: str) -> Path:
@@ -136,7 +162,9 @@ class TestMdnReport:
         def read_only(*args, **kwargs):
             raise OSError(errno.EROFS, "Read-only file system", str(sweep_dir / ".lock"))
 
-        monkeypatch.setattr(report.locking.os, "open", read_only)  # as a read-only mount answers (we are root)
+        monkeypatch.setattr(
+            report.locking.files, "open_lock_file", read_only
+        )  # as a read-only mount answers (we are root)
         with pytest.raises(SystemExit) as caught:
             report.main([str(sweep_dir)])
         assert caught.value.code == 1
@@ -211,7 +239,7 @@ class TestDamagedFiles:
         (run_dir / "state.prev.pt").unlink(missing_ok=True)
         (run_dir / STATE_FILE).mkdir()
         proc = tool("mdn_experiments.tools.resume", run_dir)
-        assert proc.returncode == 2 and "cannot be read (Is a directory)" in one_error(proc)
+        assert proc.returncode == 2 and "state.pt is a folder: only regular files are read" in one_error(proc)
 
     def test_a_corrupt_reproduce_json(self, tmp_path):
         root = tmp_path / "reproduce" / "2026-01-01_10-00-00"
@@ -224,17 +252,20 @@ class TestDamagedFiles:
         ]
 
     def test_a_full_disk_while_saving_the_state(self, tmp_path):
-        """state.pt.tmp points at /dev/full: every write to it fails with ENOSPC, as on a full disk."""
-        run_dir = killed(tmp_path / "run")
-        saved = (run_dir / STATE_FILE).read_bytes()
-        (run_dir / "state.pt.tmp").symlink_to("/dev/full")
-        proc = tool("mdn_experiments.tools.resume", run_dir)
-        assert proc.returncode == 1
-        error = one_error(proc)
-        assert "No space left on device" in error and "mdn-resume" in error
-        assert (run_dir / STATE_FILE).read_bytes() == saved  # the last complete state is kept
-        assert not (run_dir / "state.pt.tmp").exists()
-        assert tool("mdn_experiments.tools.resume", run_dir).returncode == 0  # room again: it goes on
+        """The run folder on a small file system (tmpfs) filled up to 32 KiB: the log lines still
+        fit, a new training state (about 100 KiB) does not, and every write of it fails with ENOSPC."""
+        with small_file_system(tmp_path / "disk") as disk:
+            run_dir = shutil.copytree(killed(tmp_path / "run"), disk / "run")
+            saved = (run_dir / STATE_FILE).read_bytes()
+            filler = fill(disk, headroom=32 * 1024)
+            proc = tool("mdn_experiments.tools.resume", run_dir)
+            assert proc.returncode == 1
+            error = one_error(proc)
+            assert "No space left on device" in error and "mdn-resume" in error
+            assert (run_dir / STATE_FILE).read_bytes() == saved  # the last complete state is kept
+            assert not list(run_dir.glob(".*.tmp"))  # the unfinished new state is gone
+            filler.unlink()
+            assert tool("mdn_experiments.tools.resume", run_dir).returncode == 0  # room again: it goes on
 
     def test_a_killed_joblib_worker_is_one_line(self, tmp_path):
         sweep_dir = tmp_path / "sweep"

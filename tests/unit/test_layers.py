@@ -13,7 +13,7 @@ import mdn_experiments
 PACKAGE = Path(mdn_experiments.__file__).parent
 # lowest first; a module may import from its own layer and any layer before it
 LAYERS = [
-    ("errors", "config"),
+    ("errors", "files", "memory", "config"),
     ("mdn",),
     ("models",),
     ("evaluation", "datasets"),

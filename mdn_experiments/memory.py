@@ -1,0 +1,76 @@
+"""The memory this process may still use, and estimates checked against it: the one budget for a
+run, a prediction and a table read from disk. Torch-free (a CUDA device's free memory is asked of
+torch only when a CUDA device is named)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mdn_experiments.errors import UserError
+
+GIB = 1024**3
+
+
+class ResourceError(UserError):
+    """The work asked for does not fit in this machine's memory."""
+
+
+def available_memory(device: str = "cpu") -> int:
+    """Bytes this process can still use: MemAvailable, lowered by a cgroup limit (containers);
+    on a CUDA device, its free memory."""
+    if device.startswith("cuda"):
+        import torch
+
+        return int(torch.cuda.mem_get_info(torch.device(device))[0])
+    free = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                free = int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    if free is None:
+        try:
+            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            return 1 << 62  # unknown: do not refuse
+    for limit_file, usage_file in (
+        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+        ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),
+    ):
+        try:
+            limit = Path(limit_file).read_text().strip()
+            if limit != "max" and int(limit) < 1 << 60:
+                free = min(free, int(limit) - int(Path(usage_file).read_text().strip()))
+                break
+        except (OSError, ValueError):
+            continue
+    return max(free, 0)
+
+
+@dataclass
+class Estimate:
+    """Named parts (bytes) of a memory estimate; `peak` adds what is alive at once."""
+
+    parts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def peak(self) -> int:
+        return sum(self.parts.values())
+
+    def largest(self) -> tuple[str, int]:
+        return max(self.parts.items(), key=lambda item: item[1])
+
+    def check(self, available: int, what: str, advice: str) -> None:
+        if self.peak > available:
+            name, size = self.largest()
+            raise ResourceError(
+                f"{what} needs about {gib(self.peak)} of memory ({name}: {gib(size)}), but "
+                f"{gib(available)} are available: {advice}"
+            )
+
+
+def gib(n_bytes: float) -> str:
+    return f"{n_bytes / GIB:.3g} GiB" if n_bytes >= 0.01 * GIB else f"{n_bytes / 1024**2:.3g} MiB"
