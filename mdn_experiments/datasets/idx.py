@@ -82,10 +82,10 @@ def download(url: str, target: Path, expected_md5: str, timeout: float = 30.0, p
 
     Raises DataError if the transfer fails or the checksum differs; target is untouched then.
     """
-    partial = target.with_name(f".{target.name}.part")
     digest = hashlib.md5()
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, open(partial, "wb") as out:
+        # a new temporary file beside target, renamed over it only when complete and checked
+        with urllib.request.urlopen(url, timeout=timeout) as response, files.replaced(target) as out:
             total = int(response.headers.get("Content-Length") or 0) or None
             with tqdm(
                 total=total, unit="B", unit_scale=True, desc=target.name, disable=not progress, leave=False
@@ -94,13 +94,10 @@ def download(url: str, target: Path, expected_md5: str, timeout: float = 30.0, p
                     out.write(chunk)
                     digest.update(chunk)
                     bar.update(len(chunk))
-        if digest.hexdigest() != expected_md5:
-            raise DataError(f"{url}: MD5 {digest.hexdigest()} differs from the published {expected_md5}")
-        os.replace(partial, target)  # atomic: target is either absent or complete
+            if digest.hexdigest() != expected_md5:
+                raise DataError(f"{url}: MD5 {digest.hexdigest()} differs from the published {expected_md5}")
     except (urllib.error.URLError, OSError, TimeoutError) as err:
         raise DataError(f"{url}: download failed ({getattr(err, 'reason', err)})") from None
-    finally:
-        partial.unlink(missing_ok=True)
 
 
 def _download_with_torchvision(root: Path, name: str, md5: str, mirrors) -> bool:

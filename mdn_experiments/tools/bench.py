@@ -35,7 +35,7 @@ from typing import Any, Callable
 
 import torch
 
-from mdn_experiments import mdn
+from mdn_experiments import files, mdn
 from mdn_experiments.models import MLP, build_network
 from mdn_experiments.tools import launch
 from mdn_experiments.train.trainer import fit
@@ -635,10 +635,10 @@ def main(argv: list[str] | None = None) -> None:
         start = time.perf_counter()
         bench["sections"][name] = globals()[name](args.quick)
         bench.setdefault("section_seconds", {})[name] = time.perf_counter() - start
-        path.write_text(json.dumps(bench, indent=2) + "\n")  # a section at a time: nothing lost
+        files.write_text(path, json.dumps(bench, indent=2) + "\n")  # a section at a time: nothing lost
     if "cost_curves" in bench["sections"]:
         scaling_figure(bench["sections"]["cost_curves"], args.out / "scaling.png")
-    (args.out / "bench.md").write_text(markdown(bench) + "\n")
+    files.write_text(args.out / "bench.md", markdown(bench) + "\n")
     print("\n" + markdown(bench))
     print(
         f"[bench] {path}, {args.out / 'bench.md'}"

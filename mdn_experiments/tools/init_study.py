@@ -20,6 +20,8 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from mdn_experiments import files
+
 CASES = [("inverse_sine", 3), ("inverse_sine", 5), ("inverse_sine", 10), ("robot_arm", 3)]
 INITS = ("default", "quantiles", "gmm")
 TARGETS = {"inverse_sine": ("val NLL", -1.10), "robot_arm": ("val positioning RMSE", 0.0053)}
@@ -130,12 +132,13 @@ def main(argv: list[str] | None = None) -> None:
     with ProcessPoolExecutor(args.jobs) as pool:
         rows = list(pool.map(run_one, jobs))
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "init_study.json").write_text(json.dumps(rows, indent=1) + "\n")
+    files.write_text(args.out / "init_study.json", json.dumps(rows, indent=1) + "\n")
     text = table(rows)
     targets = "; ".join(f"{d}: {name} <= {t}" for d, (name, t) in TARGETS.items())
-    (args.out / "init_study.md").write_text(
+    files.write_text(
+        args.out / "init_study.md",
         f"# Initialisation and revival study\n\nTargets: {targets}. Seeds 0..{args.seeds - 1}; "
-        f"{len(rows)} runs in {(time.perf_counter() - start) / 60:.1f} min.\n\n{text}\n"
+        f"{len(rows)} runs in {(time.perf_counter() - start) / 60:.1f} min.\n\n{text}\n",
     )
     print(text)
     print(f"\n[init-study] {len(rows)} runs in {(time.perf_counter() - start) / 60:.1f} min: {args.out}/init_study.md")

@@ -212,7 +212,7 @@ def _read_table_file(path: Path, features: list[str]) -> tuple[np.ndarray, dict[
     from mdn_experiments.errors import UserError
 
     try:
-        table = read_table(path)
+        table = read_table(path, format_key=None)  # no dataset.format here: the suffix says the format
     except UserError as err:
         raise PredictError(f"--file {err}") from None
     missing = [name for name in features if name not in table.names]

@@ -17,6 +17,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from mdn_experiments import files
 from mdn_experiments.run.layout import REPRODUCE_FILE, read_json
 
 IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)]+)\)")
@@ -111,10 +112,10 @@ def main(argv: list[str] | None = None) -> None:
     wrote = []
     root = newest_reproduction(args.reproduce)
     if root is not None:
-        (args.docs / "results.md").write_text(results_page(root, args.docs, args.init_study))
+        files.write_text(args.docs / "results.md", results_page(root, args.docs, args.init_study))
         wrote.append(f"docs/results.md (from {root})")
     if (args.bench / "bench.md").is_file():
-        (args.docs / "performance.md").write_text(performance_page(args.bench, args.docs))
+        files.write_text(args.docs / "performance.md", performance_page(args.bench, args.docs))
         wrote.append(f"docs/performance.md (from {args.bench / 'bench.md'})")
     if not wrote:
         print(

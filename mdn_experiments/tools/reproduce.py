@@ -391,6 +391,7 @@ def open_reproduction(args: argparse.Namespace) -> tuple[Path, dict]:
     root = args.resume or (None if args.fresh else newest_unfinished(args.out))
     if root is not None:
         files.check_folder(root, "a reproduction folder")  # no link or special file to write through
+        read_progress(root)  # checked before the lock is taken: a refusal writes nothing
         try:
             locking.acquire(root, "reproduction")
         except locking.FolderBusy as err:

@@ -467,6 +467,7 @@ def open_suite(args: argparse.Namespace) -> tuple[Path, dict]:
     root = args.resume or (None if args.fresh else newest_unfinished(args.out, UCI_FILE))
     if root is not None:
         files.check_folder(root, "a UCI suite folder")  # no link or special file to write through
+        read_progress(root, UCI_FILE)  # checked before the lock is taken: a refusal writes nothing
         try:
             locking.acquire(root, "UCI suite")
         except locking.FolderBusy as err:

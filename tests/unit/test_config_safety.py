@@ -74,3 +74,28 @@ def test_quote_makes_any_path_one_hydra_value(path):
 
     (override,) = check_overrides([f"hydra.run.dir={quote(path)}"], "", replay=True)
     assert OmegaConf.create({"d": override.value()}).d == path
+
+
+class TestReplayedLaunchers:
+    """What a folder may replay of a launcher: how jobs are scheduled, never a path or a shell line."""
+
+    @pytest.mark.parametrize(
+        "override",
+        [
+            "+hydra.launcher.submitit_folder=/tmp/x",
+            "+hydra.launcher.temp_folder=/tmp/x",
+            "+hydra.launcher.additional_parameters.x=1",
+            "hydra/launcher=submitit_local",
+        ],
+    )
+    def test_refused(self, override):
+        with pytest.raises(UnsafeConfig, match="hydra"):
+            check_overrides([override], "multirun.yaml", replay=True)
+        check_overrides([override], "", replay=False)  # typed by the user: the composed config is checked
+
+    @pytest.mark.parametrize(
+        "override",
+        ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra/launcher=slurm", "hydra.launcher.mem_gb=8"],
+    )
+    def test_allowed(self, override):
+        check_overrides([override], "multirun.yaml", replay=True)

@@ -260,3 +260,48 @@ def test_quantiles_and_marginals_against_scipy():
         for level, column in zip((0.05, 0.5, 0.95), q.T):
             cdf = (log_pi.exp().numpy() * stats.norm.cdf(column[:, None], mu[..., d].numpy(), sd)).sum(1)
             np.testing.assert_allclose(cdf, level, atol=1e-9)
+
+
+class TestEdges:
+    """Duplicate header names, test rows that copy training rows, columns with no value or beyond
+    float32: each one line about the file (issue 25)."""
+
+    def test_a_header_naming_a_column_twice_is_refused(self, tmp_path):
+        path = tmp_path / "twice.csv"
+        path.write_text("a,b,a,y\n1,2,3,4\n5,6,7,8\n")
+        with pytest.raises(DataError, match=r"the header names a column twice: a \(each column needs its own name"):
+            read_table(path)
+
+    def test_test_rows_that_copy_training_rows_are_counted(self, tmp_path):
+        rng = np.random.default_rng(0)
+        data = pd.DataFrame({"a": rng.normal(size=50), "y": rng.normal(size=50)})
+        path = tmp_path / "dups.csv"
+        pd.concat([data, data.iloc[:10]]).to_csv(path, index=False)  # rows 0-9 twice
+        table = TableDataset(path=str(path), target="y", test_fraction=0.3)
+        train, val, test = table.split_positions(0)
+        expected = sum(
+            any(
+                (table.data.x[t] == table.data.x[r]).all() and (table.data.y[t] == table.data.y[r]).all()
+                for r in np.concatenate([train, val])
+            )
+            for t in test
+        )
+        table.load(0)
+        assert expected > 0 and table.duplicate_rows == expected and table.describe()["duplicate_rows"] == expected
+
+    def test_a_column_without_any_value_is_not_advised_to_drop_rows(self, tmp_path):
+        path = tmp_path / "empty.csv"
+        path.write_text("a,b,y\n" + "".join(f"{i},,{i * 2}\n" for i in range(20)))
+        with pytest.raises(DataError, match="feature column 'b' of .* holds no value at all: leave it out") as caught:
+            TableDataset(path=str(path), target="y")
+        assert "missing=drop" not in str(caught.value)
+
+    @pytest.mark.parametrize("value, needle", [(1e39, "beyond float32's range"), (1e-33, "below 1e-30")])
+    def test_magnitudes_float32_cannot_hold_are_advice_about_the_file(self, tmp_path, value, needle):
+        path = tmp_path / "big.csv"
+        path.write_text("a,y\n" + "".join(f"{i},{value * (1 + i % 3)!r}\n" for i in range(20)))
+        with pytest.raises(DataError, match=needle) as caught:
+            TableDataset(path=str(path), target="y")
+        assert "rescale the column in the file" in str(caught.value) and "dataset.test_fraction" not in str(
+            caught.value
+        )

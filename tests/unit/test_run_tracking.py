@@ -55,3 +55,18 @@ def test_require_is_quiet_for_csv_and_names_the_extra():
             tracking.require("nope")
         finally:
             del tracking.PACKAGES["nope"]
+
+
+def test_a_store_is_the_same_only_when_it_is_the_same_place(tmp_path):
+    """A store recorded in a run folder is used on resume only when it is the store chosen now, or a
+    local store inside the folder."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    assert tracking.same_store(f"sqlite:///{run_dir}/mlflow.db", run_dir)
+    assert tracking.same_store(f"file://{run_dir}/mlruns", run_dir)
+    assert not tracking.same_store(f"sqlite:///{tmp_path}/mlflow.db", run_dir)
+    assert not tracking.same_store(f"sqlite:///{run_dir}/../mlflow.db", run_dir)
+    assert not tracking.same_store("http://127.0.0.1:5000", run_dir)
+    assert tracking.same_store("http://host:5000/", "http://host:5000")
+    assert tracking.same_store(f"sqlite:///{tmp_path}/a/../m.db", f"sqlite:///{tmp_path}/m.db")
+    assert not tracking.same_store("http://host:5000", "http://other:5000")

@@ -32,3 +32,35 @@ def test_parallel_jobs_share_the_cores():
     assert threads_per_job(OmegaConf.create({"launcher": {"n_jobs": -1}})) == 1
     assert threads_per_job(OmegaConf.create({"launcher": {"cpus_per_task": 3}})) == 3
     assert threads_per_job(OmegaConf.create({"launcher": {"_target_": "basic"}})) is None
+
+
+def test_odd_values_in_a_jobs_files_are_damaged_rows_never_a_crash(tmp_path):
+    """Lists, mappings, booleans and mixed types where config.yaml or metrics.json hold a name or a
+    number: the job is a `damaged` row and the summary is written for the others."""
+    import json
+
+    import yaml
+
+    from mdn_experiments.tools.report import collect, write_summary
+
+    good = {"test_nll": 0.1, "val_nll": 0.2, "train_nll": 0.3, "n_params": 10, "n_train": 100, "status": "ok"}
+    jobs = {
+        "ok1": ({"K": 1, "seed": 0, "dataset": {"name": "toy"}}, good),
+        "ok2": ({"K": 2, "seed": 0, "dataset": {"name": "toy"}}, good),
+        "list_k": ({"K": [1, 2], "seed": 0, "dataset": {"name": "toy"}}, good),
+        "str_k": ({"K": "3", "seed": 0, "dataset": {"name": "toy"}}, good),
+        "dict_name": ({"K": 1, "seed": 0, "dataset": {"name": {"a": 1}}}, good),
+        "list_status": ({"K": 1, "seed": 0, "dataset": {"name": "toy"}}, {**good, "status": ["ok"]}),
+        "list_main": ({"K": 1, "seed": 0, "dataset": {"name": "toy"}}, {**good, "main_metric": ["test_nll"]}),
+        "odd_status": ({"K": 1, "seed": 0, "dataset": {"name": "toy"}}, {**good, "status": "failed"}),
+    }
+    for name, (config, metrics) in jobs.items():
+        (tmp_path / name / ".hydra").mkdir(parents=True)
+        (tmp_path / name / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+        (tmp_path / name / "metrics.json").write_text(json.dumps(metrics))
+    rows = {row["job"]: row for row in collect(tmp_path)}
+    assert {job for job, row in rows.items() if row["status"] == "damaged"} == set(jobs) - {"ok1", "ok2"}
+    assert "K holds [1, 2], not a int" in rows["list_k"]["reason"]
+    result = write_summary(tmp_path)
+    assert [e["K"] for e in result["table"]["toy"]] == [1, 2]
+    assert "6 damaged" in (tmp_path / "summary.md").read_text()
