@@ -21,6 +21,7 @@ import torch
 import yaml
 
 from helpers import TINY, compose_config, one_error, run_cli, snapshot
+from mdn_experiments.config.ranges import JOBS_PER_CORE
 from mdn_experiments.config.safety import quote
 from mdn_experiments.errors import MESSAGE_CHARS
 from mdn_experiments.run.artifacts import load_run
@@ -159,9 +160,12 @@ class TestSuiteFiles:
 
     def test_a_recorded_number_of_parallel_jobs_is_bounded(self, sweep, tmp_path):
         copy = unfinished_sweep(sweep, tmp_path)
-        tamper_overrides(copy / "multirun.yaml", hydra=["hydra/launcher=joblib", "hydra.launcher.n_jobs=100000"])
+        # one more than the bound: enough to be refused now, few enough that code without the bound
+        # starts a handful of workers instead of a fork bomb
+        too_many = JOBS_PER_CORE * (os.cpu_count() or 1) + 1
+        tamper_overrides(copy / "multirun.yaml", hydra=["hydra/launcher=joblib", f"hydra.launcher.n_jobs={too_many}"])
         line = error_line(tool("mdn_experiments.tools.resume", copy), "mdn-run: error:")
-        assert "hydra.launcher.n_jobs=100000 is not allowed: hydra.launcher.n_jobs must be -1" in line
+        assert f"hydra.launcher.n_jobs={too_many} is not allowed: hydra.launcher.n_jobs must be -1" in line
 
     def test_sweep_done_json_cannot_point_outside_the_sweep(self, sweep, tmp_path):
         """A job folder named `../elsewhere` that holds a metrics.json does not finish the sweep."""
