@@ -207,6 +207,8 @@ def _run(cfg: DictConfig) -> float | None:
             )
             sys.exit(1)
     summary = ", ".join(f"{key}={metrics[key]:.4g}" for key in HEADLINE_METRICS if isinstance(metrics.get(key), float))
+    if metrics.get("scored_on") == "validation":  # a search's trial: no test score to show
+        summary = f"{C.VAL_NLL}={metrics[C.VAL_NLL]:.4g} (a search trial: the validation part only)"
     print(f"[{PROG}] done: {summary}; metrics, figures and model in {run_dir}", flush=True)
     if metrics["status"] != "ok":
         print(
@@ -216,7 +218,7 @@ def _run(cfg: DictConfig) -> float | None:
         )
         if hydra_cfg.mode != RunMode.MULTIRUN:
             sys.exit(1)  # all files are written; the status says what they are worth
-    return metrics["test_nll"]
+    return metrics.get(C.TEST_NLL, metrics.get(C.VAL_NLL))  # a search's trial: its validation NLL
 
 
 def threads_per_job(hydra_cfg) -> int | None:
@@ -254,6 +256,16 @@ def check_command_line(argv: list[str]) -> None:
             raise
 
 
+def register_search() -> None:
+    """Make the search's sweeper known to Hydra (hparams_search=...). An installed wheel puts it
+    where Hydra's plugin scan looks (hydra_plugins/); an editable install does not, so it is
+    registered by hand. Light: neither optuna nor torch is imported."""
+    from hydra.core.plugins import Plugins
+    from hydra_plugins.mdn_experiments_search import SearchSweeper
+
+    Plugins.instance().register(SearchSweeper)
+
+
 def _worker_died(err: BaseException) -> bool:
     """A launcher's worker process was killed (joblib/loky, concurrent.futures)."""
     return type(err).__name__ in ("TerminatedWorkerError", "BrokenProcessPool")
@@ -268,6 +280,7 @@ def main() -> None:
     full_error = os.environ.get("HYDRA_FULL_ERROR")
     try:
         guard.install()  # every composed config is checked before Hydra builds anything from it
+        register_search()
         check_command_line(sys.argv[1:])
         # once composed, errors reach this function instead of Hydra's traceback printer (see
         # ReleaseStderr): a user's mistake becomes one line, a bug keeps its traceback
@@ -309,6 +322,9 @@ def main() -> None:
     except Exception as err:  # noqa: BLE001 - known failures in one line; anything else is a bug: traceback
         _gate.release()
         target = shlex.quote(_resume_target[0]) if _resume_target else "FOLDER"
+        if isinstance(err, ValueError) and str(err).startswith("Only one of --run"):  # Hydra's own check
+            print(f"{PROG}: error: {one_line_error(err)} (--cfg shows a config; leave -m out)", file=real_stderr)
+            sys.exit(2)
         if _worker_died(err):
             print(
                 f"{PROG}: error: a worker process of the sweep died (killed, or out of memory); the jobs that "

@@ -13,7 +13,8 @@ goes through (the config loader's `load_configuration`: mdn-run, each job of a s
   sweeper);
 - a logging config that builds anything but Python's stream, file and null handlers, streams
   other than stdout and stderr, or a log file outside the run's folder;
-- launcher settings outside their ranges (ranges.launcher_rules: how many processes start);
+- launcher settings outside their ranges (ranges.launcher_rules: how many processes start), and
+  a search's numbers outside theirs (ranges.SWEEPER_RULES: how many trials);
 - a sweep's job folder outside the sweep, or Hydra's own files outside the job's folder.
 
 A refusal is raised as `Refused` (a BaseException, so that Hydra's own error handling, which
@@ -31,7 +32,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from mdn_experiments.config.compose import config_dir
-from mdn_experiments.config.ranges import check_launcher
+from mdn_experiments.config.ranges import check_launcher, check_sweeper
 from mdn_experiments.config.safety import HYDRA_SLOTS, TASK_SLOTS, UnsafeConfig, check_targets
 from mdn_experiments.errors import UserError, clip
 
@@ -162,6 +163,8 @@ def check_composed(cfg: DictConfig, sweep: bool = True) -> None:
             check_logging(OmegaConf.to_container(hydra[name], resolve=False), f"hydra.{name}")
     if hydra.get("launcher") is not None:
         check_launcher(hydra.launcher)
+    if hydra.get("sweeper") is not None:
+        check_sweeper(hydra.sweeper)
     _check_job_folders(cfg, ("hydra.sweep.subdir", "hydra.output_subdir") if sweep else ("hydra.output_subdir",))
 
 

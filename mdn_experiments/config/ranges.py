@@ -129,6 +129,26 @@ def launcher_rules(target: str, cores: int) -> tuple[Rule, ...]:
     )
 
 
+MAX_TRIALS = 10_000  # a search's trials (hydra.sweeper.n_trials)
+MAX_SEARCH_BATCH = 1024  # trials asked at once (the launcher's own limits bound what runs at once)
+SWEEPER_RULES = (
+    Rule("n_trials", _int_in(1, MAX_TRIALS), f"an integer from 1 to {MAX_TRIALS}"),
+    Rule("seed", _int_in(0, MAX_SEED), f"an integer from 0 to {MAX_SEED}"),
+    Rule("startup_trials", _int_in(1, MAX_TRIALS), f"an integer from 1 to {MAX_TRIALS}"),
+    Rule("batch_size", _optional(_int_in(1, MAX_SEARCH_BATCH)), f"an integer from 1 to {MAX_SEARCH_BATCH}, or null"),
+)
+
+
+def check_sweeper(sweeper: DictConfig) -> None:
+    """A composed `hydra.sweeper` of the search within SWEEPER_RULES (ConfigError naming the key)."""
+    if not str(sweeper.get("_target_", "")).endswith(".SearchSweeper"):
+        return
+    for rule in SWEEPER_RULES:
+        value = OmegaConf.select(sweeper, rule.key, default=None, throw_on_resolution_failure=False)
+        if not rule.ok(value):
+            raise ConfigError(f"hydra.sweeper.{rule.key}", value, rule.allowed)
+
+
 def check_launcher(launcher: DictConfig) -> None:
     """A composed `hydra.launcher` within launcher_rules (ConfigError naming hydra.launcher.KEY)."""
     import os

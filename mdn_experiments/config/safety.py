@@ -60,7 +60,10 @@ LAUNCHERS = (
     "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher",
     "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher",
 )
-SWEEPERS = ("hydra._internal.core_plugins.basic_sweeper.BasicSweeper",)
+SWEEPERS = (
+    "hydra._internal.core_plugins.basic_sweeper.BasicSweeper",
+    "hydra_plugins.mdn_experiments_search.SearchSweeper",  # the validation-only search (mdn_experiments.search)
+)
 
 # where a _target_ may stand (a dotted path; "*" matches one key) and what it may name
 TASK_SLOTS: dict[str, tuple[str, ...]] = {
@@ -89,6 +92,10 @@ REPLAYABLE_HYDRA_KEYS = (
     "hydra.job.chdir",
     "hydra.launcher.",
     "hydra.sweeper.params.",
+    "hydra.sweeper.n_trials",  # the search's numbers, bounded by ranges.SWEEPER_RULES
+    "hydra.sweeper.seed",
+    "hydra.sweeper.startup_trials",
+    "hydra.sweeper.batch_size",
 )
 # launcher settings a folder may replay: how the jobs are scheduled, never a path, a shell line or a
 # parameter passed through unread (setup, srun_args, additional_parameters, submitit_folder,
@@ -124,7 +131,7 @@ REPLAYABLE_LAUNCHER_KEYS = (
 )
 # launcher options a folder may replay (submitit's local launcher starts every job at once: typed only)
 REPLAYABLE_LAUNCHERS = ("basic", "joblib", "slurm", "submitit_slurm")
-PROJECT_GROUPS = ("dataset", "model", "trainer", "sweep", "experiment")
+PROJECT_GROUPS = ("dataset", "model", "trainer", "sweep", "experiment", "hparams_search")
 OPTION_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 REPLAYABLE_HYDRA_GROUPS = (
     "hydra/launcher",

@@ -154,6 +154,19 @@ class UciConfig:
     resolution: Optional[float] = None
 
 
+class SearchRole(str, Enum):
+    """A run's part in a validation-only search (mdn_experiments.search)."""
+
+    trial = "trial"  # scores the validation part only: its metrics.json holds no test score
+    final = "final"  # the best trial's settings, scoring the test part once
+
+
+@dataclass
+class SearchConfig:
+    role: Optional[SearchRole] = None  # None: an ordinary run; set by the search for its jobs
+    trial: Optional[int] = None  # role=final: the trial whose settings it runs
+
+
 @dataclass
 class TrackingConfig:
     mlflow_uri: Optional[str] = None  # None: sqlite:///<cwd>/outputs/mlflow.db
@@ -169,6 +182,7 @@ class RunConfig:
     figures: bool = True
     logger: Any = "csv"  # csv | tensorboard | mlflow, or a list of them (ranges.logger_names)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
     dataset: Any = MISSING
     model: Any = MISSING
     trainer: Any = MISSING

@@ -107,12 +107,15 @@ class RunSettings:
     revive_dead: bool
     revive_after: int
     tracking: TrackingSettings
+    search_role: str | None = None  # "trial": validation scores only; "final": a search's test run
+    search_trial: int | None = None  # search_role="final": the trial whose settings it runs
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> RunSettings:
         """From a composed (and validated) config."""
         t, m = cfg.trainer, cfg.model
         tracking = cfg.get("tracking") or {}
+        search = cfg.get("search") or {}  # runs saved before the key existed: an ordinary run
         return cls(
             seed=cfg.seed,
             baseline=cfg.baseline,
@@ -140,4 +143,6 @@ class RunSettings:
                 mlflow_uri=tracking.get("mlflow_uri"),
                 experiment=tracking.get("experiment"),
             ),
+            search_role=_plain(search.get("role")),
+            search_trial=search.get("trial"),
         )

@@ -3,6 +3,7 @@ component health, and the run's status (ok, diverged, degenerate, nonfinite)."""
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from mdn_experiments.figures import draw_task
 from mdn_experiments.models import Network, count_parameters
 from mdn_experiments.train.trainer import FitResult, evaluate_loss, predict
 
+TEST_WORD = re.compile(r"(?<![a-z])test(?![a-z])")  # `test` as a word of a metric key
 TRAIN_NLL_POINTS = 10_000  # train_nll: on the first this many training points (all of the synthetic sets)
 
 
@@ -51,6 +53,21 @@ def _gaussian_metrics(network: Network, result: FitResult, splits: Splits) -> di
         out[C.key(C.COVERAGE_90, C.GAUSSIAN)] = calibration.coverage(0.9)
         if calibration.crps is not None:
             out[C.key(C.CRPS, C.GAUSSIAN)] = float(calibration.crps.mean())
+    return out
+
+
+def validation_only(metrics: dict[str, Any]) -> dict[str, Any]:
+    """A search trial's metrics (evaluate_run given the validation part in the test part's place):
+    every key named after the test part is renamed after the validation part, so that no key says
+    test where no test score was computed; where the validation key exists already (val_nll: the
+    kept weights' NLL during training, the same number) it is kept."""
+    out: dict[str, Any] = {}
+    for key, value in metrics.items():
+        renamed = TEST_WORD.sub("val", key)
+        if renamed != key and renamed in metrics:
+            continue
+        out[renamed] = TEST_WORD.sub("val", value) if key == "main_metric" and isinstance(value, str) else value
+    out["scored_on"] = "validation"
     return out
 
 

@@ -37,7 +37,7 @@ from mdn_experiments.run.artifacts import (
     write_json_atomic,
 )
 from mdn_experiments.run.build import RunObjects, build_run
-from mdn_experiments.run.evaluate import evaluate_run
+from mdn_experiments.run.evaluate import evaluate_run, validation_only
 from mdn_experiments.run.tracking import Trackers, open_trackers
 from mdn_experiments.train.state import (
     STATE_FILE,
@@ -208,6 +208,8 @@ def _run_locked(cfg: DictConfig, run_dir: Path, saved: dict | None, progress: bo
                 f"the {part} set of {dataset.name} holds inf or nan with these settings: choose finite, "
                 f"moderate values for {', '.join(keys) or 'the dataset keys'}"
             )
+    if settings.search_role == "trial":  # a search's trial never sees the test part: scored on validation
+        splits = Splits(splits.train, splits.val, splits.val)
     splits = splits.to(objects.device)
     data_seconds = time.perf_counter() - data_start
     log.info("run folder: %s", run_dir)
@@ -295,6 +297,8 @@ def _train_and_evaluate(
             gaussian=gaussian,
             gaussian_result=gaussian_result,
         )
+    if settings.search_role == "trial":
+        metrics = validation_only(metrics)
     checkpoint = {"config": ckpt.config, "state_dict": mdn_net.state_dict(), "metrics": metrics}
     if baseline is not None:
         checkpoint["baseline_state_dict"] = baseline.state_dict()
@@ -308,6 +312,9 @@ def _train_and_evaluate(
 
     metrics["wall_seconds"] = time.perf_counter() - wall_start
     metrics["data_seconds"] = data_seconds
+    if settings.search_role == "final":  # the search it came from: the sweep folder it runs in
+        metrics["search"] = str(run_dir.parent)
+        metrics["search_trial"] = settings.search_trial
     metrics = finite_metrics(metrics)
     write_json_atomic(run_dir / "metrics.json", metrics)  # last: its presence means the run finished
     return metrics

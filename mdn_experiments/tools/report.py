@@ -21,6 +21,8 @@ from mdn_experiments.errors import RunFolderError, UserError, clip, one_line
 from mdn_experiments.evaluation.contract import RUN_STATUSES, STATUSES, upgrade
 from mdn_experiments.run import locking
 from mdn_experiments.run.layout import SWEEP_DONE_FILE, job_folders, read_json, read_yaml
+from mdn_experiments.search import study as search_study
+from mdn_experiments.search import summary as search_summary
 
 SUMMARY_COLUMNS = [
     "job",
@@ -253,23 +255,16 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir).resolve()  # the real folder (no write goes through a link)
+        if search_study.is_search(sweep_dir):
+            self._search_end(sweep_dir)
+            return
         try:
             result = write_summary(sweep_dir)
         except (UserError, OSError) as err:
             rows = collect(sweep_dir)
             result = {"rows": rows, "chosen_k": {}}
             print(f"[mdn-run] warning: the sweep summary was not written: {err}", file=sys.stderr, flush=True)
-        write_atomic(
-            sweep_dir / SWEEP_DONE_FILE,
-            json.dumps(
-                {
-                    "jobs": len(result["rows"]),
-                    "job_folders": [row["job"] for row in result["rows"]],
-                    **{s: sum(r["status"] == s for r in result["rows"]) for s in STATUSES},
-                }
-            )
-            + "\n",
-        )
+        _write_done(sweep_dir, result["rows"])
         failed = [row["job"] for row in result["rows"] if row["status"] != "ok"]
         FAILED_JOBS[:] = failed
         for dataset, choice in result["chosen_k"].items():
@@ -282,9 +277,40 @@ class SweepSummary(Callback):
             flush=True,
         )
 
+    @staticmethod
+    def _search_end(sweep_dir: Path) -> None:
+        """A search ended: its summary (search.summary), sweep_done.json naming its finished job
+        folders; the command fails when the final run did not end ok."""
+        result = search_summary.write(sweep_dir)
+        _write_done(sweep_dir, result["rows"])
+        status = result["final"].get("status", "missing")
+        FAILED_JOBS[:] = [] if status == "ok" else [search_study.FINAL]
+        sentence = result["final"].get("foil_sentence")
+        if isinstance(sentence, str):
+            print(f"[mdn-run] {sentence}")
+        print(
+            f"[mdn-run] search summary: {sweep_dir / 'summary.md'}; the chosen settings: "
+            f"{sweep_dir / search_study.BEST_FILE}; the final run: {sweep_dir / search_study.FINAL} (status {status})",
+            flush=True,
+        )
+
+
+def _write_done(sweep_dir: Path, rows: list[dict[str, Any]]) -> None:
+    write_atomic(
+        sweep_dir / SWEEP_DONE_FILE,
+        json.dumps(
+            {
+                "jobs": len(rows),
+                "job_folders": [row["job"] for row in rows],
+                **{s: sum(r["status"] == s for r in rows) for s in STATUSES},
+            }
+        )
+        + "\n",
+    )
+
 
 def main(argv: list[str] | None = None) -> None:
-    """`mdn-report PATH`: rebuild the summary of a sweep folder."""
+    """`mdn-report PATH`: rebuild the summary of a sweep folder (or of a search)."""
     parser = argparse.ArgumentParser(prog="mdn-report", description=__doc__)
     parser.add_argument("path", type=Path, help="a sweep folder (outputs/multirun/<date>_<time>)")
     args = parser.parse_args(argv)
@@ -297,6 +323,9 @@ def main(argv: list[str] | None = None) -> None:
 
     if not args.path.is_dir():
         fail(f"{args.path} is not a folder: give a sweep folder (outputs/multirun/<date>_<time>)")
+    if search_study.is_search(args.path):
+        _report_search(args.path, fail)
+        return
     rows = collect(args.path)
     if not rows:  # checked before anything is written
         fail(f"{args.path} holds no job folders (no */.hydra/): nothing to summarise, nothing written")
@@ -324,6 +353,34 @@ def main(argv: list[str] | None = None) -> None:
         f"mdn-report: {len(result['rows'])} jobs summarised in {args.path / 'summary.md'}"
         + (f"; {len(damaged)} damaged (marked in the summary): {', '.join(damaged[:5])}" if damaged else "")
     )
+
+
+def _report_search(path: Path, fail) -> None:
+    """mdn-report on a search's folder: its summary again, from the study and the trial folders."""
+    try:
+        files.check_folder(path, "a search folder")
+        foreign = [name for name in search_summary.SEARCH_SUMMARY_FILES[:2] if not _search_owned(path / name)]
+        if foreign:
+            raise RunFolderError(
+                f"{path / foreign[0]} was not written by a search summary: it is left as it is (move it away to get a "
+                "summary written)"
+            )
+        with locking.FolderLock(path, "search summary"):
+            result = search_summary.write(path)
+    except (UserError, OSError) as err:
+        reason = err if isinstance(err, UserError) else f"{err.strerror or err} ({err.filename or path})"
+        fail(f"the search summary was not written into {path}: {reason}", 1)
+    print(f"mdn-report: {len(result['rows'])} job folders of a search summarised in {path / 'summary.md'}")
+
+
+def _search_owned(path: Path) -> bool:
+    if not path.exists() and not path.is_symlink():
+        return True
+    try:
+        first = files.read_text(path).split("\n", 1)[0]
+    except UserError:
+        return False
+    return first == search_summary.SUMMARY_TITLE or first.startswith("rank,trial,")
 
 
 if __name__ == "__main__":

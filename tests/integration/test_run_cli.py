@@ -178,6 +178,20 @@ def test_wheel_install_ships_the_configs_and_runs_from_any_folder(tmp_path, tiny
         text=True,
     )
     assert where.stdout.startswith(str(target))  # the installed copy, not the source tree
+    # the search's sweeper sits where Hydra's plugin scan finds it (an editable install registers it by hand)
+    scan = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from hydra.core.plugins import Plugins; from hydra.plugins.sweeper import Sweeper; "
+            "print([c.__module__ for c in Plugins.instance().discover(Sweeper)])",
+        ],
+        cwd=elsewhere,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+    )
+    assert "hydra_plugins.mdn_experiments_search" in scan.stdout, scan.stderr
     proc = run_cli(tiny_overrides, cwd=elsewhere, env=env)
     assert proc.returncode == 0, proc.stderr
     assert list((elsewhere / "outputs" / "runs").rglob("metrics.json"))

@@ -20,6 +20,7 @@ LAYERS = [
     ("train",),
     ("figures",),
     ("run",),
+    ("search",),
     ("tools",),
     ("cli", "__init__"),
 ]

@@ -127,3 +127,17 @@ def test_the_uci_suite_runs_its_jobs_on_slurm(tmp_path, uci_root):
     assert (root / "yacht" / ".submitit").is_dir()
     assert len(list((root / "yacht").glob("*/metrics.json"))) == 3
     assert "| yacht | continuous |" in (root / "REPORT.md").read_text()
+
+
+def test_a_search_runs_its_trials_as_slurm_jobs_and_its_final_run_too(tmp_path):
+    """hparams_search on SLURM: two trials asked together go out as one submitit batch; the study
+    stays in the sweep folder (search.journal), told by the process that launched them."""
+    sweep_dir = tmp_path / "sweep"
+    args = ["-m", "hparams_search=table", *TINY, *SLURM, "hydra.sweeper.n_trials=2", "hydra.sweeper.batch_size=2"]
+    proc = run_cli([*args, f"hydra.sweep.dir={sweep_dir}"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    trials = [json.loads((sweep_dir / f"trial={n}" / "metrics.json").read_text()) for n in (0, 1)]
+    assert all(t["scored_on"] == "validation" and "test_nll" not in t for t in trials)
+    final = json.loads((sweep_dir / "final" / "metrics.json").read_text())
+    assert final["status"] == "ok" and final["search"] == str(sweep_dir)
+    assert (sweep_dir / "search.journal").is_file() and (sweep_dir / ".submitit").is_dir()
