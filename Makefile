@@ -23,7 +23,7 @@ export MDN_UCI_ROOT ?= $(SHARED_UCI)
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all test-cluster lint docs docs-reports run sweep reproduce uci bench init-study clean
+.PHONY: help install test test-all test-cluster lint docs docs-reports run sweep reproduce uci table-defaults bench init-study clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -71,6 +71,9 @@ reproduce: install ## every experiment with 3 seeds, then outputs/reproduce/REPO
 
 uci: install ## the UCI suite (9 data sets, every standard split) beside MC dropout: outputs/uci/REPORT.md (QUICK=1: 3 splits each; FRESH=1)
 	$(BIN)/python -m mdn_experiments.tools.uci $(if $(FRESH),--fresh) $(if $(QUICK),--quick) $(ARGS)
+
+table-defaults: install ## dataset=table's defaults beside their K=1 foil and MSE network on five small tables (~1 min) -> outputs/table_defaults/REPORT.md
+	$(BIN)/python -m mdn_experiments.tools.table_defaults $(ARGS)
 
 bench: install ## speed benchmark (ratios side by side)
 	$(BIN)/python -m mdn_experiments.tools.bench

@@ -210,6 +210,8 @@ def _run(cfg: DictConfig) -> float | None:
     if metrics.get("scored_on") == "validation":  # a search's trial: no test score to show
         summary = f"{C.VAL_NLL}={metrics[C.VAL_NLL]:.4g} (a search trial: the validation part only)"
     print(f"[{PROG}] done: {summary}; metrics, figures and model in {run_dir}", flush=True)
+    if isinstance(metrics.get(C.FOIL_SENTENCE), str):
+        print(f"[{PROG}] {metrics[C.FOIL_SENTENCE]}", flush=True)
     if metrics["status"] != "ok":
         print(
             f"[{PROG}] warning: this run is {metrics['status']}: {metrics['status_reason']}",

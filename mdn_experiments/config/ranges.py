@@ -72,6 +72,7 @@ TRAINER_RULES = (
         "an integer >= 1, or null for the same as trainer.epochs",
     ),
     Rule("trainer.batch_size", _optional(lambda v: v >= 1), "an integer >= 1, or null for full batch"),
+    Rule("trainer.steps", _optional(lambda v: 1 <= v <= 10**9), "an integer from 1 to 10^9, or null (epochs alone)"),
     Rule("trainer.grad_clip", _optional(lambda v: v > 0), "a float > 0, or null for no clipping"),
     Rule("trainer.lr_min_factor", lambda v: 0 <= v <= 1, "a float in [0, 1]"),
     Rule("trainer.patience", _optional(lambda v: v >= 1), "an integer >= 1, or null to train every epoch"),

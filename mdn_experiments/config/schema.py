@@ -55,7 +55,8 @@ class TrainerConfig:
     lr: float = MISSING
     epochs: int = MISSING
     baseline_epochs: Optional[int] = None  # the MSE baseline's epochs; None: the same as epochs
-    batch_size: Optional[int] = None  # None: full batch
+    batch_size: Optional[int] = None  # None: full batch (with `steps`: from the training part's size)
+    steps: Optional[int] = None  # a budget in optimizer steps (settings.step_budget); None: epochs alone
     grad_clip: Optional[float] = None  # max total gradient norm; None: no clipping
     lr_schedule: LrSchedule = LrSchedule.constant
     lr_min_factor: float = 0.0  # cosine schedule ends at lr * lr_min_factor

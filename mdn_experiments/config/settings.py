@@ -5,6 +5,7 @@ receive them instead of the whole config. Torch-free.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -17,6 +18,23 @@ from mdn_experiments.config.schema import LrSchedule, OnNonfinite
 
 def _plain(value: Any) -> Any:
     return value.value if isinstance(value, Enum) else value
+
+
+STEPS_PER_EPOCH = 20  # a step budget's minibatch: about this many minibatches per epoch ...
+BUDGET_BATCH = (32, 1024)  # ... of this many rows at least and at most
+BUDGET_MIN_EPOCHS = 20  # and never fewer epochs than this
+
+
+def step_budget(n_train: int, steps: int, max_epochs: int) -> tuple[int, int]:
+    """(minibatch, epochs) for a budget of `steps` optimizer steps on n_train training rows, from
+    the size alone (make uci's protocol, any table's default): about STEPS_PER_EPOCH minibatches
+    per epoch, a power of two within BUDGET_BATCH, and the epochs that spend the budget (at least
+    BUDGET_MIN_EPOCHS, at most max_epochs). A table of a million rows trains a few epochs, not
+    hundreds."""
+    low, high = BUDGET_BATCH
+    batch = int(min(high, max(low, 2 ** round(math.log2(max(n_train, 1) / STEPS_PER_EPOCH)))))
+    per_epoch = math.ceil(max(n_train, 1) / batch)
+    return batch, int(min(max_epochs, max(BUDGET_MIN_EPOCHS, round(steps / per_epoch))))
 
 
 @dataclass(frozen=True)
@@ -58,11 +76,14 @@ class TrainSettings:
     )
 
     @classmethod
-    def from_trainer(cls, trainer: DictConfig, epochs: int | None = None) -> TrainSettings:
-        """From the `trainer` node (a phase may train for other `epochs`, e.g. the MSE baseline)."""
+    def from_trainer(cls, trainer: DictConfig, epochs: int | None = None, budget: int | None = None) -> TrainSettings:
+        """From the `trainer` node (a phase may train for other `epochs`, e.g. the MSE baseline);
+        `budget`: the training rows over which trainer.steps sets the minibatch and cuts the epochs."""
         values = {name: trainer[name] for name in cls.FIELDS if name in trainer}
         if epochs is not None:
             values["epochs"] = epochs
+        if budget is not None:
+            values["batch_size"], values["epochs"] = step_budget(budget, trainer.steps, values["epochs"])
         return cls(**values)
 
 
@@ -111,11 +132,14 @@ class RunSettings:
     search_trial: int | None = None  # search_role="final": the trial whose settings it runs
 
     @classmethod
-    def from_config(cls, cfg: DictConfig) -> RunSettings:
-        """From a composed (and validated) config."""
+    def from_config(cls, cfg: DictConfig, n_train: int | None = None) -> RunSettings:
+        """From a composed (and validated) config; `n_train` (the training part's rows) turns a step
+        budget (trainer.steps with batch_size null) into the minibatch and the epochs."""
         t, m = cfg.trainer, cfg.model
         tracking = cfg.get("tracking") or {}
         search = cfg.get("search") or {}  # runs saved before the key existed: an ordinary run
+        steps = t.get("steps")
+        budget = n_train if steps is not None and t.batch_size is None and n_train is not None else None
         return cls(
             seed=cfg.seed,
             baseline=cfg.baseline,
@@ -130,8 +154,8 @@ class RunSettings:
                 init=_plain(m.init),
                 members=int(m.get("members") or 1),  # runs saved before the key existed: one network
             ),
-            mdn_train=TrainSettings.from_trainer(t),
-            baseline_train=TrainSettings.from_trainer(t, t.get("baseline_epochs") or t.epochs),
+            mdn_train=TrainSettings.from_trainer(t, budget=budget),
+            baseline_train=TrainSettings.from_trainer(t, t.get("baseline_epochs") or t.epochs, budget=budget),
             device=t.device,
             threads=t.threads,
             progress=t.progress,

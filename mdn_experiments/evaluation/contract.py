@@ -84,7 +84,9 @@ def point(mixture, rule: str):
 # --- metric keys ----------------------------------------------------------------------------------
 # every run
 TEST_NLL, VAL_NLL, TRAIN_NLL = "test_nll", "val_nll", "train_nll"
-TEST_LL = "test_ll"  # - test_nll: the tabular benchmarks' sign (higher is better)
+TEST_LL = "test_ll"
+LL_GAIN = "ll_gain_over_gaussian"  # test_ll - test_ll_gaussian
+FOIL_SENTENCE = "foil_sentence"  # - test_nll: the tabular benchmarks' sign (higher is better)
 UNCONDITIONAL_NLL = "unconditional_nll"
 RMSE_BASELINE = key("rmse", BASELINE)
 CRPS, CRPS_BASELINE = "crps", key("crps", BASELINE)
@@ -201,12 +203,24 @@ METRICS: dict[str, str] = {  # every number and text metrics.json holds, with wh
     key("train_seconds", GAUSSIAN): "the K=1 MDN's training time",
     key("rollbacks", GAUSSIAN): "rollbacks of the K=1 MDN's training",
     key("rollback_at", GAUSSIAN): "where those rollbacks were",
+    LL_GAIN: "tables: test log-likelihood of the MDN minus that of its K=1 foil, nats per sample (> 0: the "
+    "mixture was worth it)",
+    FOIL_SENTENCE: "tables: one sentence saying whether the mixture beat its K=1 foil, with the numbers",
     "metrics_seconds": "time spent on the metrics",
     "figures_seconds": "time spent on the figures",
     "wall_seconds": "time from the data to metrics.json",
     "data_seconds": "time to make or read the data",
     "non_finite": "the metrics that were not finite numbers (null in metrics.json), and their values",
 }
+
+
+def foil_sentence(test_ll: float, foil_ll: float) -> str:
+    """Whether the mixture beat its K=1 foil, in one sentence with both test log-likelihoods."""
+    gain = test_ll - foil_ll
+    numbers = f"test log-likelihood {test_ll:.4g} against {foil_ll:.4g} ({gain:+.3g} nats per sample)"
+    if gain > 0:
+        return f"the mixture beat its K=1 foil on this table: {numbers}"
+    return f"the mixture did not beat its K=1 foil on this table: {numbers}; one Gaussian per input is enough here"
 
 
 def is_timing(name: str) -> bool:

@@ -275,7 +275,7 @@ def build_run(cfg: DictConfig, source: str = "") -> RunObjects:
     """Check `cfg` (check_config) and turn it into the run's settings and objects."""
     dataset, device = check_config(cfg, source)
     return RunObjects(
-        RunSettings.from_config(cfg),
+        RunSettings.from_config(cfg, n_train=dataset.n_train),
         dataset,
         device,
         optimizer_factory(cfg),

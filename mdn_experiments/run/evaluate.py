@@ -129,6 +129,10 @@ def evaluate_run(
         metrics["status"], metrics["status_reason"] = C.run_status(metrics, [], unusable=True)
         return metrics
     metrics.update(dataset.metrics(mdn_net, baseline, splits))
+    foil = metrics.get(C.key(C.TEST_LL, C.GAUSSIAN))
+    if isinstance(metrics.get(C.TEST_LL), float) and isinstance(foil, float):  # both in the target's units
+        metrics[C.LL_GAIN] = metrics[C.TEST_LL] - foil
+        metrics[C.FOIL_SENTENCE] = C.foil_sentence(metrics[C.TEST_LL], foil)
     with torch.no_grad():
         calibration = calibrate(test_mixture, splits.test[1])
         metrics.update(calibration.metrics())

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from mdn_experiments import files
 from mdn_experiments.config.safety import check_overrides, quote
+from mdn_experiments.config.settings import step_budget
 from mdn_experiments.datasets.table import DISCRETE_DISTINCT_SHARE, DISCRETE_TOP_SHARE
 from mdn_experiments.errors import UserError, one_line
 from mdn_experiments.evaluation import contract as C
@@ -56,12 +57,10 @@ TRAIN_SHARE = 0.9 * 0.8  # the training part of a data set's rows: 90 % training
 
 def budget(n_rows: int) -> tuple[int, int]:
     """(minibatch, epochs) of a data set of n_rows examples, fixed in advance for the whole suite
-    from its size alone: about 20 steps per epoch (minibatches of 32 to 1024 examples) and at most
-    STEPS steps in all (20 to 300 epochs)."""
+    from its size alone (settings.step_budget: about 20 steps per epoch, minibatches of 32 to 1024
+    examples, at most STEPS steps in all, 20 to 300 epochs): what `dataset=table` does by default."""
     n_train = max(1, round(TRAIN_SHARE * n_rows))
-    batch = int(min(1024, max(32, 2 ** round(math.log2(n_train / 20)))))
-    steps_per_epoch = math.ceil(n_train / batch)
-    return batch, int(min(300, max(20, round(STEPS / steps_per_epoch))))
+    return step_budget(n_train, STEPS, 300)
 
 
 def suite(root: Path, names: list[str] | None = None) -> list[dict]:
