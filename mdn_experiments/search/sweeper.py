@@ -121,6 +121,7 @@ class SearchSweeper(Sweeper):
             self._launch([self._trial_job(fixed, space, t.params, t.number) for t in trials], trials[0].number)
             for trial in trials:
                 self._tell(study, sweep_dir, trial.number)
+            self._stop_if_none_can_run(study, sweep_dir)
 
         complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
         if not complete:
@@ -142,6 +143,27 @@ class SearchSweeper(Sweeper):
         )
         self._launch([final], self.n_trials)
         return None
+
+    def _stop_if_none_can_run(self, study, sweep_dir: Path) -> None:
+        """The first batch failed as a whole, every trial before its training ended (an error.txt,
+        no metrics.json): a mistake of the command line (a missing file, a wrong column) that every
+        further trial would meet too. Stop with the first trial's error instead of running them."""
+        from optuna.trial import TrialState
+
+        if any(t.state == TrialState.COMPLETE for t in study.trials):
+            return
+        folders = [sweep_dir / trial_folder(t.number) for t in study.trials]
+        if not folders or any((f / "metrics.json").exists() or not (f / "error.txt").exists() for f in folders):
+            return
+        try:
+            first = files.read_text(folders[0] / "error.txt").splitlines()[0]
+        except (UserError, OSError, IndexError):
+            first = "see its error.txt"
+        reason = first.split(": ", 1)[-1]  # less the exception's name
+        raise UserError(
+            f"every trial of the first batch failed before training ended ({folders[0].name}: {reason}); "
+            f"fix the command line and start the search again (the trial folders in {sweep_dir} say more)"
+        )
 
     def _trial_job(self, fixed: list[str], space: list[Dimension], params: dict[str, Any], number: int) -> list[str]:
         folder = f"hydra.sweep.subdir='{trial_folder(number)}'"

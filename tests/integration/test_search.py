@@ -170,6 +170,16 @@ def test_a_search_stopped_in_its_third_trial_resumes_without_repeating_the_first
 
 
 @pytest.mark.quick
+def test_a_mistake_every_trial_would_meet_stops_the_search_after_the_first_batch(tmp_path):
+    proc = run_cli(search_command(tmp_path / "missing.csv", tmp_path / "sweep"), cwd=tmp_path)
+    assert proc.returncode == 2
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("mdn-run: error: every trial of the first batch failed before training ended (trial=0: ")
+    assert "missing.csv" in line
+    assert sorted(p.name for p in (tmp_path / "sweep").glob("trial=*")) == ["trial=0"]  # not four failed trials
+
+
+@pytest.mark.quick
 def test_a_trial_count_out_of_range_is_one_line_and_nothing_written(tmp_path):
     table = heteroscedastic_table(tmp_path)
     proc = run_cli([*search_command(table, tmp_path / "sweep", trials=0)], cwd=tmp_path)
