@@ -16,6 +16,7 @@ from mdn_experiments.search.study import BEST_FILE, FINAL, TRIALS_CSV, open_stud
 
 SEARCH_SUMMARY_FILES = ("summary.md", TRIALS_CSV, "search.png")
 SUMMARY_TITLE = "# Search summary"
+CSV_START = "rank,trial,status,val_nll,"  # trials.csv's header begins so (the searched keys follow)
 FINAL_KEYS = ("test_nll", "test_ll", "test_ll_gaussian", "rmse", "rmse_baseline", "crps", "coverage_90")
 
 
@@ -68,7 +69,7 @@ def write(sweep_dir: Path) -> dict[str, Any]:
 
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["rank", "trial", "status", "val_nll", *keys, "seconds", "job"])
+    writer.writerow([*CSV_START.rstrip(",").split(","), *keys, "seconds", "job"])
     rank = {r["trial"]: i + 1 for i, r in enumerate(ranked)}
     for r in sorted(rows, key=lambda r: (rank.get(r["trial"], math.inf), r["trial"])):
         writer.writerow(

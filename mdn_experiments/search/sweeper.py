@@ -18,6 +18,7 @@ The study lives in SWEEP/search.journal (search.study). A stopped search continu
 from __future__ import annotations
 
 import logging
+import os
 import shlex
 from pathlib import Path
 from typing import Any
@@ -84,8 +85,6 @@ class SearchSweeper(Sweeper):
     def _batch(self) -> int:
         if self.batch_size is not None:
             return self.batch_size
-        import os
-
         n_jobs = OmegaConf.select(self.config, "hydra.launcher.n_jobs", default=None)
         if isinstance(n_jobs, int) and not isinstance(n_jobs, bool):
             return (os.cpu_count() or 1) if n_jobs == -1 else max(1, n_jobs)

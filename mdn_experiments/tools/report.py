@@ -208,17 +208,20 @@ def summary_text(sweep_dir: Path, rows: list[dict[str, Any]]) -> tuple[str, str,
     return "\n".join(lines) + "\n", buffer.getvalue(), table, choices
 
 
-def owned(path: Path) -> bool:
-    """Whether a summary file may be overwritten: absent, or written by a summary (its first line)."""
+def owned(path: Path, title: str = SUMMARY_TITLE, csv_start: str | None = None) -> bool:
+    """Whether a summary file may be overwritten: absent, or written by a summary (its first line:
+    `title` for the markdown, the sweep summary's header, or `csv_start` for a search's CSV)."""
     if not path.exists() and not path.is_symlink():
         return True
     if path.suffix == ".png":
-        return owned(path.with_name("summary.md")) and path.with_name("summary.md").exists()
+        return owned(path.with_name("summary.md"), title) and path.with_name("summary.md").exists()
     try:
         first = files.read_bytes(path).decode("utf-8", "replace").split("\n", 1)[0]
     except (OSError, UserError):  # unreadable, a link, a special file, too large: not a summary of ours
         return False
-    return first.startswith(SUMMARY_TITLE) if path.suffix == ".md" else first.strip() == ",".join(SUMMARY_COLUMNS)
+    if path.suffix == ".md":
+        return first.startswith(title)
+    return first.startswith(csv_start) if csv_start else first.strip() == ",".join(SUMMARY_COLUMNS)
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -281,7 +284,12 @@ class SweepSummary(Callback):
     def _search_end(sweep_dir: Path) -> None:
         """A search ended: its summary (search.summary), sweep_done.json naming its finished job
         folders; the command fails when the final run did not end ok."""
-        result = search_summary.write(sweep_dir)
+        try:
+            result = search_summary.write(sweep_dir)
+        except (UserError, OSError) as err:  # as for a sweep: the jobs' results stay, the summary is said missing
+            print(f"[mdn-run] warning: the search summary was not written: {err}", file=sys.stderr, flush=True)
+            FAILED_JOBS[:] = [search_study.FINAL]
+            return
         _write_done(sweep_dir, result["rows"])
         status = result["final"].get("status", "missing")
         FAILED_JOBS[:] = [] if status == "ok" else [search_study.FINAL]
@@ -359,7 +367,11 @@ def _report_search(path: Path, fail) -> None:
     """mdn-report on a search's folder: its summary again, from the study and the trial folders."""
     try:
         files.check_folder(path, "a search folder")
-        foreign = [name for name in search_summary.SEARCH_SUMMARY_FILES[:2] if not _search_owned(path / name)]
+        foreign = [
+            name
+            for name in search_summary.SEARCH_SUMMARY_FILES[:2]  # the figure goes with them
+            if not owned(path / name, search_summary.SUMMARY_TITLE, search_summary.CSV_START)
+        ]
         if foreign:
             raise RunFolderError(
                 f"{path / foreign[0]} was not written by a search summary: it is left as it is (move it away to get a "
@@ -371,16 +383,6 @@ def _report_search(path: Path, fail) -> None:
         reason = err if isinstance(err, UserError) else f"{err.strerror or err} ({err.filename or path})"
         fail(f"the search summary was not written into {path}: {reason}", 1)
     print(f"mdn-report: {len(result['rows'])} job folders of a search summarised in {path / 'summary.md'}")
-
-
-def _search_owned(path: Path) -> bool:
-    if not path.exists() and not path.is_symlink():
-        return True
-    try:
-        first = files.read_text(path).split("\n", 1)[0]
-    except UserError:
-        return False
-    return first == search_summary.SUMMARY_TITLE or first.startswith("rank,trial,")
 
 
 if __name__ == "__main__":
