@@ -57,6 +57,9 @@ def positive(raw: Tensor, sigma_min: float, transform: str) -> Tensor:
     raise ValueError(f"sigma_transform must be one of {SIGMA_TRANSFORMS}, got {transform!r}")
 
 
+MODES_CHUNK = 8192  # mixtures whose modes are sought at once
+
+
 class Mixture:
     """A batch of Gaussian mixtures: log_pi (*N, K), mu (*N, K, D) and a per-kind scale field.
 
@@ -214,6 +217,15 @@ class Mixture:
         """
         batch, K, D = self.batch_shape, self.n_components, self.dim
         B, nb = math.prod(batch), len(batch)
+        if B > MODES_CHUNK:  # each mixture's climb is its own: a chunk at a time bounds the memory
+            flat = self._map(lambda t: t.reshape(B, *t.shape[nb:]))
+            parts = [flat[i : i + MODES_CHUNK].modes(max_iter, tol, merge) for i in range(0, B, MODES_CHUNK)]
+            return Modes(
+                *(
+                    torch.cat([getattr(m, name) for m in parts]).reshape(*batch, *getattr(parts[0], name).shape[1:])
+                    for name in ("location", "log_density", "mass", "valid")
+                )
+            )
         p = self.to(torch.float64)._map(lambda t: t.reshape(B, *t.shape[nb:]))  # one batch dimension
         precision = torch.linalg.inv(p.component_covariance())  # (B, K, D, D)
         weighted_mu = (precision @ p.mu.unsqueeze(-1)).squeeze(-1)  # (B, K, D)

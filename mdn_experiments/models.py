@@ -184,7 +184,7 @@ def moments(values: Tensor) -> tuple[Tensor, Tensor]:
     rows = max(1, MOMENT_CHUNK // max(1, values[0].numel()))
 
     def each():
-        return (values[i : i + rows].double() for i in range(0, n, rows))
+        return (values[i : i + rows].contiguous().double() for i in range(0, n, rows))  # any layout, one sum
 
     mean = sum(chunk.sum(0) for chunk in each()) / n
     squares = sum((chunk - mean).square().sum(0) for chunk in each())
@@ -257,6 +257,7 @@ class Network(nn.Module):
             raise ValueError(f"init must be one of {INITS}, got {method!r}")
 
     def forward(self, x: Tensor) -> Mixture | Tensor:
+        x = x.contiguous()  # a batch of a column-major table: the same numbers, the same kernels as any
         out = self.head(self.backbone((x - self.x_mean) / self.x_std))
         if isinstance(out, Mixture):
             return out.affine(self.y_mean, self.y_std)

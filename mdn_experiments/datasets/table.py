@@ -1,10 +1,11 @@
 """A researcher's own table as a data set (`dataset=table`): any file, chosen target and feature
 columns, a random or an index-file split, metrics in the target's original units.
 
-Reading is left to libraries: numpy for whitespace-separated text and .npy/.npz (always there),
-pandas for CSV/TSV and Parquet (pandas with pyarrow: `pip install 'mdn-experiments[table]'`,
-imported only when such a file is read). Nothing read may choose code: .npy/.npz are loaded with
-pickles refused.
+Reading is datasets/reading.py's: CSV, TSV and Parquet through pyarrow a piece at a time (tables of
+any size), whitespace text and .npy/.npz through numpy (pickles refused). Only the target and
+feature columns are kept: the features as one float32 array, the targets as float64, both
+column-major. A split is made in place, one column at a time, and handed to the run as views:
+the data live in memory once.
 
 Every check of the data is made when the data set is built, before a run folder is written: a
 bad file, column, value or split is one line naming the file, the column or the row and what is
@@ -22,29 +23,16 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from mdn_experiments import files, memory
 from mdn_experiments.datasets.base import Dataset, Splits, require
-from mdn_experiments.errors import ConfigError, DataError, clip
+from mdn_experiments.datasets.reading import Table, read_table
+from mdn_experiments.datasets.reading import shown as _shown
+from mdn_experiments.errors import DataError, clip
 from mdn_experiments.evaluation import contract as C
 from mdn_experiments.evaluation.scores import rmse
 from mdn_experiments.models import Network, predict
 
 log = logging.getLogger(__name__)
 
-INSTALL_TABLE = "pip install 'mdn-experiments[table]'"
-SUFFIXES = {
-    ".csv": "csv",
-    ".tsv": "tsv",
-    ".tab": "tsv",
-    ".txt": "whitespace",
-    ".dat": "whitespace",
-    ".data": "whitespace",
-    ".npy": "npy",
-    ".npz": "npz",
-    ".parquet": "parquet",
-    ".pq": "parquet",
-}
-FORMATS = ("auto", "csv", "tsv", "whitespace", "npy", "npz", "parquet")
 SPLITS = ("random", "index")
 MISSING = ("error", "drop")
 CONSTANT = ("error", "drop")
@@ -53,6 +41,7 @@ CONSTANT = ("error", "drop")
 DISCRETE_DISTINCT_SHARE = 0.10
 DISCRETE_TOP_SHARE = 0.02
 SHOWN = 5  # rows or values named in an error message
+STAT_CHUNK = 1 << 14  # rows a statistic of a column takes at a time
 # a target whose spread is below this share of its magnitude loses its differences in float32 (whose
 # resolution is 6e-8 of the magnitude): refused, with the advice to subtract an offset in the file
 RELATIVE_RESOLUTION = 1e-5
@@ -69,271 +58,14 @@ def _warn_once(message: str) -> None:
         log.warning(message)
 
 
-def _shown(items: Sequence[Any]) -> str:
-    head = ", ".join(clip(i, 80) for i in items[:SHOWN])
-    return head + (f", ... ({len(items)} in all)" if len(items) > SHOWN else "")
-
-
-def require_pandas(what: str):
-    """pandas, or one line saying how to install it."""
-    try:
-        import pandas
-    except ImportError:
-        raise DataError(f"reading {what} files needs pandas: {INSTALL_TABLE}") from None
-    return pandas
-
-
-@dataclass
-class Table:
-    """A file's columns, as read: names (the header, the .npz keys, or "0", "1", ... when the file
-    has none) and one 1-D array per column (numeric or not, as the reader found it)."""
-
-    path: Path
-    names: list[str]
-    columns: list[np.ndarray]
-    named: bool  # the names come from the file
-
-    @property
-    def n_rows(self) -> int:
-        return len(self.columns[0]) if self.columns else 0
-
-    def index_of(self, selector: Any, key: str) -> int:
-        """The 0-based position of a column given by name or 0-based index."""
-        if isinstance(selector, bool) or not isinstance(selector, (int, str)):
-            raise ConfigError(key, selector, "a column name or a 0-based column index")
-        if isinstance(selector, str) and selector in self.names:
-            return self.names.index(selector)
-        if isinstance(selector, int) or (isinstance(selector, str) and selector.strip().lstrip("-").isdigit()):
-            index = int(selector)
-            if 0 <= index < len(self.names):
-                return index
-            raise DataError(
-                f"{key}={selector!r}: {self.path} has {len(self.names)} columns "
-                f"(0-based indices 0..{len(self.names) - 1})"
-            )
-        names = (
-            f"columns: {_shown(self.names)}" if self.named else f"it has no header: indices 0..{len(self.names) - 1}"
-        )
-        raise DataError(f"{key}={selector!r}: no such column in {self.path} ({names})")
-
-    def numeric(self, index: int, role: str, other_features: list[str] | None) -> np.ndarray:
-        """Column `index` as float64, or one line naming it when it is not numeric
-        (`other_features`: the features that would be left, for the advice; None: no advice)."""
-        values = self.columns[index]
-        if values.dtype.kind in "biuf":
-            return values.astype(np.float64)
-        try:
-            return values.astype(np.float64)
-        except (TypeError, ValueError):
-            pass
-        bad = next((i for i, v in enumerate(values) if not _is_number(v)), 0)
-        hint = (
-            f": leave it out with dataset.features=[{','.join(clip(n, 80) for n in other_features)}]"
-            if role == "feature" and other_features is not None
-            else ": choose a numeric target column"
-            if role == "target"
-            else ""
-        )
-        raise DataError(
-            f"column {clip(self.names[index], 80)!r} of {clip(self.path)} is not numeric "
-            f"(row {bad}: {clip(repr(values[bad]), 60)}){hint}"
-        )
+def _size(rows: np.ndarray | slice) -> int:
+    """The number of positions in an array of them or a slice (start:stop) of them."""
+    return rows.stop - rows.start if isinstance(rows, slice) else len(rows)
 
 
 def _is_list(value: Any) -> bool:
     """A list of columns (a Python list or Hydra's ListConfig), not a single name."""
     return isinstance(value, Sequence) and not isinstance(value, str)
-
-
-def _is_number(value: Any) -> bool:
-    try:
-        float(value)
-        return True
-    except (TypeError, ValueError):
-        return False
-
-
-def detect_format(path: Path, fmt: str, format_key: str | None = "dataset.format") -> str:
-    """The reader for `path`: `fmt`, or by the file's suffix. `format_key`: the setting that names a
-    format (advice for the user); None where there is none (mdn-predict: rename the file)."""
-    if fmt != "auto":
-        return fmt
-    suffix = path.suffix.lower()
-    if suffix not in SUFFIXES:
-        advice = f" (or set {format_key} to one of {', '.join(FORMATS[1:])})" if format_key else ""
-        raise DataError(
-            f"{clip(path)}: unknown format {clip(suffix or '(no suffix)', 40)!r}; known suffixes: "
-            f"{', '.join(SUFFIXES)}{advice}"
-        )
-    return SUFFIXES[suffix]
-
-
-TEXT_MEMORY_PER_BYTE = 4  # a text table in memory: 8 bytes per value of about 4 bytes, read, then prepared
-
-
-def _npy_bytes(header_source) -> int:
-    """The bytes of the array a .npy stream's header promises (as float64, the way it is used)."""
-    version = np.lib.format.read_magic(header_source)
-    shape, _, _ = (
-        np.lib.format.read_array_header_1_0(header_source)
-        if version == (1, 0)
-        else np.lib.format.read_array_header_2_0(header_source)
-    )
-    return int(np.prod(shape, dtype=np.float64)) * 8
-
-
-def table_bytes(path: Path, kind: str) -> int:
-    """The memory reading a table costs, estimated before it is read: from the .npy header and the
-    .npz members' headers (their arrays, as float64), Parquet's row and column counts, or the
-    size of a text file. Refuses (FileRefused) a file that is not a regular file."""
-    size = files.regular_size(path, follow=True)
-    try:
-        if kind == "npy":
-            with path.open("rb") as fh:
-                return 2 * _npy_bytes(fh)
-        if kind == "npz":
-            import zipfile
-
-            total = 0
-            with zipfile.ZipFile(path) as archive:
-                for member in archive.infolist():
-                    with archive.open(member) as fh:
-                        total += _npy_bytes(fh)
-            return 2 * total
-        if kind == "parquet":
-            import pyarrow.parquet
-
-            meta = pyarrow.parquet.ParquetFile(path).metadata
-            return 2 * 8 * meta.num_rows * meta.num_columns
-    except Exception:  # noqa: BLE001 - a header that cannot be read: the reader says what is wrong
-        return size
-    return TEXT_MEMORY_PER_BYTE * size
-
-
-def read_table(path: Path | str, fmt: str = "auto", *, format_key: str | None = "dataset.format") -> Table:
-    """Read a table from `path` (format by suffix, or `fmt`): a regular file (a link to one is
-    followed), whose estimated memory (table_bytes) fits in what this process may still use.
-    `format_key`: where the user names a format (None: nowhere, as in mdn-predict)."""
-    path = Path(path).expanduser()
-    if fmt not in FORMATS:
-        raise ConfigError("dataset.format", fmt, "one of " + ", ".join(FORMATS))
-    if not path.exists():
-        raise DataError(f"{clip(path)}: no such file")
-    if path.is_dir():
-        raise DataError(f"{clip(path)}: no such file (it is a folder)")
-    kind = detect_format(path, fmt, format_key)
-    memory.Estimate({f"the table {clip(path, 120)}": table_bytes(path, kind)}).check(
-        memory.available_memory(), f"reading {clip(path, 120)}", "use a smaller file, or a machine with more memory"
-    )
-    if kind in ("csv", "tsv"):
-        _check_header(path, "," if kind == "csv" else "\t")
-    try:
-        table = READERS[kind](path)
-    except DataError:
-        raise
-    except OSError as err:
-        raise DataError(f"{path} cannot be read: {err.strerror or err}") from None
-    except Exception as err:  # noqa: BLE001 - a reader's complaint about the file is bad input
-        raise DataError(f"{clip(path)} cannot be read as {kind}: {clip(' '.join(str(err).split()), 300)}") from None
-    if not table.columns or table.n_rows == 0:
-        raise DataError(f"{path} holds no rows")
-    if len(set(table.names)) != len(table.names):
-        twice = sorted({n for n in table.names if table.names.count(n) > 1})
-        raise DataError(f"{clip(path)}: column names used twice: {_shown(twice)} (each column needs its own name)")
-    return table
-
-
-def _check_header(path: Path, separator: str) -> None:
-    """A header names each column once (pandas would rename a second `a` to `a.1` without a word)."""
-    import csv
-
-    try:
-        with path.open(newline="", encoding="utf-8", errors="replace") as fh:
-            header = next(csv.reader(fh, delimiter=separator), [])
-    except (OSError, csv.Error):
-        return  # the reader reports what is wrong with the file
-    names = [name.strip() for name in header]
-    twice = sorted({name for name in names if names.count(name) > 1})
-    if twice:
-        raise DataError(
-            f"{clip(path)}: the header names a column twice: {_shown(twice)} (each column needs its own name; "
-            "rename one of them in the file)"
-        )
-
-
-def _from_frame(path: Path, frame) -> Table:
-    return Table(path, [str(c) for c in frame.columns], [frame[c].to_numpy() for c in frame.columns], True)
-
-
-def _from_matrix(path: Path, array: np.ndarray) -> Table:
-    array = np.asarray(array)
-    if array.ndim == 1:
-        array = array[:, None]
-    if array.ndim != 2:
-        raise DataError(f"{path}: a table needs a 2-D array (rows x columns), got shape {array.shape}")
-    return Table(path, [str(i) for i in range(array.shape[1])], [array[:, i] for i in range(array.shape[1])], False)
-
-
-def _read_csv(path: Path) -> Table:
-    return _from_frame(path, require_pandas("CSV").read_csv(path, sep=","))
-
-
-def _read_tsv(path: Path) -> Table:
-    return _from_frame(path, require_pandas("TSV").read_csv(path, sep="\t"))
-
-
-def _read_whitespace(path: Path) -> Table:
-    try:
-        array = np.loadtxt(path, dtype=np.float64, ndmin=2)
-    except ValueError as err:
-        raise DataError(
-            f"{clip(path)} cannot be read as whitespace-separated numbers: {clip(' '.join(str(err).split()), 200)} "
-            "(a file with a header row: name it .csv or .tsv)"
-        ) from None
-    return _from_matrix(path, array)
-
-
-def _read_npy(path: Path) -> Table:
-    try:
-        array = np.load(path, allow_pickle=False)
-    except ValueError as err:
-        raise DataError(f"{path}: {err} (only plain numeric arrays are read; pickled objects never are)") from None
-    if not isinstance(array, np.ndarray):
-        raise DataError(f"{path}: not a .npy array")
-    return _from_matrix(path, array)
-
-
-def _read_npz(path: Path) -> Table:
-    with np.load(path, allow_pickle=False) as archive:
-        arrays = {name: archive[name] for name in archive.files}
-    if len(arrays) == 1 and next(iter(arrays.values())).ndim == 2:
-        return _from_matrix(path, next(iter(arrays.values())))
-    lengths = {name: a.shape[0] if a.ndim else 0 for name, a in arrays.items()}
-    if not arrays or any(a.ndim != 1 for a in arrays.values()) or len(set(lengths.values())) != 1:
-        shapes = ", ".join(f"{name}: {a.shape}" for name, a in arrays.items())
-        raise DataError(
-            f"{path}: an .npz table holds one 2-D array, or 1-D arrays of one length (its columns); got {shapes}"
-        )
-    return Table(path, list(arrays), list(arrays.values()), True)
-
-
-def _read_parquet(path: Path) -> Table:
-    pandas = require_pandas("Parquet")
-    try:
-        import pyarrow  # noqa: F401 - pandas' Parquet engine
-    except ImportError:
-        raise DataError(f"reading Parquet files needs pyarrow: {INSTALL_TABLE}") from None
-    return _from_frame(path, pandas.read_parquet(path))
-
-
-READERS = {
-    "csv": _read_csv,
-    "tsv": _read_tsv,
-    "whitespace": _read_whitespace,
-    "npy": _read_npy,
-    "npz": _read_npz,
-    "parquet": _read_parquet,
-}
 
 
 def read_index(path: Path | str, n_rows: int, what: str) -> np.ndarray:
@@ -367,18 +99,40 @@ def read_index(path: Path | str, n_rows: int, what: str) -> np.ndarray:
 def discreteness(y: np.ndarray) -> dict[str, Any]:
     """What a target's training values say about how it was recorded: the number of distinct
     values, the share of the most frequent one, the recording resolution (the smallest gap between
-    distinct values) and whether it is flagged as discrete (see DISCRETE_*)."""
-    values, counts = np.unique(y, return_counts=True)
-    gap = float(np.diff(values).min()) if values.size > 1 else math.nan
+    distinct values) and whether it is flagged as discrete (see DISCRETE_*). One sorted copy of
+    the values, then a pass over it a chunk at a time."""
+    values = np.sort(y)
+    distinct, top, top_value, gap = 1, 0, values[0], math.inf
+    run_value, run = values[0], 0  # the run of equal values still open
+    for start in range(0, values.size, STAT_CHUNK):
+        chunk = values[start : start + STAT_CHUNK]
+        steps = np.diff(chunk, prepend=run_value)  # against the value before the chunk
+        positive = steps[steps > 0]
+        if positive.size:
+            gap = min(gap, float(positive.min()))
+        starts = np.flatnonzero(steps != 0)  # where a new value's run begins
+        if not starts.size:
+            run += chunk.size
+            continue
+        distinct += starts.size
+        lengths = np.diff(starts, prepend=0)  # the open run's rest, then each run the chunk closes
+        lengths[0] += run
+        values_of = np.concatenate([[run_value], chunk[starts[:-1]]])
+        best = int(np.argmax(lengths))
+        if lengths[best] > top:
+            top, top_value = int(lengths[best]), values_of[best]
+        run_value, run = chunk[starts[-1]], chunk.size - int(starts[-1])
+    if run > top:
+        top, top_value = run, run_value
     resolution = float(f"{gap:.6g}") if math.isfinite(gap) else math.nan
-    distinct_share, top_share = values.size / y.size, counts.max() / y.size
+    distinct_share, top_share = distinct / y.size, top / y.size
     reasons = []
     if distinct_share < DISCRETE_DISTINCT_SHARE:
-        reasons.append(f"{values.size} distinct values in {y.size} rows")
+        reasons.append(f"{distinct} distinct values in {y.size} rows")
     if top_share >= DISCRETE_TOP_SHARE:
-        reasons.append(f"{counts.max()} of {y.size} rows at {values[counts.argmax()]:g}")
+        reasons.append(f"{top} of {y.size} rows at {top_value:g}")
     return {
-        "distinct": int(values.size),
+        "distinct": int(distinct),
         "top_share": float(top_share),
         "resolution": resolution,
         "discrete": bool(reasons),
@@ -388,16 +142,23 @@ def discreteness(y: np.ndarray) -> dict[str, Any]:
 
 @dataclass
 class Prepared:
-    """A table reduced to what a run uses: features and targets (float64), the rows they came from,
-    and what was dropped on the way."""
+    """A table reduced to what a run uses: features (float32) and targets (float64), each a
+    column-major array, the rows they came from, and what was dropped on the way. `x` and `y` are
+    None once load() has handed them to a run."""
 
-    x: np.ndarray
-    y: np.ndarray
-    rows: np.ndarray  # each row's number in the file (0-based)
+    x: np.ndarray | None
+    y: np.ndarray | None
+    n: int  # usable rows
     feature_names: list[str]
     target_names: list[str]
     dropped_rows: int = 0
     dropped_features: list[str] = field(default_factory=list)
+    kept: np.ndarray | None = None  # the usable rows' numbers in the file, when some were dropped
+
+    @property
+    def rows(self) -> np.ndarray:
+        """Each usable row's number in the file (0-based)."""
+        return self.kept if self.kept is not None else np.arange(self.n)
 
 
 class TableDataset(Dataset):
@@ -454,15 +215,16 @@ class TableDataset(Dataset):
         self.dequantize, self.resolution = bool(dequantize), resolution
         require(len(self.target_spec) >= 1, "target", target, "at least one column")
         self.data = self.prepare(self.read())
+        self.n_rows = self.data.n
         self.output_dim = self.data.y.shape[1]
         self.input_shape = (self.data.x.shape[1],)
         self._train_rows, self._test_rows = self._split_rows()
-        self.n_test = len(self._test_rows)
-        self.n_val = max(1, round(self.val_fraction * len(self._train_rows)))
-        self.n_train = len(self._train_rows) - self.n_val
+        self.n_test = _size(self._test_rows)
+        self.n_val = max(1, round(self.val_fraction * _size(self._train_rows)))
+        self.n_train = _size(self._train_rows) - self.n_val
         if self.n_train < 2:
             raise DataError(
-                f"{self.path}: {len(self.data.rows)} usable rows are too few for these splits "
+                f"{self.path}: {self.data.n} usable rows are too few for these splits "
                 f"({self.n_train} training, {self.n_val} validation, {self.n_test} test rows; at least 2, 1, 1): "
                 "use smaller dataset.test_fraction or dataset.val_fraction"
             )
@@ -481,7 +243,7 @@ class TableDataset(Dataset):
     # --- reading and checking -----------------------------------------------------------------
 
     def read(self) -> Table:
-        return read_table(self.path, self.format)
+        return read_table(self.path, self.format, pick=self._pick)
 
     def _indices(self, table: Table, spec: list, key: str) -> list[int]:
         indices = [table.index_of(s, key) for s in spec]
@@ -490,8 +252,10 @@ class TableDataset(Dataset):
             raise DataError(f"{key}: column {', '.join(map(repr, twice))} of {self.path} is given twice")
         return indices
 
-    def prepare(self, table: Table) -> Prepared:
-        """Target and feature columns as numbers; missing values refused or their rows dropped."""
+    def _pick(self, table: Table) -> dict[str, tuple[list[int], Any]]:
+        """The columns to keep, chosen from the names before the rows are read: the features as
+        float32 (what the networks compute in), the targets as float64 (their exact values set the
+        recording resolution)."""
         targets = self._indices(table, self.target_spec, "dataset.target")
         if self.feature_spec is None:
             features = [i for i in range(len(table.names)) if i not in targets]
@@ -505,45 +269,53 @@ class TableDataset(Dataset):
                 )
         if not features:
             raise DataError(f"{self.path}: no feature columns are left beside the target")
+        return {"x": (features, np.float32), "y": (targets, np.float64)}
+
+    def prepare(self, table: Table) -> Prepared:
+        """Target and feature columns as numbers; missing values refused or their rows dropped (in
+        place, a column at a time)."""
+        features, targets = table.layout["x"][0], table.layout["y"][0]
         names = [table.names[i] for i in features]
         others = lambda i: [n for n in names if n != table.names[i]] if self.features_key else None  # noqa: E731
-        x = np.stack([table.numeric(i, "feature", others(i)) for i in features], axis=1)
-        y = np.stack([table.numeric(i, "target", []) for i in targets], axis=1)
-        self._check_columns(table, x, y, features, targets)
-        rows = np.arange(table.n_rows)
-        bad = ~(np.isfinite(x).all(1) & np.isfinite(y).all(1))
+        facts = {i: table.numeric(i, "feature", others(i)) for i in features}
+        facts.update({i: table.numeric(i, "target", []) for i in targets})
+        self._check_columns(table, facts, features, targets)
+        x, y = table.group("x"), table.group("y")
+        bad = np.zeros(table.n_rows, dtype=bool)
+        for array in (x, y):
+            for j in range(array.shape[1]):
+                bad |= ~np.isfinite(array[:, j])
         dropped = int(bad.sum())
         if dropped and self.missing == "error":
             where = []
-            for i, name in [*zip(targets, [table.names[t] for t in targets]), *zip(features, names)]:
-                column = y[:, targets.index(i)] if i in targets else x[:, features.index(i)]
-                missing_rows = np.flatnonzero(~np.isfinite(column))
+            for i in [*targets, *features]:
+                array, j = (y, targets.index(i)) if i in targets else (x, features.index(i))
+                missing_rows = np.flatnonzero(~np.isfinite(array[:, j]))
                 if missing_rows.size:
-                    where.append(
-                        f"column {clip(name, 80)!r}: {missing_rows.size} (rows {_shown(missing_rows.tolist())})"
-                    )
+                    rows = _shown(missing_rows.tolist())
+                    where.append(f"column {clip(table.names[i], 80)!r}: {missing_rows.size} (rows {rows})")
             raise DataError(
                 f"{clip(self.path)}: {dropped} rows hold missing or non-finite values ({'; '.join(where[:SHOWN])}); "
                 "set dataset.missing=drop to drop those rows (their number is reported)"
             )
+        kept = None
         if dropped:
-            x, y, rows = x[~bad], y[~bad], rows[~bad]
-        return Prepared(x, y, rows, names, [table.names[i] for i in targets], dropped_rows=dropped)
+            kept = np.flatnonzero(~bad)
+            for array in (x, y):
+                for j in range(array.shape[1]):
+                    array[: kept.size, j] = array[kept, j]
+            x, y = x[: kept.size], y[: kept.size]
+        n = table.n_rows - dropped
+        return Prepared(x, y, n, names, [table.names[i] for i in targets], dropped_rows=dropped, kept=kept)
 
-    def _check_columns(
-        self, table: Table, x: np.ndarray, y: np.ndarray, features: list[int], targets: list[int]
-    ) -> None:
+    def _check_columns(self, table: Table, facts: dict, features: list[int], targets: list[int]) -> None:
         """Columns the run cannot use, whatever the settings: one with no value at all, one with
         values beyond float32's range (the networks compute in float32), a target whose spread
-        float32 cannot hold at its magnitude. Each is refused with advice about the file."""
-        limit = float(np.finfo(np.float32).max)
-        for values, index, role in [
-            *((x[:, j], i, "feature") for j, i in enumerate(features)),
-            *((y[:, j], i, "target") for j, i in enumerate(targets)),
-        ]:
-            name = clip(table.names[index], 80)
-            finite = np.isfinite(values)
-            if not finite.any():
+        float32 cannot hold at its magnitude. Each is refused with advice about the file; the
+        checks read the facts the reader gathered from the exact values."""
+        for index, role in [*((i, "feature") for i in features), *((i, "target") for i in targets)]:
+            name, fact = clip(table.names[index], 80), facts[index]
+            if not fact.n:
                 advice = (
                     f"leave it out with {self.features_key}=[...]"
                     if role == "feature" and self.features_key
@@ -552,22 +324,22 @@ class TableDataset(Dataset):
                     else "fill it in the file"
                 )
                 raise DataError(f"{role} column {name!r} of {clip(self.path)} holds no value at all: {advice}")
-            magnitude = float(np.abs(values[finite]).max())
+            magnitude = fact.magnitude
             if 0 < magnitude < SMALLEST_MAGNITUDE:
                 raise DataError(
                     f"{role} column {name!r} of {clip(self.path)} holds only values below {SMALLEST_MAGNITUDE:g} in "
                     f"size (at most {magnitude:.3g}); the networks compute in float32, which holds no such numbers "
                     "with full precision: rescale the column in the file (multiply it by a power of ten)"
                 )
-            huge = np.flatnonzero(finite & (np.abs(np.where(finite, values, 0.0)) > limit))
-            if huge.size:
+            if fact.beyond is not None:
+                row, value = fact.beyond
                 raise DataError(
                     f"{role} column {name!r} of {clip(self.path)} holds values beyond float32's range (±3.4e38), "
-                    f"first in row {huge[0]} ({values[huge[0]]:g}); the networks compute in float32: rescale the "
+                    f"first in row {row} ({value:g}); the networks compute in float32: rescale the "
                     "column in the file (divide it by a power of ten)"
                 )
             if role == "target":
-                std = float(values[finite].std())
+                std = fact.std
                 if 0 < std < RELATIVE_RESOLUTION * magnitude:
                     raise DataError(
                         f"target column {name!r} of {clip(self.path)} varies by {std:.3g} around values up to "
@@ -575,10 +347,11 @@ class TableDataset(Dataset):
                         "those differences; subtract a constant (its mean) from the column in the file"
                     )
 
-    def _split_rows(self) -> tuple[np.ndarray, np.ndarray]:
+    def _split_rows(self) -> tuple[np.ndarray | slice, np.ndarray | slice]:
         """Positions (into the prepared rows) of the training part (validation still inside it) and
-        of the test part."""
-        n = len(self.data.rows)
+        of the test part: two slices for a random split (drawn per seed in split_positions), two
+        arrays for index files."""
+        n = self.data.n
         if self.split == "random":
             n_test = max(1, round(self.test_fraction * n))
             if n - n_test < 3:
@@ -586,7 +359,7 @@ class TableDataset(Dataset):
                     f"{self.path}: {n} usable rows are too few for dataset.test_fraction={self.test_fraction} "
                     f"and dataset.val_fraction={self.val_fraction} (at least 2 training, 1 validation and 1 test row)"
                 )
-            return np.arange(n - n_test), np.arange(n - n_test, n)  # shuffled per seed in load()
+            return slice(0, n - n_test), slice(n - n_test, n)  # shuffled per seed in load()
         table_rows = self.data_file_rows()
         train = read_index(self.train_index, table_rows, "training")
         test = read_index(self.test_index, table_rows, "test")
@@ -602,11 +375,11 @@ class TableDataset(Dataset):
         return train[train >= 0], test[test >= 0]
 
     def data_file_rows(self) -> int:
-        return len(self.data.rows) + self.data.dropped_rows
+        return self.data.n + self.data.dropped_rows
 
     def _check_constant(self) -> None:
-        x_train = self.data.x[self._train_rows]
-        constant = [i for i in range(x_train.shape[1]) if np.ptp(x_train[:, i]) == 0]
+        x = self.data.x
+        constant = [i for i in range(x.shape[1]) if np.ptp(x[self._train_rows, i]) == 0]  # a column at a time
         for d, stats in enumerate(self.target_stats):
             if stats["distinct"] < 2:
                 raise DataError(
@@ -627,10 +400,13 @@ class TableDataset(Dataset):
                 f"feature column {', '.join(clip(repr(n), 80) for n in names[:SHOWN])} of {clip(self.path)} is "
                 f"constant on the training rows: {leave}set dataset.constant=drop"
             )
-        keep_idx = [i for i in range(x_train.shape[1]) if i not in constant]
+        keep_idx = [i for i in range(x.shape[1]) if i not in constant]
         if not keep_idx:
             raise DataError(f"{self.path}: every feature column is constant on the training rows")
-        self.data.x = self.data.x[:, keep_idx]
+        for k, i in enumerate(keep_idx):  # in place: the kept columns moved to the front
+            if k != i:
+                x[:, k] = x[:, i]
+        self.data.x = x[:, : len(keep_idx)]
         self.data.feature_names = [self.data.feature_names[i] for i in keep_idx]
         self.data.dropped_features = names
         self.input_shape = (len(keep_idx),)
@@ -643,7 +419,8 @@ class TableDataset(Dataset):
         part is drawn from the training part with the seed."""
         rng = np.random.default_rng(seed)
         if self.split == "random":
-            order = rng.permutation(len(self.data.rows))
+            # int32 positions where they fit: the same permutation as of arange(n), in half the memory
+            order = rng.permutation(np.arange(self.data.n, dtype=np.int32 if self.data.n < 2**31 else np.int64))
             test, rest = order[: self.n_test], order[self.n_test :]
         else:
             test, rest = self._test_rows, rng.permutation(self._train_rows)
@@ -655,13 +432,63 @@ class TableDataset(Dataset):
             return np.full(self.output_dim, float(self.resolution))
         return np.array([s["resolution"] for s in self.target_stats])
 
+    def _row_hashes(self, positions: np.ndarray) -> np.ndarray:
+        """A 64-bit hash of each row's bits (features and targets), STAT_CHUNK rows at a time."""
+        columns = [*(self.data.x[:, j] for j in range(self.data.x.shape[1])), *self.data.y.T]
+        out = np.empty(len(positions), dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            for start in range(0, len(positions), STAT_CHUNK):
+                rows = positions[start : start + STAT_CHUNK]
+                h = np.full(len(rows), 0xCBF29CE484222325, dtype=np.uint64)
+                for column in columns:
+                    bits = column[rows].view(np.uint32 if column.dtype.itemsize == 4 else np.uint64)
+                    h = (h ^ bits.astype(np.uint64)) * np.uint64(0x100000001B3)
+                    h ^= h >> np.uint64(29)
+                out[start : start + len(rows)] = h
+        return out
+
     def count_duplicates(self, train: np.ndarray, test: np.ndarray) -> int:
-        """Test rows (positions) whose features and target equal, exactly, a row of `train`."""
-        rows = np.concatenate([self.data.x, self.data.y], axis=1)
-        seen = {row.tobytes() for row in np.ascontiguousarray(rows[train])}
-        return sum(row.tobytes() in seen for row in np.ascontiguousarray(rows[test]))
+        """Test rows (positions) whose features and target equal, bit for bit, a row of `train`.
+        Rows are hashed (32 bits a training row, kept sorted), the test rows whose hash is there
+        become candidates, and each candidate is compared value by value with the training row of
+        its full 64-bit hash: exact, in a few bytes a row."""
+        test_hash = self._row_hashes(test)
+        folded = lambda h: (h ^ (h >> np.uint64(32))).astype(np.uint32)  # noqa: E731
+        seen = np.empty(len(train), dtype=np.uint32)
+        for start in range(0, len(train), STAT_CHUNK):
+            seen[start : start + STAT_CHUNK] = folded(self._row_hashes(train[start : start + STAT_CHUNK]))
+        seen.sort()
+        found = np.minimum(np.searchsorted(seen, folded(test_hash)), max(len(seen) - 1, 0))
+        maybe = seen[found] == folded(test_hash) if len(seen) else np.zeros(len(test), dtype=bool)
+        del seen
+        candidates, wanted = test[maybe], test_hash[maybe]
+        if not candidates.size:
+            return 0
+        pool, pool_hash = [], []  # the training rows whose full hash a candidate has
+        for start in range(0, len(train), STAT_CHUNK):
+            rows = train[start : start + STAT_CHUNK]
+            h = self._row_hashes(rows)
+            hit = np.isin(h, wanted)
+            pool.append(rows[hit])
+            pool_hash.append(h[hit])
+        pool_rows, pool_hash = np.concatenate(pool), np.concatenate(pool_hash)
+        order = np.argsort(pool_hash)
+        where = np.minimum(np.searchsorted(pool_hash[order], wanted), max(len(order) - 1, 0))
+        paired = pool_hash[order][where] == wanted if len(order) else np.zeros(len(wanted), dtype=bool)
+        a, b = candidates[paired], pool_rows[order[where[paired]]]
+        equal = np.ones(len(a), dtype=bool)
+        for column in [*(self.data.x[:, j] for j in range(self.data.x.shape[1])), *self.data.y.T]:
+            kind = np.uint32 if column.dtype.itemsize == 4 else np.uint64
+            equal &= column[a].view(kind) == column[b].view(kind)
+        return int(equal.sum())
 
     def load(self, seed: int) -> Splits:
+        """The training, validation and test parts for this seed. The rows are put in that order in
+        place, a column at a time, and the parts handed over as views of the one array (a float32
+        copy of the targets): the data are in memory once. The data set then no longer holds them;
+        a later load reads the file again."""
+        if self.data.x is None:
+            self._reread()
         train, val, test = self.split_positions(seed)
         self.duplicate_rows = self.count_duplicates(np.concatenate([train, val]), test)
         if self.duplicate_rows:
@@ -669,15 +496,38 @@ class TableDataset(Dataset):
                 f"{self.duplicate_rows} of the {len(test)} test rows of {clip(self.path)} are exact copies (features "
                 "and target) of training rows: their scores are not out-of-sample (duplicate_rows in metrics.json)"
             )
-        y = self.data.y
+        x, y = self.data.x, self.data.y
         if self.dequantize:  # uniform noise over each recorded value's cell: a density, no spikes
             noise = np.random.default_rng([seed, 1]).uniform(-0.5, 0.5, size=y.shape)
             y = y + noise * self.resolutions()
+        ends = np.cumsum([0, train.size, val.size, test.size])
+        for array in (x, y):
+            gathered = np.empty(ends[-1], dtype=array.dtype)  # one column at a time
+            for j in range(array.shape[1]):
+                column = array[:, j]
+                for part, first in zip((train, val, test), ends):
+                    for start in range(0, part.size, STAT_CHUNK):
+                        chunk = part[start : start + STAT_CHUNK]
+                        np.take(column, chunk, out=gathered[first + start : first + start + chunk.size])
+                column[: ends[-1]] = gathered
+            del gathered
+        self.data.x = self.data.y = None  # handed over
 
-        def pair(positions: np.ndarray):
-            return torch.from_numpy(self.data.x[positions]).float(), torch.from_numpy(y[positions]).float()
+        def part(k: int):
+            rows = slice(ends[k], ends[k + 1])
+            return torch.from_numpy(x[rows]), torch.from_numpy(y[rows].astype(np.float32))
 
-        return Splits(pair(train), pair(val), pair(test))
+        return Splits(part(0), part(1), part(2))
+
+    def _reread(self) -> None:
+        """The data again, after an earlier load took them: the same file, the same checks."""
+        self.data = self.prepare(self.read())
+        if self.data.n != self.n_rows:
+            raise DataError(
+                f"{clip(self.path)} changed while it was in use: {self.data.n} usable rows, "
+                f"{self.n_rows} when the data set was built"
+            )
+        self._check_constant()
 
     def columns(self) -> dict[str, list[str]]:
         """The feature and target columns' names, in the network's order (saved in model.pt)."""
@@ -691,7 +541,7 @@ class TableDataset(Dataset):
         stats = self.target_stats
         return {
             "targets": ", ".join(self.data.target_names),
-            "n_features": int(self.data.x.shape[1]),
+            "n_features": len(self.data.feature_names),
             "dropped_rows": self.data.dropped_rows,
             "dropped_features": ", ".join(self.data.dropped_features),
             "duplicate_rows": int(self.duplicate_rows),

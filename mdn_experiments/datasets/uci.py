@@ -125,4 +125,4 @@ class Uci(TableDataset):
 
     def read(self) -> Table:
         check_sha256(self.path, self.name)
-        return read_table(self.path, "whitespace")
+        return read_table(self.path, "whitespace", pick=self._pick)

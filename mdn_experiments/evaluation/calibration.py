@@ -22,6 +22,8 @@ from torch import Tensor
 
 from mdn_experiments.mdn import Mixture
 
+HDR_DENSITY_ELEMENTS = 2_000_000  # sample x input x component densities computed at once
+CRPS_CHUNK = 8192  # inputs whose CRPS is computed at once
 LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)  # nominal levels of calibration.png
 
 
@@ -38,8 +40,13 @@ def hdr_levels(mixture: Mixture, y: Tensor, n_samples: int = 1000, seed: int = 0
     for start in range(0, n, chunk):
         part = mixture[start : start + chunk]
         target = part.log_prob(y[start : start + chunk])  # (n,)
-        draws = part.log_prob(part.sample(n_samples, generator=generator))  # (S, n)
-        out.append((draws > target).double().mean(0))
+        draws = part.sample(n_samples, generator=generator)  # (S, n, D): the one random stream
+        # their densities a slice of draws at a time: (S, n, K) at once would cost hundreds of MB
+        step = max(1, HDR_DENSITY_ELEMENTS // (len(target) * k * max(mixture.dim, 1)))
+        denser = torch.zeros(len(target), dtype=torch.float64, device=y.device)
+        for s in range(0, n_samples, step):
+            denser += (part.log_prob(draws[s : s + step]) > target).double().sum(0)
+        out.append(denser / n_samples)
     return torch.cat(out)
 
 
@@ -63,6 +70,9 @@ def crps(mixture: Mixture, y: Tensor) -> Tensor:
     in target units (lower is better; for a point forecast it is the absolute error)."""
     if mixture.dim != 1:
         raise ValueError(f"crps is defined here for 1-D targets, got D={mixture.dim}")
+    if len(y) > CRPS_CHUNK:  # the pairwise term is (N, K, K): a chunk of inputs at a time
+        chunks = range(0, len(y), CRPS_CHUNK)
+        return torch.cat([crps(mixture[i : i + CRPS_CHUNK], y[i : i + CRPS_CHUNK]) for i in chunks])
     pi = mixture.pi.double()
     mu, s = mixture.mu[..., 0].double(), mixture.component_std()[..., 0].double()
     first = (pi * _crps_kernel(y.double() - mu, s)).sum(-1)

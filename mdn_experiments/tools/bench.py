@@ -13,6 +13,10 @@ and the versions are recorded.
 3. time_to_quality: whole `mdn-run` wall time until a quality target, and where a run's time goes.
 4. cost_curves: seconds per epoch against n_train, K and D (diag and full), with fitted exponents.
 5. mnist_throughput: training and inference images per second of the default CNN-MDN.
+6. table_scaling: the default `mdn-run dataset=table` command on tables of 10^4 ... 10^6 rows x 20
+   columns that the bench writes itself (CSV and Parquet): wall time and peak memory (the run's
+   own maximum resident set) against rows, with fitted exponents and the memory's bytes per row
+   beside the data's float32 bytes per row.
 
 `--only SECTION[,SECTION]` runs some sections (the others keep their previous entry in
 bench.json); `--quick` shrinks every section to seconds (a smoke test of this script).
@@ -27,6 +31,7 @@ import math
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -40,7 +45,7 @@ from mdn_experiments.models import MLP, build_network
 from mdn_experiments.tools import launch
 from mdn_experiments.train.trainer import fit
 
-SECTIONS = ("loss_step", "runner_overhead", "time_to_quality", "cost_curves", "mnist_throughput")
+SECTIONS = ("loss_step", "runner_overhead", "time_to_quality", "cost_curves", "mnist_throughput", "table_scaling")
 OUT = Path("outputs/bench")
 
 
@@ -469,6 +474,95 @@ def mnist_throughput(quick: bool) -> dict[str, Any]:
 # --- the report ----------------------------------------------------------------------------------
 
 
+# --- 6. tables of any size ---------------------------------------------------------------------
+
+TABLE_COLUMNS = 20  # 19 features and the target
+
+
+def write_bench_table(n_rows: int, folder: Path, seed: int = 0) -> dict[str, Path]:
+    """A table of n_rows x TABLE_COLUMNS, as CSV and as Parquet: 19 standard-normal features and a
+    target of two branches (the sign of a hidden coin) with a spread that grows with |x2|."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n_rows, TABLE_COLUMNS - 1)).astype(np.float32)
+    branch = np.where(rng.random(n_rows) < 0.5, -1.0, 1.0)
+    y = branch * (1.0 + np.sin(x[:, 0])) + 0.5 * x[:, 1] + (0.1 + 0.2 * np.abs(x[:, 2])) * rng.standard_normal(n_rows)
+    table = pa.table({**{f"x{j}": x[:, j] for j in range(x.shape[1])}, "y": y.astype(np.float32)})
+    paths = {"csv": folder / f"rows{n_rows}.csv", "parquet": folder / f"rows{n_rows}.parquet"}
+    pacsv.write_csv(table, paths["csv"])
+    pq.write_table(table, paths["parquet"])
+    return paths
+
+
+def measured_run(args: list[str], cwd: Path) -> tuple[float, int, dict[str, Any]]:
+    """Wall seconds, peak resident bytes (the child's own, from wait4) and metrics of one mdn-run."""
+    run_dir = cwd / f"run{len(list(cwd.glob('run*')))}"
+    start = time.perf_counter()
+    proc = launch.start(
+        "mdn_experiments.cli",
+        [*args, f"hydra.run.dir={run_dir}", "trainer.progress=false"],
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    error = proc.stderr.read().decode(errors="replace").strip().splitlines()[-1:] if proc.stderr else []
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"mdn-run {' '.join(args)} failed: {error}")
+    return wall, usage.ru_maxrss * 1024, json.loads((run_dir / "metrics.json").read_text())
+
+
+def linear_fit(xs: list[float], ys: list[float]) -> tuple[float, float]:
+    """Least-squares slope and intercept of y against x."""
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    slope = sum((a - mx) * (b - my) for a, b in zip(xs, ys)) / sum((a - mx) ** 2 for a in xs)
+    return slope, my - slope * mx
+
+
+def table_scaling(quick: bool) -> dict[str, Any]:
+    """The default table command against rows: seconds and peak memory, per file format."""
+    sizes = [2000, 6000] if quick else [10_000, 30_000, 100_000, 300_000, 1_000_000]
+    out: dict[str, Any] = {"columns": TABLE_COLUMNS, "float32_bytes_per_row": 4 * TABLE_COLUMNS, "formats": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        cwd = Path(tmp)
+        for n in sizes:
+            for fmt, path in write_bench_table(n, cwd).items():
+                args = ["dataset=table", f"dataset.path={path}", "dataset.target=y"]
+                if quick:
+                    args.append("trainer.steps=50")
+                wall, peak, metrics = measured_run(args, cwd)
+                path.unlink()
+                point = {
+                    "rows": n,
+                    "seconds": wall,
+                    "peak_bytes": peak,
+                    "data_seconds": metrics.get("data_seconds", math.nan),
+                    "epochs": metrics.get("epochs_run", metrics.get("epochs", math.nan)),
+                    "test_ll": metrics.get("test_ll", math.nan),
+                }
+                out["formats"].setdefault(fmt, {"points": []})["points"].append(point)
+                print(
+                    f"  table {fmt} rows={n}: {wall:.1f} s, peak {peak / 2**20:.0f} MiB, "
+                    f"reading {point['data_seconds']:.2f} s",
+                    flush=True,
+                )
+    for curve in out["formats"].values():
+        rows = [p["rows"] for p in curve["points"]]
+        curve["time_exponent"] = exponent(rows, [p["seconds"] for p in curve["points"]])
+        slope, intercept = linear_fit(rows, [p["peak_bytes"] for p in curve["points"]])
+        curve["memory_bytes_per_row"], curve["memory_fixed_bytes"] = slope, intercept
+        curve["memory_exponent_above_fixed"] = exponent(
+            rows, [max(p["peak_bytes"] - intercept, 1.0) for p in curve["points"]]
+        )
+    return out
+
+
 def machine() -> dict[str, Any]:
     import numpy
 
@@ -595,6 +689,30 @@ def markdown(bench: dict[str, Any]) -> str:
             f"{t['inference_images_per_second_range'][0]:.0f}–{t['inference_images_per_second_range'][1]:.0f}).",
             "",
         ]
+    if "table_scaling" in s:
+        t = s["table_scaling"]
+        row_bytes = t["float32_bytes_per_row"]
+        lines += [
+            f"**Tables of any size** (the default `mdn-run dataset=table` command, {t['columns']} columns; one run "
+            "per point: seconds of the whole command, peak resident memory of the run, seconds reading the file):",
+            "",
+            "| format | rows | seconds | reading s | peak MiB | test LL |",
+            "|---|---|---|---|---|---|",
+        ]
+        for fmt, curve in t["formats"].items():
+            for p in curve["points"]:
+                lines.append(
+                    f"| {fmt} | {p['rows']:,} | {p['seconds']:.1f} | {p['data_seconds']:.2f} | "
+                    f"{p['peak_bytes'] / 2**20:.0f} | {p['test_ll']:.3f} |"
+                )
+        lines.append("")
+        for fmt, curve in t["formats"].items():
+            lines.append(
+                f"- {fmt}: time ~ rows^{curve['time_exponent']:.2f}; memory {curve['memory_bytes_per_row']:.0f} bytes "
+                f"per row ({curve['memory_bytes_per_row'] / row_bytes:.2f} x the data's float32 {row_bytes} bytes) "
+                f"above a fixed {curve['memory_fixed_bytes'] / 2**20:.0f} MiB."
+            )
+        lines.append("")
     return "\n".join(lines)
 
 

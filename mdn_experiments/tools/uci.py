@@ -78,7 +78,7 @@ def suite(root: Path, names: list[str] | None = None) -> list[dict]:
                 "name": name,
                 "splits": n_splits(folder),
                 "rows": data.data_file_rows(),
-                "inputs": int(data.data.x.shape[1]),
+                "inputs": len(data.data.feature_names),
                 "discrete": stats["reason"] if stats["discrete"] else "",
                 "resolution": stats["resolution"],
             }

@@ -231,6 +231,7 @@ class Trainer:
         self.best_state = _clone(network.state_dict())
         self._good: dict[str, Any] | None = None  # snapshot at the start of the epoch (rollbacks)
         self._segment_start = time.perf_counter()
+        self._bar = tqdm(disable=True)  # run() opens the real one
 
     # --- state ---------------------------------------------------------------------------------
 
@@ -292,10 +293,15 @@ class Trainer:
         p = self.progress
         x_train, y_train = self.train_data
         n_train = x_train.shape[0]
-        bar = tqdm(
-            total=self.epochs,
-            initial=p.epoch,
+        # counted in training rows: the bar shows rows/s and the time left at the full epoch count
+        # (an early stop ends it sooner)
+        done = p.epoch * n_train + (min(p.batch * self.batch_size, n_train) if self.batch_size else 0)
+        bar = self._bar = tqdm(
+            total=self.epochs * n_train,
+            initial=done,
             desc=self.desc,
+            unit="rows",
+            unit_scale=True,
             disable=not self.show_progress,
             file=sys.stderr,
             leave=False,
@@ -335,8 +341,9 @@ class Trainer:
                 self.best_state = _clone(self.network.state_dict())
             for hook in self.epoch_hooks:  # after the best weights are kept: a hook may change them
                 hook(self, p.history[-1])
-            bar.update(1)
-            bar.set_postfix(train=f"{p.losses[-1]:.3f}", val=f"{val_loss:.3f}", best=f"{p.best_val_loss:.3f}")
+            bar.set_postfix(
+                epoch=p.epoch, train=f"{p.losses[-1]:.3f}", val=f"{val_loss:.3f}", best=f"{p.best_val_loss:.3f}"
+            )
             if self.patience is not None and p.epoch - p.best_epoch >= self.patience:
                 break
             if self.on_event is not None:
@@ -368,6 +375,7 @@ class Trainer:
             p.steps, p.batch = p.steps + 1, p.batch + 1
             p.losses.append(loss)
             p.norms.append(norm)
+            self._bar.update(n_train if isinstance(index, slice) else len(index))
             if self.on_event is not None:
                 self.on_event(self, "step")
                 self.network.train()  # the hook may have evaluated

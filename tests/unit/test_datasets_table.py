@@ -97,9 +97,17 @@ def test_random_splits_are_disjoint_complete_and_reproducible(tmp_path):
     assert all(np.array_equal(a, b) for a, b in zip((train, val, test), again))
     other = data.split_positions(seed=6)
     assert not np.array_equal(test, other[2])
-    # the tensors are the rows they name
+    # the tensors are the rows they name (the data set hands its arrays to the splits)
+    x_all, y_all = data.data.x.copy(), data.data.y.copy()
     splits = data.load(seed=5)
-    np.testing.assert_array_equal(splits.test[1][:, 0].numpy(), data.data.y[test, 0].astype(np.float32))
+    for (x, y), positions in zip((splits.train, splits.val, splits.test), (train, val, test)):
+        np.testing.assert_array_equal(x.numpy(), x_all[positions])
+        np.testing.assert_array_equal(y.numpy(), y_all[positions].astype(np.float32))
+    assert data.data.x is None
+    # a second load reads the file again: the same parts for the same seed
+    again = data.load(seed=5)
+    for a, b in zip((splits.train, splits.val, splits.test), (again.train, again.val, again.test)):
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
 
 
 def test_index_files_give_the_test_rows_exactly_and_validation_comes_from_training(tmp_path):

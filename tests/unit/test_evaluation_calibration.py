@@ -104,3 +104,30 @@ class TestHighestDensityRegions:
         inside = evaluation.hdr_levels(m.__getitem__([0, 0]), torch.tensor([[5.0], [0.0]], dtype=torch.float64))
         assert inside[0] < 0.05  # at a peak
         assert inside[1] > 0.99  # the mixture's mean sits in the valley
+
+
+def test_scores_computed_a_chunk_at_a_time_are_the_whole_computation_bit_for_bit(monkeypatch):
+    """HDR levels (densities of the draws a slice at a time), the CRPS (its pairwise term a chunk of
+    inputs at a time) and the modes (a chunk of mixtures at a time) bound the memory of a large
+    test set without changing a bit of the answer."""
+    from mdn_experiments import mdn
+    from mdn_experiments.evaluation import calibration
+
+    torch.manual_seed(0)
+    for covariance, D in (("diag", 1), ("full", 2)):
+        m = mdn.mixture_from_raw(torch.randn(3000, mdn.MIXTURES[covariance].n_raw(9, D)), 9, D, covariance)
+        y = torch.randn(3000, D)
+        monkeypatch.setattr(calibration, "HDR_DENSITY_ELEMENTS", 10**12)
+        monkeypatch.setattr(calibration, "CRPS_CHUNK", 10**9)
+        monkeypatch.setattr(mdn, "MODES_CHUNK", 10**9)
+        whole = calibration.hdr_levels(m, y), m[:1000].modes()
+        crps_whole = calibration.crps(m, y) if D == 1 else None
+        monkeypatch.setattr(calibration, "HDR_DENSITY_ELEMENTS", 50_000)
+        monkeypatch.setattr(calibration, "CRPS_CHUNK", 128)
+        monkeypatch.setattr(mdn, "MODES_CHUNK", 100)
+        assert torch.equal(calibration.hdr_levels(m, y), whole[0])
+        parts = m[:1000].modes()
+        for name in ("location", "log_density", "mass", "valid"):
+            assert torch.equal(getattr(parts, name), getattr(whole[1], name))
+        if D == 1:
+            assert torch.equal(calibration.crps(m, y), crps_whole)

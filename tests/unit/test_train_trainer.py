@@ -219,3 +219,31 @@ def test_target_noise_jitters_the_targets_reproducibly():
     assert all(n > c for n, c in zip(noisy, clean))  # targets one std away from where they were: less likely
     validation = [row["val_nll"] for row in fit(make_net(), (x, y), (x, y), lr=0.0, epochs=1, target_noise=1.0).history]
     assert validation[0] == pytest.approx(make_net().loss(x, y)[0].item(), rel=1e-5)  # validation is never jittered
+
+
+def test_a_column_major_table_trains_exactly_as_a_row_major_one():
+    """A table's parts are column-major views (datasets/table.py): the same numbers, the same
+    weights and losses, bit for bit, in minibatches and full batch."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(300, 4, generator=g)
+    y = x[:, :1].sin() + 0.1 * torch.randn(300, 1, generator=g)
+    x_columns = x.t().contiguous().t()  # the same values, strides (1, 300)
+    assert x_columns.stride() == (1, 300) and torch.equal(x_columns, x)
+    for batch_size in (32, None):
+        nets = []
+        for inputs in (x, x_columns):
+            torch.manual_seed(0)
+            net = build_network(MLP([4], [16]), [4], 1, "mdn", n_components=2)
+            history = fit(net, (inputs, y), (inputs[:50], y[:50]), lr=1e-2, epochs=3, batch_size=batch_size).history
+            nets.append((net, [{k: v for k, v in row.items() if k != "seconds"} for row in history]))
+        assert nets[0][1] == nets[1][1]
+        for a, b in zip(nets[0][0].parameters(), nets[1][0].parameters()):
+            assert torch.equal(a, b)
+
+
+def test_the_progress_bar_counts_rows_with_their_rate_and_the_time_left(capsys):
+    x, y = toy_data()
+    fit(make_net(), (x, y), (x, y), lr=1e-2, epochs=2, batch_size=64, progress=True, desc="MDN")
+    err = capsys.readouterr().err
+    assert "rows/s" in err and "MDN" in err and "<" in err  # tqdm: elapsed<remaining, rows per second
+    assert "/512" in err  # two epochs of 256 training rows
