@@ -22,6 +22,7 @@ from torch import Tensor
 
 from mdn_experiments.mdn import Mixture
 
+HDR_SAMPLE_BYTES = 256 * 1024**2  # draws held at once (with the density budget, their chunk)
 HDR_DENSITY_ELEMENTS = 2_000_000  # sample x input x component densities computed at once
 CRPS_CHUNK = 8192  # inputs whose CRPS is computed at once
 LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)  # nominal levels of calibration.png
@@ -35,7 +36,11 @@ def hdr_levels(mixture: Mixture, y: Tensor, n_samples: int = 1000, seed: int = 0
     standard error of each level is at most 0.5 / sqrt(n_samples)."""
     generator = torch.Generator(device=y.device).manual_seed(seed)
     n, k = y.shape[0], mixture.n_components
-    chunk = max(1, 20_000_000 // (n_samples * k * max(mixture.dim, 1)))
+    d = max(mixture.dim, 1)
+    # inputs drawn for at once: 20M densities, and no more than HDR_SAMPLE_BYTES of draws (a draw
+    # costs its component's index and fields: a one-component mixture's chunk would take 600 MB)
+    per_draw = 8 + 4 * (3 * d + 3)
+    chunk = max(1, min(20_000_000 // (n_samples * k * d), HDR_SAMPLE_BYTES // (n_samples * per_draw)))
     out = []
     for start in range(0, n, chunk):
         part = mixture[start : start + chunk]

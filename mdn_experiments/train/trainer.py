@@ -375,7 +375,8 @@ class Trainer:
             p.steps, p.batch = p.steps + 1, p.batch + 1
             p.losses.append(loss)
             p.norms.append(norm)
-            self._bar.update(n_train if isinstance(index, slice) else len(index))
+            if self.show_progress:
+                self._bar.update(n_train if isinstance(index, slice) else len(index))
             if self.on_event is not None:
                 self.on_event(self, "step")
                 self.network.train()  # the hook may have evaluated

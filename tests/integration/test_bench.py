@@ -44,3 +44,21 @@ def test_bench_refuses_an_unknown_section_in_one_line(tmp_path):
         timeout=120,
     )
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "no such section" in proc.stderr
+
+
+@pytest.mark.slow  # 30 s: the table section's own runs, tiny
+def test_bench_table_section_runs_the_default_command_and_reports_memory(tmp_path):
+    proc = launch.run(
+        "mdn_experiments.tools.bench",
+        ["--quick", "--only", "table_scaling", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    section = json.loads((tmp_path / "bench.json").read_text())["sections"]["table_scaling"]
+    assert set(section["formats"]) == {"csv", "parquet"}
+    for curve in section["formats"].values():
+        for point in curve["points"]:
+            assert point["seconds"] > 0 and point["peak_bytes"] > 50 * 2**20 and math.isfinite(point["test_ll"])
+    assert "**Tables of any size**" in (tmp_path / "bench.md").read_text()

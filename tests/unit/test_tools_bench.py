@@ -4,6 +4,7 @@ and the reference file the report reads."""
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
@@ -88,3 +89,23 @@ def test_references_name_known_sweeps_and_well_formed_bands():
     top1 = next(row for row in banded if row["metric"] == "accuracy_top_pi")
     assert band_check(top1, 0.991).endswith("**held**") and band_check(top1, 0.989).endswith("**missed**")
     assert band_check(top1, float("nan")) == "not run"
+
+
+def test_the_bench_table_is_what_it_says_and_its_fits_recover_a_line(tmp_path):
+    from mdn_experiments.datasets.reading import read_table
+    from mdn_experiments.tools.bench import TABLE_COLUMNS, table_fits, write_bench_table
+
+    paths = write_bench_table(500, tmp_path)
+    tables = [read_table(paths[kind]) for kind in ("csv", "parquet")]
+    for table in tables:
+        assert table.n_rows == 500 and len(table.names) == TABLE_COLUMNS and table.names[-1] == "y"
+    csv, parquet = (table.group("all").astype(np.float32) for table in tables)  # float32 values, as written
+    np.testing.assert_array_equal(csv, parquet)  # one table, two formats
+    points = [
+        {"rows": n, "seconds": 2.0 * n**1.05, "peak_bytes": 300 * 2**20 + 90 * n}
+        for n in (10_000, 30_000, 100_000, 300_000, 1_000_000)
+    ]
+    fits = table_fits({"points": points})
+    assert fits["time_exponent"] == pytest.approx(1.05) and fits["time_exponent_large"] == pytest.approx(1.05)
+    assert fits["memory_bytes_per_row"] == pytest.approx(90) and fits["memory_bytes_per_row_large"] == pytest.approx(90)
+    assert fits["memory_fixed_bytes"] == pytest.approx(300 * 2**20)
