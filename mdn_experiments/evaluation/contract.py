@@ -61,6 +61,15 @@ def base_key(name: str) -> str:
     return name.split("[", 1)[0] if name.endswith("]") else name
 
 
+POINT_CHUNK = 8192  # inputs whose modes are sought at once by point()
+
+
+def torch_cat(parts):
+    import torch  # this module is torch-free until a mixture is read
+
+    return torch.cat(parts)
+
+
 def point(mixture, rule: str):
     """The mixture read as one answer per input, by `rule` (TOP_PI, TOP_MODE, MIXTURE_MEAN or
     PEAK_DENSITY): (N, D)."""
@@ -68,8 +77,11 @@ def point(mixture, rule: str):
         return mixture.most_probable_mean()
     if rule == MIXTURE_MEAN:
         return mixture.mean()
-    if rule == TOP_MODE:
-        return mixture.modes().location[..., 0, :]
+    if rule == TOP_MODE:  # the highest mode of a chunk of inputs at a time: the other slots are not kept
+        n = mixture.batch_shape[0] if len(mixture.batch_shape) == 1 else None
+        if n is None or n <= POINT_CHUNK:
+            return mixture.modes().location[..., 0, :]
+        return torch_cat([mixture[i : i + POINT_CHUNK].modes().location[:, 0, :] for i in range(0, n, POINT_CHUNK)])
     if rule == PEAK_DENSITY:
         import torch
 

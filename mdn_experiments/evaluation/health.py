@@ -22,16 +22,35 @@ def health(mixture: Mixture, y: Tensor) -> dict[str, float]:
     responsibility_entropy mean entropy (nats) of the posterior p(k | x, y): 0 when each target is
                            explained by one component, log K when all explain it alike
     """
-    pi = mixture.pi.double()
-    average = pi.mean(0)
-    entropy = -(average * average.clamp_min(1e-300).log()).sum()
-    r = mixture.responsibilities(y).double()
-    r_entropy = -(r * r.clamp_min(1e-300).log()).sum(-1).mean()
-    return {
-        "effective_components": float(entropy.exp()),
-        "dead_components": int(dead_mask(mixture).sum()),
-        "responsibility_entropy": float(r_entropy),
-    }
+    return HealthSum().add(mixture, y).result()
+
+
+class HealthSum:
+    """health() gathered a batch at a time (the trainer's validation and the test set are scored in
+    batches; their mixtures need not be kept): the sums and maxima it is made of."""
+
+    def __init__(self) -> None:
+        self.n, self.pi_sum, self.pi_max, self.entropy_sum = 0, None, None, 0.0
+
+    @torch.no_grad()
+    def add(self, mixture: Mixture, y: Tensor) -> HealthSum:
+        pi = mixture.pi.double()
+        r = mixture.responsibilities(y).double()
+        pi_sum, pi_max = pi.sum(0), mixture.pi.amax(0)
+        self.pi_sum = pi_sum if self.pi_sum is None else self.pi_sum + pi_sum
+        self.pi_max = pi_max if self.pi_max is None else torch.maximum(self.pi_max, pi_max)
+        self.entropy_sum += float(-(r * r.clamp_min(1e-300).log()).sum())
+        self.n += pi.shape[0]
+        return self
+
+    def result(self) -> dict[str, float]:
+        average = self.pi_sum / self.n
+        entropy = -(average * average.clamp_min(1e-300).log()).sum()
+        return {
+            "effective_components": float(entropy.exp()),
+            "dead_components": int((self.pi_max < DEAD_PI).sum()),
+            "responsibility_entropy": self.entropy_sum / self.n,
+        }
 
 
 def dead_mask(mixture: Mixture) -> Tensor:

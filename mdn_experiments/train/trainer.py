@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from mdn_experiments.config.schema import LrSchedule, OnNonfinite
 from mdn_experiments.config.settings import TrainSettings
-from mdn_experiments.evaluation.health import dead_mask, health
+from mdn_experiments.evaluation.health import HealthSum, dead_mask
 from mdn_experiments.mdn import Mixture
 from mdn_experiments.models import Network, cached_predictions, predict  # noqa: F401  (re-exported)
 from mdn_experiments.train.state import rng_state, set_rng_state
@@ -110,16 +110,17 @@ def evaluate_loss(network: Network, x: Tensor, y: Tensor, batch_size: int = 1024
     MSE network) and, for an MDN, the component health of `evaluation.health`."""
     network.eval()
     total, floor, n = 0.0, 0.0, x.shape[0]
-    outputs = []
+    components = HealthSum()  # a batch at a time: the set's mixtures are not kept
     for start in range(0, n, batch_size):
         xb, yb = x[start : start + batch_size], y[start : start + batch_size]
         loss, out = network.loss(xb, yb)
         total += loss.item() * xb.shape[0]
         floor += network.sigma_floor_share(out) * xb.shape[0]
-        outputs.append(out)
+        if isinstance(out, Mixture):
+            components.add(out, yb)
     diagnostics = {"sigma_floor_share": floor / n}
-    if isinstance(outputs[0], Mixture):
-        diagnostics.update(health(Mixture.cat(outputs), y))
+    if components.n:
+        diagnostics.update(components.result())
     return total / n, diagnostics
 
 

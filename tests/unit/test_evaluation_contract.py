@@ -101,3 +101,16 @@ def test_the_report_the_summary_and_the_references_name_only_contract_keys():
     assert len(named) >= 12 and named <= set(C.METRICS), named - set(C.METRICS)
     summary_metrics = set(report.SUMMARY_COLUMNS) - {"job", "main_metric", "main_value", "bic", "reason"}
     assert summary_metrics <= set(C.METRICS)
+
+
+def test_the_top_mode_of_a_large_test_set_is_found_a_chunk_at_a_time_bit_for_bit(monkeypatch):
+    import torch
+
+    from mdn_experiments import mdn
+
+    torch.manual_seed(0)
+    mixture = mdn.mixture_from_raw(torch.randn(3000, mdn.DiagonalMixture.n_raw(5, 2)), 5, 2)
+    monkeypatch.setattr(C, "POINT_CHUNK", 10**9)
+    whole = C.point(mixture, C.TOP_MODE)
+    monkeypatch.setattr(C, "POINT_CHUNK", 700)
+    assert torch.equal(C.point(mixture, C.TOP_MODE), whole) and whole.shape == (3000, 2)

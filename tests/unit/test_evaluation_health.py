@@ -97,3 +97,19 @@ def test_without_revival_the_forced_dead_component_stays_dead():
     result = fit(net, train, val, epochs=6, lr=3e-3)
     assert all(row["dead_components"] == 1 for row in result.history)
     assert result.revivals == [] and "revived" not in result.history[0]
+
+
+def test_health_gathered_a_batch_at_a_time_is_health_of_the_whole_set():
+    from mdn_experiments.mdn import mixture_from_raw
+
+    torch.manual_seed(4)
+    mixture = mixture_from_raw(torch.randn(1000, DiagonalMixture.n_raw(4, 2)), 4, 2)
+    y = torch.randn(1000, 2)
+    whole = evaluation.health(mixture, y)
+    parts = evaluation.HealthSum()
+    for start in range(0, 1000, 128):
+        parts.add(mixture[start : start + 128], y[start : start + 128])
+    gathered = parts.result()
+    assert gathered["dead_components"] == whole["dead_components"]
+    for key in ("effective_components", "responsibility_entropy"):
+        assert gathered[key] == pytest.approx(whole[key], rel=1e-12)
