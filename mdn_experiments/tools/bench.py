@@ -253,20 +253,27 @@ def runner_overhead(quick: bool) -> dict[str, Any]:
 # --- 3. time to quality --------------------------------------------------------------------------
 
 
-def mdn_run(args: list[str], cwd: Path) -> tuple[float, dict[str, Any], Path]:
+def mdn_run(args: list[str], cwd: Path) -> tuple[float, dict[str, Any], Path, int]:
+    """One whole mdn-run in a child process: its wall seconds, metrics, run folder and peak
+    resident bytes (the child's own, from wait4). Its stderr goes to a file beside the run, never
+    to a pipe nobody reads while it runs."""
     run_dir = cwd / f"run{len(list(cwd.glob('run*')))}"
+    log = cwd / f"stderr-{run_dir.name}.txt"
     start = time.perf_counter()
-    proc = launch.run(
-        "mdn_experiments.cli",
-        [*args, f"hydra.run.dir={run_dir}", "trainer.progress=false"],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-    )
+    with log.open("w") as err:
+        proc = launch.start(
+            "mdn_experiments.cli",
+            [*args, f"hydra.run.dir={run_dir}", "trainer.progress=false"],
+            cwd=cwd,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+        _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
-        raise RuntimeError(f"mdn-run {' '.join(args)} failed: {proc.stderr.strip().splitlines()[-1:]}")
-    return wall, json.loads((run_dir / "metrics.json").read_text()), run_dir
+        raise RuntimeError(f"mdn-run {' '.join(args)} failed: {log.read_text().strip().splitlines()[-1:]}")
+    return wall, json.loads((run_dir / "metrics.json").read_text()), run_dir, usage.ru_maxrss * 1024
 
 
 def breakdown(wall: float, metrics: dict[str, Any]) -> dict[str, float]:
@@ -300,7 +307,7 @@ def time_to_quality(quick: bool) -> dict[str, Any]:
         cwd = Path(tmp)
         quick_args = ["dataset.n_train=300", "dataset.n_val=200", "dataset.n_test=300"] if quick else []
         # the default toy run, whole, with its breakdown
-        wall, metrics, run_dir = mdn_run(["dataset=inverse_sine", "K=3", *quick_args], cwd)
+        wall, metrics, run_dir, _ = mdn_run(["dataset=inverse_sine", "K=3", *quick_args], cwd)
         reached = first_epoch_reaching(run_dir, "val_nll", -1.10)
         startup = wall - metrics["wall_seconds"] - metrics.get("data_seconds", 0.0)
         out["inverse_sine"] = {
@@ -322,7 +329,7 @@ def time_to_quality(quick: bool) -> dict[str, Any]:
             tried = []
             for epochs in epochs_ladder[:1] if quick else epochs_ladder:
                 extra = ["dataset.n_train=1000", "dataset.n_val=500", "dataset.n_test=500"] if quick else []
-                wall, metrics, run_dir = mdn_run(
+                wall, metrics, run_dir, _ = mdn_run(
                     [*args, f"trainer.epochs={epochs}", "baseline=false", "figures=false", *extra], cwd
                 )
                 value = metrics[key]
@@ -498,26 +505,6 @@ def write_bench_table(n_rows: int, folder: Path, seed: int = 0) -> dict[str, Pat
     return paths
 
 
-def measured_run(args: list[str], cwd: Path) -> tuple[float, int, dict[str, Any]]:
-    """Wall seconds, peak resident bytes (the child's own, from wait4) and metrics of one mdn-run."""
-    run_dir = cwd / f"run{len(list(cwd.glob('run*')))}"
-    start = time.perf_counter()
-    proc = launch.start(
-        "mdn_experiments.cli",
-        [*args, f"hydra.run.dir={run_dir}", "trainer.progress=false"],
-        cwd=cwd,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    error = proc.stderr.read().decode(errors="replace").strip().splitlines()[-1:] if proc.stderr else []
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise RuntimeError(f"mdn-run {' '.join(args)} failed: {error}")
-    return wall, usage.ru_maxrss * 1024, json.loads((run_dir / "metrics.json").read_text())
-
-
 def linear_fit(xs: list[float], ys: list[float]) -> tuple[float, float]:
     """Least-squares slope and intercept of y against x."""
     mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
@@ -536,7 +523,7 @@ def table_scaling(quick: bool) -> dict[str, Any]:
                 args = ["dataset=table", f"dataset.path={path}", "dataset.target=y"]
                 if quick:
                     args.append("trainer.steps=50")
-                wall, peak, metrics = measured_run(args, cwd)
+                wall, metrics, _, peak = mdn_run(args, cwd)
                 path.unlink()
                 point = {
                     "rows": n,

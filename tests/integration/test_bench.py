@@ -9,17 +9,22 @@ import pytest
 from mdn_experiments.tools import launch
 
 
-@pytest.mark.slow  # 30 s: a smoke test of the timing script (make test-all)
-def test_bench_quick_writes_json_markdown_and_the_scaling_figure(tmp_path):
+def quick_bench(sections: str, out) -> dict:
+    """make bench's script with --quick on some sections into `out`: its bench.json."""
     proc = launch.run(
         "mdn_experiments.tools.bench",
-        ["--quick", "--only", "loss_step,runner_overhead,cost_curves", "--out", str(tmp_path)],
+        ["--quick", "--only", sections, "--out", str(out)],
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
-    data = json.loads((tmp_path / "bench.json").read_text())
+    return json.loads((out / "bench.json").read_text())
+
+
+@pytest.mark.slow  # 30 s: a smoke test of the timing script (make test-all)
+def test_bench_quick_writes_json_markdown_and_the_scaling_figure(tmp_path):
+    data = quick_bench("loss_step,runner_overhead,cost_curves", tmp_path)
     assert set(data["sections"]) == {"loss_step", "runner_overhead", "cost_curves"}
     assert data["machine"]["torch"] and data["machine"]["torch_threads"] >= 1
     for row in data["sections"]["loss_step"]["rows"]:
@@ -48,15 +53,7 @@ def test_bench_refuses_an_unknown_section_in_one_line(tmp_path):
 
 @pytest.mark.slow  # 30 s: the table section's own runs, tiny
 def test_bench_table_section_runs_the_default_command_and_reports_memory(tmp_path):
-    proc = launch.run(
-        "mdn_experiments.tools.bench",
-        ["--quick", "--only", "table_scaling", "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr
-    section = json.loads((tmp_path / "bench.json").read_text())["sections"]["table_scaling"]
+    section = quick_bench("table_scaling", tmp_path)["sections"]["table_scaling"]
     assert set(section["formats"]) == {"csv", "parquet"}
     for curve in section["formats"].values():
         for point in curve["points"]:
