@@ -164,17 +164,19 @@ class Table:
                 f"column {clip(self.names[index], 80)!r} of {clip(self.path)} is not numeric "
                 f"(row {bad}: {clip(repr(values[bad]), 60)}){hint}"
             ) from None
-        for start in range(0, len(numbers), CHUNK_ROWS):
-            self._store(index, numbers[start : start + CHUNK_ROWS], start)
+        self._store(index, numbers, 0)
         return self.facts[index]
 
     def _store(self, index: int, values: np.ndarray, offset: int) -> None:
-        """Numeric values of column `index` for rows offset.. into its group's array."""
+        """Numeric values of column `index` for rows offset.. into its group's array, with their
+        facts; CHUNK_ROWS at a time, so the float64 work stays small."""
         facts = self.facts.setdefault(index, Facts())
-        facts.add(values, offset)
         name, position = self.slot(index)
-        with np.errstate(over="ignore"):  # beyond float32: refused by the data set from the facts
-            self.groups[name][offset : offset + len(values), position] = values
+        for start in range(0, len(values), CHUNK_ROWS):
+            chunk = values[start : start + CHUNK_ROWS].astype(np.float64, copy=False)
+            facts.add(chunk, offset + start)
+            with np.errstate(over="ignore"):  # beyond float32: refused by the data set from the facts
+                self.groups[name][offset + start : offset + start + len(chunk), position] = chunk
         self.columns[index] = self.groups[name][:, position]
 
 
@@ -353,11 +355,9 @@ _TRIM: Any = None
 
 
 def _put(table: Table, index: int, values: np.ndarray, offset: int, text: dict) -> None:
-    """One piece of a picked column: numbers into its array (CHUNK_ROWS at a time, so the float64
-    work stays small), anything else kept as read."""
+    """One piece of a picked column: numbers into its array, anything else kept as read."""
     if values.dtype.kind in "biuf":
-        for start in range(0, len(values), CHUNK_ROWS):
-            table._store(index, values[start : start + CHUNK_ROWS].astype(np.float64, copy=False), offset + start)
+        table._store(index, values, offset)
     else:
         text.setdefault(index, []).append((offset, values))
 
