@@ -22,7 +22,9 @@ import contextlib
 import hashlib
 import io
 import json
+import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -75,17 +77,28 @@ def onnx_bytes(network, input_shape: tuple[int, ...], covariance: str) -> bytes:
     module = _module(network)
     example = torch.zeros(EXAMPLE_BATCH, *input_shape)
     batch = torch.export.Dim("batch", min=1)
-    with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():  # the exporter reports its steps
-        program = torch.onnx.export(
-            module,
-            (example,),
-            dynamo=True,
-            input_names=["x"],
-            output_names=list(outputs_of(covariance)),
-            dynamic_shapes=({0: batch},),
-            opset_version=OPSET,
-            verbose=False,
-        )
+    quiet = logging.getLogger("torch.onnx")  # the exporter's notes on operators this model never uses
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        with (
+            contextlib.redirect_stdout(io.StringIO()),  # the exporter reports its steps
+            warnings.catch_warnings(),
+            torch.no_grad(),
+        ):
+            warnings.simplefilter("ignore", FutureWarning)  # torch's own deprecations inside the exporter
+            program = torch.onnx.export(
+                module,
+                (example,),
+                dynamo=True,
+                input_names=["x"],
+                output_names=list(outputs_of(covariance)),
+                dynamic_shapes=({0: batch},),
+                opset_version=OPSET,
+                verbose=False,
+            )
+    finally:
+        quiet.setLevel(level)
     return program.model_proto.SerializeToString()
 
 
@@ -108,6 +121,8 @@ def export_run(run_dir: Path, out: Path | None = None, force: bool = False) -> t
     from mdn_experiments.run.artifacts import load_trained
 
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ExportError(f"{run_dir}: no such run folder")
     if not (run_dir / "metrics.json").is_file():
         raise ExportError(f"{run_dir} holds no finished run (no metrics.json): finish it first (mdn-resume {run_dir})")
     try:

@@ -180,3 +180,10 @@ def test_a_table_run_exports_its_columns_and_answers_in_the_target_units(table_c
     np.testing.assert_allclose(got[1], want.mu.numpy(), rtol=1e-5, atol=1e-6)
     log_density = mixture_from_outputs("full", got).log_prob(y).numpy()
     np.testing.assert_allclose(log_density, want.log_prob(y).numpy(), atol=1e-4)
+
+
+def test_a_folder_that_is_not_there_is_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        export.main([str(tmp_path / "nowhere")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err == f"mdn-export: error: {tmp_path / 'nowhere'}: no such run folder\n"
