@@ -163,8 +163,10 @@ def evaluate_run(
         common.health(
             fig_dir / "health.png",
             history=result.history,
-            n_components=settings.model.K,
-            title=f"{dataset.name}, K={settings.model.K}: component health on the validation set",
+            n_components=settings.model.K * settings.model.members,  # an ensemble's mixture has them all
+            title=f"{dataset.name}, K={settings.model.K}"
+            + (f", {settings.model.members} members" if settings.model.members > 1 else "")
+            + ": component health on the validation set",
         )
         common.loss_curves(
             fig_dir / "loss.png",
