@@ -26,6 +26,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 import mdn_experiments.config  # noqa: F401  (registers the schemas in the ConfigStore)
+from mdn_experiments import memory
 from mdn_experiments.config import guard
 from mdn_experiments.config.compose import config_dir
 from mdn_experiments.config.safety import check_overrides
@@ -276,6 +277,7 @@ def _worker_died(err: BaseException) -> bool:
 def main() -> None:
     """Console entry point."""
     global _gate
+    memory.one_heap()  # before torch's and pyarrow's threads start
     real_stderr = sys.stderr
     _gate = _StderrGate(real_stderr)
     sys.stderr = _gate

@@ -8,6 +8,7 @@ the MSE head), so metrics and figures never deal with the scaling.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 from collections.abc import Sequence
 
@@ -15,7 +16,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import Tensor, nn
 
-from mdn_experiments import mdn
+from mdn_experiments import mdn, memory
 from mdn_experiments.errors import ConfigError, UserError
 from mdn_experiments.mdn import Mixture
 
@@ -171,7 +172,7 @@ class MSEHead(nn.Module):
 
 
 RELATIVE_SPREAD_FLOOR = 1e-6  # a spread below this share of the values' magnitude counts as none
-MOMENT_CHUNK = 1 << 22  # numbers converted to float64 at a time by `moments` (32 MiB)
+MOMENT_CHUNK = 1 << 18  # numbers converted to float64 at a time by `moments` (2 MiB)
 
 
 def moments(values: Tensor) -> tuple[Tensor, Tensor]:
@@ -356,6 +357,13 @@ def count_parameters(module: nn.Module) -> int:
 _cache: list[tuple[Network, Tensor, Mixture | Tensor]] | None = None  # see cached_predictions
 
 
+def _fields(out: Mixture | Tensor, part: Mixture | Tensor) -> list[tuple[Tensor, Tensor]]:
+    """The tensors of a prediction paired with those of a batch of it."""
+    if isinstance(out, Mixture):
+        return [(getattr(out, f.name), getattr(part, f.name)) for f in dataclasses.fields(out)]
+    return [(out, part)]
+
+
 @contextlib.contextmanager
 def cached_predictions():
     """Within this block, predict() answers a repeated (network, x) pair from memory: evaluation
@@ -377,8 +385,21 @@ def predict(network: Network, x: Tensor, batch_size: int = 1024) -> Mixture | Te
             if net is network and inputs is x:
                 return out
     network.eval()
-    parts = [network(x[start : start + batch_size]) for start in range(0, x.shape[0], batch_size)]
-    out = Mixture.cat(parts) if isinstance(parts[0], Mixture) else torch.cat(parts)
+    n = x.shape[0]
+    first = network(x[:batch_size])
+    if n > batch_size:  # the batches written into one output: no list of parts beside their copy
+
+        def empty(t: Tensor) -> Tensor:
+            return t.new_empty((n, *t.shape[1:]))
+
+        out = first._map(empty) if isinstance(first, Mixture) else empty(first)
+        for start in range(0, n, batch_size):
+            part = first if start == 0 else network(x[start : start + batch_size])
+            for field, value in _fields(out, part):
+                field[start : start + batch_size] = value
+        memory.give_back()  # the batches' temporaries, freed: not held under what follows
+    else:
+        out = first
     if _cache is not None:
         _cache.append((network, x, out))
     return out

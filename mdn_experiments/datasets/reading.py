@@ -336,24 +336,6 @@ def _finish(table: Table, n_rows: int, text: dict[int, list[tuple[int, np.ndarra
     return table
 
 
-def _give_back() -> None:
-    """Hand the memory freed by a piece back to the system (glibc keeps freed blocks of its arenas
-    otherwise, and a long read's resident memory would grow with its pieces); nothing elsewhere."""
-    global _TRIM
-    if _TRIM is None:
-        try:
-            import ctypes
-
-            _TRIM = ctypes.CDLL("libc.so.6").malloc_trim
-        except (OSError, AttributeError):
-            _TRIM = False
-    if _TRIM:
-        _TRIM(0)
-
-
-_TRIM: Any = None
-
-
 def _put(table: Table, index: int, values: np.ndarray, offset: int, text: dict) -> None:
     """One piece of a picked column: numbers into its array, anything else kept as read."""
     if values.dtype.kind in "biuf":
@@ -449,7 +431,7 @@ def _read_csv(path: Path, kind: str, pick: Pick) -> Table:
                 _put(table, names.index(name), _numbers(pa, batch.column(name)), offset, text)
             offset += batch.num_rows
             del batch
-            _give_back()
+            memory.give_back()
     return _finish(table, offset, text)
 
 
@@ -495,7 +477,7 @@ def _read_parquet(path: Path, pick: Pick) -> Table:
                 for name in chosen:
                     _put(table, names.index(name), _numbers(pa, piece.column(name)), offset, text)
                 del piece
-                _give_back()
+                memory.give_back()
             offset += group_rows
     return _finish(table, offset, text)
 

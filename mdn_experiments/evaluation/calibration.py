@@ -20,10 +20,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mdn_experiments import memory
 from mdn_experiments.mdn import Mixture
 
-HDR_SAMPLE_BYTES = 256 * 1024**2  # draws held at once (with the density budget, their chunk)
-HDR_DENSITY_ELEMENTS = 2_000_000  # sample x input x component densities computed at once
+HDR_SAMPLE_BYTES = 64 * 1024**2  # draws held at once (with the density budget, their chunk)
+HDR_DENSITY_ELEMENTS = 500_000  # sample x input x component densities at once (each costs ~60 B in temporaries)
 CRPS_CHUNK = 8192  # inputs whose CRPS is computed at once
 LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)  # nominal levels of calibration.png
 
@@ -52,6 +53,7 @@ def hdr_levels(mixture: Mixture, y: Tensor, n_samples: int = 1000, seed: int = 0
         for s in range(0, n_samples, step):
             denser += (part.log_prob(draws[s : s + step]) > target).double().sum(0)
         out.append(denser / n_samples)
+    memory.give_back()  # the draws' blocks: not held under the steps that follow
     return torch.cat(out)
 
 
