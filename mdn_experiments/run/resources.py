@@ -66,10 +66,11 @@ def run_estimate(
 
 
 def sample_estimate(n_inputs: int, n_samples: int, K: int, D: int) -> Estimate:
-    """mdn-predict's samples: (S, N, D) draws, the component picks and the noise, as float32."""
+    """mdn-predict's samples, float64 (serve.mixture.sample): the (S, N, D) draws, the component
+    picks, the noise and each draw's chosen mean and spread (a Cholesky factor at most)."""
     return Estimate(
         {
-            "the samples": n_samples * n_inputs * (3 * D + 2) * FLOAT32,
+            "the samples": n_samples * n_inputs * (4 * D + D * D + 2) * FLOAT64,
             **{name: size for name, size in evaluation_bytes(n_inputs, K, D, False).items() if "modes" in name},
         }
     )

@@ -1,7 +1,10 @@
-"""`mdn-predict RUN_DIR`: ask a trained MDN about new inputs.
+"""`mdn-predict RUN_DIR | FILE.onnx`: ask a trained MDN about new inputs.
 
 For every input it prints the predicted mixture's components (pi, mu, sigma), its modes with
 their probability mass, and optionally samples; `--out FILE.json|FILE.csv` writes the same.
+The model is a finished run folder, or a file made from one by `mdn-export`: that path needs
+neither torch nor the run folder (`pip install 'mdn-experiments[serve]'`), and gives the same
+answers (one piece of numpy maths computes them for both).
 
 Inputs, one source per call:
   --x 0.45 --x 0.6            one input per --x (comma-separated for several input dimensions)
@@ -9,7 +12,8 @@ Inputs, one source per call:
                               a run on a table (dataset=table, uci): any file its reader takes,
                               the feature columns found by name in any order; the other columns
                               (identifiers) are kept in --out FILE.csv, one row per input
-  --index 0 --index 17        test-set examples of the run's dataset (e.g. MNIST images)
+  --index 0 --index 17        test-set examples of the run's dataset (e.g. MNIST images; a run
+                              folder only)
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import numpy as np
 from mdn_experiments import files
 from mdn_experiments.errors import one_line
 from mdn_experiments.evaluation.contract import MIN_MODE_MASS
+from mdn_experiments.serve.mixture import Mixture
 
 PROG = "mdn-predict"
 
@@ -37,27 +42,24 @@ class PredictError(Exception):
 
 
 def describe(
-    mixture, n_samples: int = 0, temperature_pi: float = 1.0, temperature_sigma: float = 1.0, seed: int = 0
+    mixture: Mixture, n_samples: int = 0, temperature_pi: float = 1.0, temperature_sigma: float = 1.0, seed: int = 0
 ) -> list[dict[str, Any]]:
     """The whole answer of a batch of mixtures (batch shape (N,)) as plain data, one dict per input:
     components (pi, mu, sigma = marginal standard deviations, covariance), modes (location, mass,
-    log_density; highest first) and, if n_samples > 0, samples of the tempered mixture."""
-    import torch
-
+    log_density; highest first) and, if n_samples > 0, samples of the tempered mixture (numpy's
+    generator, seeded: the same draws for a run folder and for its export)."""
     modes = mixture.modes()
     covariance = mixture.component_covariance()
     std = mixture.component_std()
-    samples = None
-    if n_samples > 0:
-        generator = torch.Generator(device=mixture.mu.device).manual_seed(seed)
-        samples = mixture.sample(n_samples, generator, temperature_pi, temperature_sigma)  # (S, N, D)
+    pi = mixture.pi
+    samples = mixture.sample(n_samples, seed, temperature_pi, temperature_sigma) if n_samples > 0 else None
     out = []
-    for i in range(mixture.batch_shape[0]):
+    for i in range(mixture.n):
         record: dict[str, Any] = {
             "components": [
                 {
-                    "pi": float(mixture.pi[i, k]),
-                    "mu": mixture.mu[i, k].tolist(),
+                    "pi": float(pi[i, k]),
+                    "mu": mixture.means[i, k].tolist(),
                     "sigma": std[i, k].tolist(),
                     "covariance": covariance[i, k].tolist(),
                 }
@@ -77,6 +79,15 @@ def describe(
             record["samples"] = samples[:, i].tolist()
         out.append(record)
     return out
+
+
+def served(mixture) -> Mixture:
+    """A torch mixture (mdn.Mixture, batch (N,)) as the numpy mixture every answer is computed from."""
+    kind = type(mixture).covariance_kind
+    fields = [mixture.log_pi.double().cpu().numpy(), mixture.mu.double().cpu().numpy()]
+    if kind == "full":
+        return Mixture(*fields, cholesky=mixture.scale_tril.double().cpu().numpy(), covariance_kind=kind)
+    return Mixture(*fields, scales=mixture.component_std().double().cpu().numpy(), covariance_kind=kind)
 
 
 def _parse_x(values: list[str], n_features: int) -> np.ndarray:
@@ -208,7 +219,7 @@ def _read_file(path: Path, input_shape: tuple[int, ...]) -> np.ndarray:
 def _read_table_file(path: Path, features: list[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """A table run's new rows: the feature columns by name (any order) as (N, F) float32, and the
     file's other columns (identifiers, kept in the answer)."""
-    from mdn_experiments.datasets.table import read_table
+    from mdn_experiments.datasets.reading import read_table
     from mdn_experiments.errors import UserError
 
     try:
@@ -259,16 +270,14 @@ def cell(value: Any) -> Any:
     return value
 
 
-def _write_table(path: Path, kept: dict[str, np.ndarray], mixture, targets: list[str]) -> None:
+def _write_table(path: Path, kept: dict[str, np.ndarray], mixture: Mixture, targets: list[str]) -> None:
     """One row per input: its identifier columns, then per target the predictive mean, standard
     deviation, highest mode and the 5, 25, 50, 75 and 95 % quantiles of its marginal."""
-    from mdn_experiments.evaluation.calibration import quantiles
-
-    mean, std = mixture.mean(), mixture.covariance().diagonal(dim1=-2, dim2=-1).sqrt()
+    mean, std = mixture.mean(), np.sqrt(np.diagonal(mixture.covariance(), axis1=-2, axis2=-1))
     mode = mixture.modes().location[:, 0, :]
     columns: dict[str, Any] = dict(kept)
     for d, name in enumerate(targets):
-        q = quantiles(mixture.marginal(d), QUANTILE_LEVELS)
+        q = mixture.marginal(d).quantiles(QUANTILE_LEVELS)
         columns[f"{name}_mean"] = mean[:, d].tolist()
         columns[f"{name}_sd"] = std[:, d].tolist()
         columns[f"{name}_mode"] = mode[:, d].tolist()
@@ -386,14 +395,7 @@ def _print(inputs: list[dict[str, Any]], records: list[dict[str, Any]], min_mass
             print(f"  samples: {head}{more}")
 
 
-def run(args: argparse.Namespace) -> None:
-    import torch
-
-    from mdn_experiments.errors import UserError
-    from mdn_experiments.run import resources
-    from mdn_experiments.run.artifacts import is_columns, load_trained
-    from mdn_experiments.train.trainer import predict
-
+def _check_args(args: argparse.Namespace) -> None:
     sources = sum(bool(s) for s in (args.x, args.file, args.index))
     if sources != 1:
         raise PredictError(
@@ -411,14 +413,71 @@ def run(args: argparse.Namespace) -> None:
         raise PredictError(f"--seed {args.seed}: must be an integer from 0 to {2**63 - 1}")
     if args.out is not None:
         check_out(args.out, args.file, args.run_dir, args.force)  # before any work: nothing is lost
+
+
+def _new_inputs(
+    args: argparse.Namespace, input_shape: tuple[int, ...], features: list[str], targets: list[str]
+) -> tuple[np.ndarray, list[dict[str, Any]], dict[str, np.ndarray] | None]:
+    """--x or --file as float32 (N, *input_shape), the inputs as the answer names them, and a
+    table's other columns (identifiers) when its features are found by name."""
+    kept = None
+    if args.x:
+        if len(input_shape) != 1:
+            raise PredictError(
+                f"--x is for vector inputs; this model takes inputs of shape {input_shape}: "
+                "use --file FILE.npy or --index N"
+            )
+        array = _parse_x(args.x, input_shape[0])
+    elif features:  # a table's model: features by name, identifiers kept
+        array, kept = _read_table_file(args.file, features)
+        if args.out is not None and args.out.suffix == ".csv":
+            check_columns(kept, targets, args.file)
+    else:
+        array = _read_file(args.file, input_shape)
+    if not np.isfinite(array).all():
+        raise PredictError("inputs must be finite numbers (nan and inf are not allowed)")
+    inputs = (
+        [{"x": [float(f"{v:.7g}") for v in row.reshape(-1)]} for row in array]
+        if len(input_shape) == 1
+        else [{"row": i} for i in range(len(array))]
+    )
+    return array, inputs, kept
+
+
+def _check_samples(args: argparse.Namespace, n_inputs: int, K: int, D: int) -> None:
+    from mdn_experiments.errors import UserError
+    from mdn_experiments.memory import available_memory
+    from mdn_experiments.run import resources
+
+    try:
+        resources.sample_estimate(n_inputs, args.samples, K, D).check(
+            available_memory(),
+            f"--samples {args.samples} for {n_inputs} input(s)",
+            "ask for fewer samples or fewer inputs at a time",
+        )
+    except UserError as err:
+        raise PredictError(str(err)) from None
+
+
+def _ask_run(args: argparse.Namespace) -> tuple[Mixture, list[dict[str, Any]], dict[str, Any], dict | None]:
+    """A run folder's answer: the mixtures, the inputs, the --out header and its table columns."""
+    import torch
+
+    from mdn_experiments.errors import UserError
+    from mdn_experiments.run.artifacts import is_columns, load_trained
+    from mdn_experiments.train.trainer import predict
+
     try:
         network, _, dataset, checkpoint = load_trained(args.run_dir, need_data=bool(args.index))
     except UserError as err:
         raise PredictError(str(err)) from None
     config = checkpoint["config"]
     input_shape = tuple(dataset.input_shape)
-    inputs: list[dict[str, Any]]
-    kept: dict[str, np.ndarray] | None = None
+    columns = checkpoint.get("columns")
+    if columns is not None and not is_columns(columns):
+        raise PredictError(f"{args.run_dir / 'model.pt'}: its table columns are damaged (not lists of names)")
+    columns = columns or {"features": [], "targets": []}
+    kept = None
     if args.index:
         try:
             x_test, y_test = dataset.load(config.get("seed", 0)).test
@@ -432,55 +491,59 @@ def run(args: argparse.Namespace) -> None:
         x = x_test[args.index]
         inputs = [{"index": i, "target": y_test[i].tolist()} for i in args.index]
     else:
-        if args.x:
-            if len(input_shape) != 1:
-                raise PredictError(
-                    f"--x is for vector inputs; this model takes inputs of shape {input_shape}: "
-                    "use --file FILE.npy or --index N"
-                )
-            array = _parse_x(args.x, input_shape[0])
-        elif "columns" in checkpoint:  # a table's run: features by name, identifiers kept
-            if not is_columns(checkpoint["columns"]):
-                raise PredictError(f"{args.run_dir / 'model.pt'}: its table columns are damaged (not lists of names)")
-            array, kept = _read_table_file(args.file, list(checkpoint["columns"]["features"]))
-            if args.out is not None and args.out.suffix == ".csv":
-                check_columns(kept, list(checkpoint["columns"]["targets"]), args.file)
-        else:
-            array = _read_file(args.file, input_shape)
-        if not np.isfinite(array).all():
-            raise PredictError("inputs must be finite numbers (nan and inf are not allowed)")
+        array, inputs, kept = _new_inputs(args, input_shape, list(columns["features"]), list(columns["targets"]))
         x = torch.from_numpy(array)
-        inputs = (
-            [{"x": [float(f"{v:.7g}") for v in row.reshape(-1)]} for row in array]
-            if len(input_shape) == 1
-            else [{"row": i} for i in range(len(array))]
-        )
     head = network.head
-    try:
-        resources.sample_estimate(x.shape[0], args.samples, head.n_components, head.out_dim).check(
-            resources.available_memory(),
-            f"--samples {args.samples} for {x.shape[0]} input(s)",
-            "ask for fewer samples or fewer inputs at a time",
+    _check_samples(args, x.shape[0], head.n_components, head.out_dim)
+    with torch.no_grad():
+        mixture = served(predict(network, x))
+    header = {"run": str(args.run_dir), "dataset": dataset.name}
+    return mixture, inputs, header, {**columns, "kept": kept} if kept is not None else None
+
+
+def _ask_export(args: argparse.Namespace) -> tuple[Mixture, list[dict[str, Any]], dict[str, Any], dict | None]:
+    """An exported model's answer (torch is never imported): as _ask_run."""
+    from mdn_experiments.errors import UserError
+    from mdn_experiments.serve.exported import load_exported
+
+    if args.index:
+        raise PredictError(
+            f"--index asks about the run's test set, which {args.run_dir} does not hold: give --x or --file, "
+            "or ask the run folder it was exported from"
         )
+    try:
+        model = load_exported(args.run_dir)
     except UserError as err:
         raise PredictError(str(err)) from None
-    with torch.no_grad():
-        mixture = predict(network, x)
-        records = describe(mixture, args.samples, args.temperature_pi, args.temperature_sigma, args.seed)
+    array, inputs, kept = _new_inputs(args, model.input_shape, model.features, model.targets)
+    _check_samples(args, array.shape[0], model.n_components, model.target_dim)
+    mixture = model.predict(array)
+    header = {"model": str(args.run_dir), "dataset": model.sidecar.get("dataset", "")}
+    table = {"features": model.features, "targets": model.targets, "kept": kept}
+    return mixture, inputs, header, table if kept is not None else None
+
+
+def run(args: argparse.Namespace) -> None:
+    from mdn_experiments.errors import UserError
+
+    _check_args(args)
+    exported = args.run_dir.suffix == ".onnx"
+    mixture, inputs, header, table = (_ask_export if exported else _ask_run)(args)
+    records = describe(mixture, args.samples, args.temperature_pi, args.temperature_sigma, args.seed)
     _print(inputs, records, args.min_mass)
     if args.out is not None:
-        header = {
-            "run": str(args.run_dir),
-            "dataset": dataset.name,
-            "K": mixture.n_components,
-            "covariance": type(mixture).covariance_kind,
-            "temperature_pi": args.temperature_pi,
-            "temperature_sigma": args.temperature_sigma,
-            "seed": args.seed,
-        }
+        header.update(
+            {
+                "K": mixture.n_components,
+                "covariance": mixture.covariance_kind,
+                "temperature_pi": args.temperature_pi,
+                "temperature_sigma": args.temperature_sigma,
+                "seed": args.seed,
+            }
+        )
         try:
-            if kept is not None and args.out.suffix == ".csv":
-                _write_table(args.out, kept, mixture, list(checkpoint["columns"]["targets"]))
+            if table is not None and args.out.suffix == ".csv":
+                _write_table(args.out, table["kept"], mixture, list(table["targets"]))
             else:
                 _write(args.out, header, inputs, records)
         except (OSError, UserError) as err:
@@ -495,7 +558,12 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="\n\n".join(__doc__.split("\n\n")[1:]),
     )
-    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a finished run folder (holds model.pt)")
+    p.add_argument(
+        "run_dir",
+        type=Path,
+        metavar="RUN_DIR|FILE.onnx",
+        help="a finished run folder (holds model.pt), or a model exported from one by mdn-export",
+    )
     p.add_argument("--x", action="append", metavar="VALUES", help="one input; comma-separated values")
     p.add_argument("--file", type=Path, help="inputs from a .csv or .npy file, one row per input")
     p.add_argument("--index", action="append", type=int, metavar="N", help="a test-set example by its index")

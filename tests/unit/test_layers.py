@@ -14,7 +14,7 @@ PACKAGE = Path(mdn_experiments.__file__).parent
 # lowest first; a module may import from its own layer and any layer before it
 LAYERS = [
     ("errors", "files", "memory", "config"),
-    ("mdn",),
+    ("mdn", "serve"),  # the mixture maths: torch's for training, numpy's for every answer
     ("models",),
     ("evaluation", "datasets"),
     ("train",),
@@ -70,6 +70,18 @@ def test_the_config_layer_loads_without_torch():
     code = (
         "import sys, mdn_experiments.config, mdn_experiments.config.safety, mdn_experiments.evaluation.contract, "
         "mdn_experiments.cli; print(sorted(m for m in ('torch', 'numpy', 'matplotlib') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"
+
+
+def test_the_predictor_loads_without_torch():
+    """mdn-predict and the serve package (an exported model's path) import neither torch nor the
+    training code: the serve extra (numpy, onnxruntime) is all they need."""
+    code = (
+        "import sys, mdn_experiments.serve, mdn_experiments.tools.predict, mdn_experiments.datasets.reading; "
+        "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith(('mdn_experiments.models', "
+        "'mdn_experiments.train', 'mdn_experiments.mdn'))))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
