@@ -15,6 +15,8 @@ import importlib
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    # the scikit-learn estimator
+    "MDNRegressor": "estimator",
     # the MDN maths
     "MDNHead": "mdn",
     "Mixture": "mdn",

@@ -114,6 +114,16 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def check_target(target: Path, force: bool) -> None:
+    """The export's two files may be written: TARGET ends in .onnx, and neither it nor its sidecar
+    exists unless `force`."""
+    if target.suffix != ".onnx":
+        raise ExportError(f"--out {target}: the file must end in .onnx")
+    for path in (target, target.with_suffix(".json")):
+        if (path.exists() or path.is_symlink()) and not force:
+            raise ExportError(f"{path} exists: choose another --out, or --force to replace it")
+
+
 def export_run(run_dir: Path, out: Path | None = None, force: bool = False) -> tuple[Path, Path]:
     """Export a finished run's MDN: (the ONNX file, its JSON sidecar)."""
     from mdn_experiments import files
@@ -137,38 +147,67 @@ def export_run(run_dir: Path, out: Path | None = None, force: bool = False) -> t
             "one to deploy"
         )
     target = out if out is not None else run_dir / "export" / "model.onnx"
-    if target.suffix != ".onnx":
-        raise ExportError(f"--out {target}: the file must end in .onnx")
-    sidecar_path = target.with_suffix(".json")
-    for path in (target, sidecar_path):
-        if (path.exists() or path.is_symlink()) and not force:
-            raise ExportError(f"{path} exists: choose another --out, or --force to replace it")
+    check_target(target, force)
     config = checkpoint["config"]
-    covariance = config["model"].get("covariance", "diag")
-    network.eval()
-    data = onnx_bytes(network, tuple(dataset.input_shape), covariance)
     model = config["model"]
     columns = checkpoint.get("columns") or {}
+    headline = {key: metrics[key] for key in (metrics.get("main_metric"), "test_nll", "status") if key in metrics}
+    return write_export(
+        network,
+        target,
+        input_shape=tuple(dataset.input_shape),
+        covariance=model.get("covariance", "diag"),
+        K=int(config["K"]),
+        members=int(model.get("members", 1) or 1),
+        dataset=dataset.name,
+        features=list(columns.get("features", [])),
+        targets=list(columns.get("targets", [])),
+        facts={
+            "run": str(run_dir.resolve()),
+            "metrics": headline,
+        },
+    )
+
+
+def write_export(
+    network,
+    target: Path,
+    *,
+    input_shape: tuple[int, ...],
+    covariance: str,
+    K: int,
+    members: int,
+    dataset: str,
+    features: list[str],
+    targets: list[str],
+    facts: dict[str, Any],
+) -> tuple[Path, Path]:
+    """`network` (an MDN) as TARGET.onnx and its sidecar TARGET.json (with `facts`: where the model
+    came from and its scores), each written whole or not at all, never through a link."""
+    from mdn_experiments import files
+
+    network.eval()
+    data = onnx_bytes(network, input_shape, covariance)
     sidecar: dict[str, Any] = {
         "format": "mdn-experiments ONNX export",
         "version": SIDECAR_VERSION,
         "onnx_file": target.name,
         "onnx_sha256": hashlib.sha256(data).hexdigest(),
         "opset": OPSET,
-        "input": {"name": "x", "shape": ["N", *dataset.input_shape], "dtype": "float32"},
+        "input": {"name": "x", "shape": ["N", *input_shape], "dtype": "float32"},
         "outputs": list(outputs_of(covariance)),
         "covariance": covariance,
-        "components": int(config["K"]) * int(model.get("members", 1) or 1),
-        "K": int(config["K"]),
-        "members": int(model.get("members", 1) or 1),
-        "target_dim": int(dataset.output_dim),
-        "dataset": dataset.name,
-        "features": list(columns.get("features", [])),
-        "targets": list(columns.get("targets", [])),
-        "run": str(run_dir.resolve()),
-        "metrics": {key: metrics[key] for key in (metrics.get("main_metric"), "test_nll", "status") if key in metrics},
+        "components": K * members,
+        "K": K,
+        "members": members,
+        "target_dim": int(network.y_mean.numel()),
+        "dataset": dataset,
+        "features": features,
+        "targets": targets,
+        **facts,
         "versions": _versions(),
     }
+    sidecar_path = target.with_suffix(".json")
     files.make_folder(target.parent)
     files.write_bytes(target, data)
     files.write_text(sidecar_path, json.dumps(sidecar, indent=2) + "\n")

@@ -21,7 +21,7 @@ LAYERS = [
     ("figures",),
     ("run",),
     ("search",),
-    ("tools",),
+    ("tools", "estimator"),
     ("cli", "__init__"),
 ]
 
