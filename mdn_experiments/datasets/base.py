@@ -38,6 +38,7 @@ class Dataset(ABC):
     throughput_key: str = "samples_per_second"  # metrics.json key of the training throughput
     main_metric: str = "test_nll"  # the metric sweep summaries report for this task
     compare_gaussian: bool = False  # train the K=1 MDN beside the MDN unless `gaussian` says otherwise
+    figure_set: str = ""  # the task's own figures (run.figures.FIGURE_SETS); "": none
 
     @abstractmethod
     def load(self, seed: int) -> Splits:

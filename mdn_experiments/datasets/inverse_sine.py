@@ -26,6 +26,7 @@ DIRECTIONS = ("inverse", "forward")
 
 
 class InverseSine(Dataset):
+    figure_set = "inverse_sine"  # run.figures draws these for a trained run
     main_metric = C.NLL_GAP
     input_shape = (1,)
     output_dim = 1

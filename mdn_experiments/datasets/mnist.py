@@ -25,6 +25,7 @@ N_TRAIN_FILE, N_TEST_FILE = 60000, 10000
 
 
 class Mnist(Dataset):
+    figure_set = "mnist"  # run.figures draws these for a trained run
     main_metric = C.ACCURACY_TOP_PI
     input_shape = (1, 28, 28)
     output_dim = 1

@@ -54,6 +54,7 @@ def _rms(errors: Tensor) -> float:
 
 
 class RobotArm(Dataset):
+    figure_set = "robot_arm"  # run.figures draws these for a trained run
     main_metric = C.POSITIONING_RMSE_TOP_PI
     input_shape = (2,)
     output_dim = 2

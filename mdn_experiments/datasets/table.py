@@ -165,6 +165,8 @@ class TableDataset(Dataset):
     """Any table: `dataset.path`, `dataset.target` (a column, or a list), `dataset.features` (null:
     every other column). See conf/dataset/table.yaml for every key."""
 
+    figure_set = "table"  # run.figures draws these for a trained run
+
     main_metric = C.TEST_LL
     compare_gaussian = True  # the K=1 MDN is trained beside the MDN (what the mixture adds)
     features_key: str | None = "dataset.features"  # where the user chooses the features (advice)

@@ -7,85 +7,8 @@ from pathlib import Path
 
 import matplotlib
 import numpy as np
-import torch
 
-from mdn_experiments.datasets.base import Splits
-from mdn_experiments.datasets.inverse_sine import InverseSine
-from mdn_experiments.evaluation.contract import MIN_MODE_MASS
 from mdn_experiments.figures.style import component_colors, plt, save, scatter_data
-from mdn_experiments.models import Network
-
-
-@torch.no_grad()
-def draw(
-    *, dataset: InverseSine, mdn_net: Network, baseline: Network | None, splits: Splits, fig_dir: Path
-) -> list[Path]:
-    """contour.png, pi.png, means.png and comparison.png of a trained run, on a grid over the data."""
-    x_train, y_train = (a[:, 0].cpu().numpy() for a in splits.train)
-    labels = ("x", "t") if dataset.direction == "inverse" else ("t", "x")
-    grid_x = np.linspace(x_train.min(), x_train.max(), 400)
-    grid_y = np.linspace(y_train.min() - 0.1, y_train.max() + 0.1, 300)
-    device = next(mdn_net.parameters()).device
-    params = mdn_net(torch.tensor(grid_x, dtype=torch.float32, device=device)[:, None])
-    # density on the (x, y) grid: broadcast the 400 mixtures against the 300 target values
-    y_col = torch.tensor(grid_y, dtype=torch.float32, device=device)[:, None]
-    density = params.unsqueeze(0).log_prob(y_col[:, None, :]).exp().cpu().numpy()  # (300, 400)
-    pi = params.pi.cpu().numpy()
-    mu, sigma = params.mu[..., 0].cpu().numpy(), params.component_std()[..., 0].cpu().numpy()
-    best = params.most_probable_mean()[:, 0].cpu().numpy()
-    found = params.modes()
-    keep = found.significant(MIN_MODE_MASS).cpu().numpy()
-    modes = (
-        np.broadcast_to(grid_x[:, None], keep.shape)[keep],
-        found.location[..., 0].cpu().numpy()[keep],
-        found.mass.cpu().numpy()[keep],
-    )
-    grid_t = torch.tensor(grid_x, dtype=torch.float32)[:, None]
-    ideal = dataset.conditional_mean(grid_t)
-    mse_pred = baseline(grid_t.to(device))[:, 0].cpu().numpy() if baseline is not None else None
-    title = f"{dataset.name} ({dataset.direction}), K={params.n_components}"
-    return [
-        density_contour(
-            fig_dir / "contour.png",
-            x_train=x_train,
-            y_train=y_train,
-            grid_x=grid_x,
-            grid_y=grid_y,
-            density=density,
-            labels=labels,
-            title=f"p({labels[1]}|{labels[0]}) of the MDN, {title}",
-        ),
-        pi_curves(
-            fig_dir / "pi.png",
-            grid_x=grid_x,
-            pi=pi,
-            xlabel=labels[0],
-            title=f"mixing coefficients $\\pi_k({labels[0]})$ (Bishop's $\\alpha_k$), {title}",
-        ),
-        component_means(
-            fig_dir / "means.png",
-            x_train=x_train,
-            y_train=y_train,
-            grid_x=grid_x,
-            mu=mu,
-            sigma=sigma,
-            pi=pi,
-            labels=labels,
-            title=f"component means $\\mu_k$ ± $\\sigma_k$ (opacity ∝ $\\pi_k$), {title}",
-        ),
-        comparison(
-            fig_dir / "comparison.png",
-            x_train=x_train,
-            y_train=y_train,
-            grid_x=grid_x,
-            best_mean=best,
-            mse_pred=mse_pred,
-            ideal_mean=ideal,
-            labels=labels,
-            title=f"MSE network vs the MDN's most probable component and modes, {title}",
-            modes=modes,
-        ),
-    ]
 
 
 def density_contour(path: Path, *, x_train, y_train, grid_x, grid_y, density, labels, title: str) -> Path:

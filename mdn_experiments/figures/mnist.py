@@ -6,59 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from mdn_experiments.datasets.base import Splits
-from mdn_experiments.datasets.mnist import Mnist
-from mdn_experiments.evaluation.contract import MIN_MODE_MASS
 from mdn_experiments.figures.style import plt, save
-from mdn_experiments.models import Network, predict
 
 
-@torch.no_grad()
-def draw(*, dataset: Mnist, mdn_net: Network, baseline: Network | None, splits: Splits, fig_dir: Path) -> list[Path]:
-    """samples.png and confusions.png of a trained run, on the test set."""
-    x, y = splits.test
-    label = y[:, 0].long()
-    params = predict(mdn_net, x)
-    pi = params.pi
-    entropy = -(pi * params.log_pi).sum(-1)
-    # 8 test digits in file order, then the 16 with the most spread-out mixing coefficients
-    ambiguous = torch.argsort(entropy, descending=True)[:16]
-    picks = torch.cat([torch.arange(min(8, x.shape[0])), ambiguous]).tolist()
-    grid = torch.linspace(-1.0, 10.0, 1101)
-    chosen = params[picks]
-    density = chosen.unsqueeze(0).log_prob(grid[:, None, None].to(x.device)).exp().T  # (picks, grid)
-    found = chosen.modes()
-    keep = found.significant(MIN_MODE_MASS)
-    modes = [
-        (found.location[j, keep[j], 0].cpu().numpy(), found.mass[j, keep[j]].cpu().numpy()) for j in range(len(picks))
-    ]
-    top_pi = dataset.digit(params.most_probable_mean()[:, 0])
-    paths = [
-        digit_mixtures(
-            fig_dir / "samples.png",
-            images=x[picks, 0].cpu().numpy(),
-            labels=label[picks].cpu().numpy(),
-            top_pi=top_pi[picks].cpu().numpy(),
-            pi=pi[picks].cpu().numpy(),
-            mu=params.mu[picks, :, 0].cpu().numpy(),
-            grid=grid.numpy(),
-            density=density.cpu().numpy(),
-            n_typical=min(8, x.shape[0]),
-            modes=modes,
-        )
-    ]
-    matrices = [("MDN (most probable component)", confusion(label, top_pi))]
-    if baseline is not None:
-        matrices.append(("MSE network (rounded)", confusion(label, dataset.digit(predict(baseline, x)[:, 0]))))
-    paths.append(confusion_matrices(fig_dir / "confusions.png", matrices=matrices))
-    return paths
-
-
-def confusion(label: torch.Tensor, predicted: torch.Tensor) -> np.ndarray:
-    """(10, 10) counts: row = true digit, column = predicted digit."""
-    return torch.bincount(label * 10 + predicted, minlength=100).reshape(10, 10).cpu().numpy()
+def confusion(label: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """(10, 10) counts: row = true digit, column = predicted digit (integer arrays)."""
+    return np.bincount(np.asarray(label) * 10 + np.asarray(predicted), minlength=100).reshape(10, 10)
 
 
 def digit_mixtures(path: Path, *, images, labels, top_pi, pi, mu, grid, density, n_typical: int, modes=None) -> Path:

@@ -4,96 +4,12 @@ few positions against the analytic inverse kinematics."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import matplotlib
 import numpy as np
-import torch
 
-from mdn_experiments.datasets.base import Splits
-from mdn_experiments.datasets.robot_arm import RobotArm
-from mdn_experiments.evaluation.contract import MIN_MODE_MASS
 from mdn_experiments.figures.style import component_colors, plt, save, write
-from mdn_experiments.models import Network
-
-
-def workspace_hull(dataset: RobotArm, n: int = 400) -> np.ndarray:
-    """Convex hull (closed polygon, (M, 2)) of the reachable positions.
-
-    A linear function of the position is extreme on the image of the angle box either on the
-    image of the box's edges or where the Jacobian is singular (th2 = 0, pi, 2pi: the arm folded
-    straight), so the hull of those curves is the hull of the whole workspace."""
-    (a1, b1), (a2, b2) = dataset.theta1_range, dataset.theta2_range
-    t = torch.linspace(0, 1, n, dtype=torch.float64)
-    th1, th2 = a1 + (b1 - a1) * t, a2 + (b2 - a2) * t
-    curves = [
-        torch.stack([th1, torch.full_like(t, a2)], -1),
-        torch.stack([th1, torch.full_like(t, b2)], -1),
-        torch.stack([torch.full_like(t, a1), th2], -1),
-        torch.stack([torch.full_like(t, b1), th2], -1),
-    ]
-    curves += [torch.stack([th1, torch.full_like(t, s)], -1) for s in (0.0, math.pi, 2 * math.pi) if a2 < s < b2]
-    return convex_hull(dataset.fk(torch.cat(curves)).numpy())
-
-
-@torch.no_grad()
-def draw(*, dataset: RobotArm, mdn_net: Network, baseline: Network | None, splits: Splits, fig_dir: Path) -> list[Path]:
-    """workspace.png, top_pi.png, pi.png, positioning_errors.png and contour.png of a trained run."""
-    x_train, theta_train = (a.cpu() for a in splits.train)
-    x_test = splits.test[0]
-    params = mdn_net(x_test)
-    hull = workspace_hull(dataset)
-    x_np = x_test.cpu().numpy()
-    K = params.n_components
-    paths = [
-        arm_workspace(
-            fig_dir / "workspace.png",
-            positions=x_train.numpy(),
-            upper_branch=theta_train[:, 1].numpy() > math.pi,
-            doubled=dataset.valid_solutions(x_train)[1].all(-1).numpy(),
-            hull=hull,
-        ),
-        scalar_map(
-            fig_dir / "top_pi.png",
-            positions=x_np,
-            values=params.pi.max(-1).values.cpu().numpy(),
-            hull=hull,
-            label="largest mixing coefficient max$_k\\,\\pi_k(x)$",
-            title=f"{dataset.name}, K={K}: where the MDN is sure (1) or split between branches",
-        ),
-        pi_maps(
-            fig_dir / "pi.png", positions=x_np, pi=params.pi.cpu().numpy(), hull=hull, title=f"{dataset.name}, K={K}"
-        ),
-    ]
-    reached_mdn = dataset.fk(params.most_probable_mean().double()).cpu().numpy()
-    panels = [("MDN (mean of most probable component)", reached_mdn)]
-    if baseline is not None:
-        panels.insert(0, ("MSE network", dataset.fk(baseline(x_test).double()).cpu().numpy()))
-    paths.append(error_lines(fig_dir / "positioning_errors.png", desired=x_np, panels=panels, hull=hull))
-    # p(theta | x) at four test positions: two where both branches are valid, two where one is
-    solutions, inside = dataset.valid_solutions(x_test)
-    doubled = inside.all(-1).cpu()
-    picks = torch.cat([torch.nonzero(doubled)[:2, 0], torch.nonzero(~doubled)[:2, 0]])
-    std = params.component_std()
-    mixtures = [(params.pi[i].cpu().numpy(), params.mu[i].cpu().numpy(), std[i].cpu().numpy()) for i in picks.tolist()]
-    found = params[picks].modes()
-    keep = found.significant(MIN_MODE_MASS)
-    modes = [
-        (found.location[j][keep[j]].cpu().numpy(), found.mass[j][keep[j]].cpu().numpy()) for j in range(len(picks))
-    ]
-    paths.append(
-        angle_components(
-            fig_dir / "contour.png",
-            mixtures=mixtures,
-            positions=x_np[picks.numpy()],
-            solutions=[solutions[i][inside[i]].cpu().numpy() for i in picks.tolist()],
-            box=(dataset.theta1_range, dataset.theta2_range),
-            title=f"p($\\theta$|x) of the MDN, {dataset.name}, K={K}",
-            modes=modes,
-        )
-    )
-    return paths
 
 
 def convex_hull(points: np.ndarray) -> np.ndarray:

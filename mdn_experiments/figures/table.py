@@ -7,32 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from mdn_experiments.datasets.base import Splits
-from mdn_experiments.datasets.table import TableDataset
-from mdn_experiments.evaluation.calibration import quantiles
 from mdn_experiments.figures.style import plt, save
-from mdn_experiments.models import Network, predict
 
 LEVELS = (0.05, 0.25, 0.5, 0.75, 0.95)  # the 90 % and 50 % central intervals and the median
 MAX_POINTS = 400  # test points drawn per panel (a random subset, fixed, of larger test sets)
-
-
-@torch.no_grad()
-def draw(
-    *, dataset: TableDataset, mdn_net: Network, baseline: Network | None, splits: Splits, fig_dir: Path
-) -> list[Path]:
-    """predicted.png: per target column, predicted (median, 50 % and 90 % intervals) against observed."""
-    x, y = splits.test
-    mixture = predict(mdn_net, x)
-    shown = np.sort(np.random.default_rng(0).permutation(len(y))[:MAX_POINTS])
-    panels = []
-    for d, name in enumerate(dataset.data.target_names):
-        q = quantiles(mixture.marginal(d)[torch.as_tensor(shown)], LEVELS).cpu().numpy()
-        panels.append((name, y[shown, d].cpu().numpy(), q))
-    point = predict(baseline, x)[shown].cpu().numpy() if baseline is not None else None
-    return [predicted_vs_observed(fig_dir / "predicted.png", panels=panels, baseline=point, title=dataset.name)]
 
 
 def predicted_vs_observed(path: Path, *, panels, baseline, title: str) -> Path:

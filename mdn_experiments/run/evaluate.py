@@ -16,8 +16,8 @@ from mdn_experiments.evaluation import contract as C
 from mdn_experiments.evaluation.calibration import LEVELS, calibrate
 from mdn_experiments.evaluation.health import HEALTH_KEYS
 from mdn_experiments.evaluation.scores import rmse, unconditional_nll
-from mdn_experiments.figures import draw_task
 from mdn_experiments.models import Network, count_parameters
+from mdn_experiments.run.figures import draw_task
 from mdn_experiments.train.trainer import FitResult, evaluate_loss, predict
 
 TEST_WORD = re.compile(r"(?<![a-z])test(?![a-z])")  # `test` as a word of a metric key

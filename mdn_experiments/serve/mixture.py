@@ -20,6 +20,7 @@ import numpy as np
 LOG_2PI = math.log(2.0 * math.pi)
 SERIES_BELOW = 2.0  # |x| below: erf by its power series; from here on erfc by its continued fraction
 SERIES_TERMS = 90
+HDR_CHUNK = 256  # inputs whose draws are held at once by hdr_levels
 MODES_CHUNK = 8192  # mixtures whose modes are sought at once (as mdn.MODES_CHUNK)
 FRACTION_TERMS = 120
 
@@ -266,6 +267,27 @@ class Mixture:
             np.take_along_axis(mass, order, -1),
             np.take_along_axis(valid, order, -1),
         )
+
+    def cdf(self, y: np.ndarray) -> np.ndarray:
+        """F(y | x) of 1-D mixtures, y (N, 1) -> (N,): the PIT values, uniform for a calibrated model."""
+        if self.dim != 1:
+            raise ValueError(f"the CDF is defined here for 1-D targets, got D={self.dim}")
+        z = (np.asarray(y, np.float64) - self.means[..., 0]) / self.component_std()[..., 0]
+        return (self.pi * normal_cdf(z)).sum(-1)
+
+    def hdr_levels(self, y: np.ndarray, n_samples: int = 1000, seed: int = 0) -> np.ndarray:
+        """The smallest highest-density region holding each target, as its probability (N,), by
+        Monte Carlo as `evaluation.calibration.hdr_levels` (its own draws: numpy's generator):
+        the share of n_samples draws denser than the target. Coverage at level a is the share of
+        targets whose level is at most a."""
+        y = np.asarray(y, np.float64)
+        out = np.empty(self.n)
+        for start in range(0, self.n, HDR_CHUNK):
+            part = self[start : start + HDR_CHUNK]
+            draws = part.sample(n_samples, seed + start)
+            target = part.log_prob(y[start : start + HDR_CHUNK])
+            out[start : start + HDR_CHUNK] = (part.log_prob(draws) > target).mean(0)
+        return out
 
     def quantiles(self, levels: Sequence[float], iterations: int = 60) -> np.ndarray:
         """Quantiles of 1-D mixtures by bisection on their CDF: (N, L), as

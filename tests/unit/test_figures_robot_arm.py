@@ -4,7 +4,8 @@ import numpy as np
 import torch
 
 from mdn_experiments.datasets.robot_arm import RobotArm
-from mdn_experiments.figures.robot_arm import convex_hull, workspace_hull
+from mdn_experiments.figures.robot_arm import convex_hull
+from mdn_experiments.run.figures import workspace_hull
 
 
 def test_the_hull_encloses_every_reachable_position():

@@ -85,3 +85,24 @@ def test_the_predictor_loads_without_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
+
+
+def test_the_figures_take_arrays():
+    """No figure module imports a dataset, a network or torch: each draws arrays handed to it (a run's,
+    through run.figures, or a notebook's)."""
+    wrong = []
+    for module, path in modules().items():
+        if not module.startswith("mdn_experiments.figures"):
+            continue
+        tree = ast.parse(path.read_text())
+        names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        names |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        wrong += [
+            f"{module} -> {name}"
+            for name in names
+            if name.split(".")[0] == "torch"
+            or name.startswith(
+                ("mdn_experiments.datasets", "mdn_experiments.models", "mdn_experiments.mdn", "mdn_experiments.train")
+            )
+        ]
+    assert wrong == []

@@ -67,6 +67,23 @@ def test_the_numpy_mixture_is_mdn_py_s(kind, D):
         )
 
 
+def test_cdf_and_hdr_levels_are_the_evaluation_s():
+    """PIT values equal evaluation.calibration.pit; HDR levels (other draws) agree within Monte Carlo
+    error, and a target drawn from its own mixture gets uniform levels."""
+    from mdn_experiments.evaluation import calibration
+
+    torch_mix = random_mixture("diag", 600, 3, 1, seed=2)
+    mix = served(torch_mix)
+    y = torch_mix.sample(1, generator=torch.Generator().manual_seed(1))[0]
+    np.testing.assert_allclose(mix.cdf(y.numpy()), calibration.pit(torch_mix, y).numpy(), atol=1e-12)
+    ours, theirs = mix.hdr_levels(y.numpy(), 2000), calibration.hdr_levels(torch_mix, y, 2000).numpy()
+    assert np.abs(ours - theirs).max() < 6 * 0.5 / math.sqrt(2000)
+    for level in (0.25, 0.5, 0.9):  # targets from the mixture itself: coverage = level
+        assert abs((ours <= level).mean() - level) < 4 * math.sqrt(level * (1 - level) / 600)
+    two = served(random_mixture("full", 30, 2, 2, seed=3))
+    assert two.hdr_levels(two.sample(1, seed=4)[0], 500).shape == (30,)
+
+
 def test_modes_in_chunks_are_the_modes_at_once(monkeypatch):
     mix = served(random_mixture("full", 50, 3, 2, seed=4))
     whole = mix.modes()
