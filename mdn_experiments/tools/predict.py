@@ -216,16 +216,50 @@ def _read_file(path: Path, input_shape: tuple[int, ...]) -> np.ndarray:
     return data.astype(np.float32).reshape(data.shape[0], *input_shape)
 
 
+def _has_pyarrow() -> bool:
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _plain_csv_table(path: Path):
+    """A CSV file with a header, by the standard library's reader (where pyarrow is not installed):
+    every column as text, converted by name as the table reader's are."""
+    from types import SimpleNamespace
+
+    _check_input_file(path)
+    try:
+        with path.open(newline="") as fh:
+            rows = [row for row in csv.reader(fh) if any(field.strip() for field in row)]
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise PredictError(
+            f"--file {path} cannot be read as CSV text ({getattr(err, 'strerror', None) or err})"
+        ) from None
+    if len(rows) < 2:
+        raise PredictError(f"--file {path} holds no data rows under a header of column names")
+    names = [name.strip() for name in rows[0]]
+    bad = next((i for i, row in enumerate(rows[1:], start=2) if len(row) != len(names)), None)
+    if bad is not None:
+        raise PredictError(f"--file {path}, line {bad}: {len(rows[bad - 1])} fields where the header has {len(names)}")
+    columns = [np.array([row[j].strip() for row in rows[1:]], dtype=object) for j in range(len(names))]
+    return SimpleNamespace(names=names, columns=columns, named=True)
+
+
 def _read_table_file(path: Path, features: list[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """A table run's new rows: the feature columns by name (any order) as (N, F) float32, and the
     file's other columns (identifiers, kept in the answer)."""
     from mdn_experiments.datasets.reading import read_table
     from mdn_experiments.errors import UserError
 
-    try:
-        table = read_table(path, format_key=None)  # no dataset.format here: the suffix says the format
-    except UserError as err:
-        raise PredictError(f"--file {err}") from None
+    if path.suffix.lower() == ".csv" and not _has_pyarrow():
+        table = _plain_csv_table(path)  # the serve extra alone: the standard library's reader
+    else:
+        try:
+            table = read_table(path, format_key=None)  # no dataset.format here: the suffix says the format
+        except UserError as err:
+            raise PredictError(f"--file {err}") from None
     missing = [name for name in features if name not in table.names]
     if missing:
         hint = "" if table.named else " (the file has no header: give it the training file's column names)"

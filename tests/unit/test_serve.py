@@ -115,16 +115,14 @@ def test_samples_follow_the_mixture(kind):
 
 ort = pytest.importorskip("onnxruntime")
 
-HIDE_TORCH = (
-    "import sys; sys.modules['torch'] = None; "  # `import torch` now raises ImportError
-    "from mdn_experiments.tools.predict import main; main(sys.argv[1:])"
-)
 
-
-def predict_without_torch(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+def predict_without_torch(args: list[str], cwd: Path, hidden=("torch",)) -> subprocess.CompletedProcess:
+    """mdn-predict in a process where `import torch` (and the other `hidden` modules) raise ImportError."""
+    hide = "".join(f"sys.modules[{name!r}] = None; " for name in hidden)
+    code = f"import sys; {hide}from mdn_experiments.tools.predict import main; main(sys.argv[1:])"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     return subprocess.run(
-        [sys.executable, "-c", HIDE_TORCH, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", code, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
     )
 
 
@@ -164,8 +162,8 @@ def test_mdn_predict_on_the_export_without_torch_answers_as_the_run(tiny_run, tm
 
 
 def test_a_table_export_answers_a_file_by_column_names_without_torch(table_csv, tmp_path):
-    """A two-target full-covariance ensemble on a table: --file by column names, the CSV answer
-    (mean, sd, mode and quantiles per target) as the run folder's, to the tolerances."""
+    """A two-target full-covariance ensemble on a table: --file by column names (read without
+    pyarrow too), the CSV answer (mean, sd, mode and quantiles per target) as the run folder's."""
     from helpers import compose_config
     from mdn_experiments.run.runner import run_experiment
     from mdn_experiments.tools import export, predict
@@ -189,8 +187,8 @@ def test_a_table_export_answers_a_file_by_column_names_without_torch(table_csv, 
     new_rows = tmp_path / "new.csv"
     new_rows.write_text("id,b,a\nfirst,0.5,1.0\nsecond,-1.0,2.5\nthird,0.0,0.0\n")
     predict.main([str(run), "--file", str(new_rows), "--out", str(tmp_path / "run.csv")])
-    done = predict_without_torch(
-        [str(onnx_path), "--file", str(new_rows), "--out", str(tmp_path / "onnx.csv")], tmp_path
+    done = predict_without_torch(  # numpy and onnxruntime alone: neither torch nor pyarrow
+        [str(onnx_path), "--file", str(new_rows), "--out", str(tmp_path / "onnx.csv")], tmp_path, ("torch", "pyarrow")
     )
     assert done.returncode == 0, done.stderr
     import csv
