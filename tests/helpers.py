@@ -37,6 +37,17 @@ def compose_config(overrides: list[str] | None = None):
     return compose(overrides)
 
 
+def train_two_target_ensemble(table_csv: Path, run_dir: Path) -> Path:
+    """A two-target table (small_table: features a, b; targets y1, y2) with full covariance and an
+    ensemble of two, trained a few steps into run_dir, figures off."""
+    from mdn_experiments.run.runner import run_experiment
+
+    overrides = ["dataset=table", f"dataset.path={table_csv}", "dataset.target=[y1,y2]", "dataset.features=[a,b]"]
+    overrides += ["model.covariance=full", "model.members=2", "trainer.steps=20", "trainer.progress=false"]
+    run_experiment(compose_config([*overrides, "figures=false"]), run_dir)
+    return run_dir
+
+
 def run_cli(args: list[str], cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run `mdn-run ARGS` in a fresh interpreter, as a user would (launch: the one helper that starts it)."""
     return launch.run(

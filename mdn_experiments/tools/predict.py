@@ -116,17 +116,22 @@ def _is_name(text: str) -> bool:
     return bool(text) and (text[0].isalpha() or text[0] == "_")
 
 
-def _read_csv(path: Path) -> tuple[np.ndarray, list[str] | None]:
-    """The numbers of a CSV file, one row per input, and its header if it has one. The first row
-    is a header only when every field of it is a name; any other field that is not a number is
-    an error naming its row and column: no row is ever dropped."""
+def _csv_rows(path: Path) -> list[list[str]]:
+    """The non-blank rows of a CSV file, as text fields."""
     try:
         with path.open(newline="") as fh:
-            rows = [row for row in csv.reader(fh) if any(field.strip() for field in row)]
+            return [row for row in csv.reader(fh) if any(field.strip() for field in row)]
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise PredictError(
             f"--file {path} cannot be read as CSV text ({getattr(err, 'strerror', None) or err})"
         ) from None
+
+
+def _read_csv(path: Path) -> tuple[np.ndarray, list[str] | None]:
+    """The numbers of a CSV file, one row per input, and its header if it has one. The first row
+    is a header only when every field of it is a name; any other field that is not a number is
+    an error naming its row and column: no row is ever dropped."""
+    rows = _csv_rows(path)
     header = None
     if rows and all(_is_name(field) for field in rows[0]):
         header, rows = [field.strip() for field in rows[0]], rows[1:]
@@ -230,13 +235,7 @@ def _plain_csv_table(path: Path):
     from types import SimpleNamespace
 
     _check_input_file(path)
-    try:
-        with path.open(newline="") as fh:
-            rows = [row for row in csv.reader(fh) if any(field.strip() for field in row)]
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise PredictError(
-            f"--file {path} cannot be read as CSV text ({getattr(err, 'strerror', None) or err})"
-        ) from None
+    rows = _csv_rows(path)
     if len(rows) < 2:
         raise PredictError(f"--file {path} holds no data rows under a header of column names")
     names = [name.strip() for name in rows[0]]

@@ -147,26 +147,11 @@ def test_the_output_is_never_written_through_a_link(tiny_run, tmp_path):
 def test_a_table_run_exports_its_columns_and_answers_in_the_target_units(table_csv, tmp_path):
     """A two-target table with full covariance and an ensemble, trained a few steps: the sidecar
     names the columns; on the run's own test inputs the file answers as the trained networks do."""
-    from helpers import compose_config
+    from helpers import train_two_target_ensemble
     from mdn_experiments.datasets.table import TableDataset
     from mdn_experiments.run.artifacts import load_trained
-    from mdn_experiments.run.runner import run_experiment
 
-    run = tmp_path / "run"
-    cfg = compose_config(
-        [
-            "dataset=table",
-            f"dataset.path={table_csv}",
-            "dataset.target=[y1,y2]",
-            "dataset.features=[a,b]",
-            "model.covariance=full",
-            "model.members=2",
-            "trainer.steps=20",
-            "trainer.progress=false",
-            "figures=false",
-        ]
-    )
-    run_experiment(cfg, run)
+    run = train_two_target_ensemble(table_csv, tmp_path / "run")
     onnx_path, sidecar_path = export.export_run(run)
     sidecar = json.loads(sidecar_path.read_text())
     assert sidecar["features"] == ["a", "b"] and sidecar["targets"] == ["y1", "y2"]

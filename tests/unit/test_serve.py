@@ -164,25 +164,10 @@ def test_mdn_predict_on_the_export_without_torch_answers_as_the_run(tiny_run, tm
 def test_a_table_export_answers_a_file_by_column_names_without_torch(table_csv, tmp_path):
     """A two-target full-covariance ensemble on a table: --file by column names (read without
     pyarrow too), the CSV answer (mean, sd, mode and quantiles per target) as the run folder's."""
-    from helpers import compose_config
-    from mdn_experiments.run.runner import run_experiment
+    from helpers import train_two_target_ensemble
     from mdn_experiments.tools import export, predict
 
-    run = tmp_path / "run"
-    cfg = compose_config(
-        [
-            "dataset=table",
-            f"dataset.path={table_csv}",
-            "dataset.target=[y1,y2]",
-            "dataset.features=[a,b]",
-            "model.covariance=full",
-            "model.members=2",
-            "trainer.steps=20",
-            "trainer.progress=false",
-            "figures=false",
-        ]
-    )
-    run_experiment(cfg, run)
+    run = train_two_target_ensemble(table_csv, tmp_path / "run")
     onnx_path, _ = export.export_run(run, tmp_path / "table.onnx")
     new_rows = tmp_path / "new.csv"
     new_rows.write_text("id,b,a\nfirst,0.5,1.0\nsecond,-1.0,2.5\nthird,0.0,0.0\n")
