@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import logging
 import os
-import re
 import shlex
 import signal
 import sys
@@ -28,7 +27,7 @@ from omegaconf.errors import OmegaConfBaseException
 import mdn_experiments.config  # noqa: F401  (registers the schemas in the ConfigStore)
 from mdn_experiments import memory
 from mdn_experiments.config import guard
-from mdn_experiments.config.compose import config_dir
+from mdn_experiments.config.compose import composition_error, config_dir
 from mdn_experiments.config.safety import check_overrides
 from mdn_experiments.errors import DISK_ERRORS, Interrupted, UserError, disk_error
 from mdn_experiments.errors import one_line as one_line_error
@@ -139,40 +138,6 @@ def unresolvable(err: OmegaConfBaseException) -> str:
         f"{key}: {reason}: a value holding '${{' is read by Hydra as a reference to another key; a path "
         "holding '${' cannot be used (rename the file or folder)"
     )
-
-
-def one_line(message: str) -> str:
-    """Condense a Hydra/OmegaConf composition error into one line naming the key."""
-    text = message.replace("Set the environment variable HYDRA_FULL_ERROR=1 for a complete stack trace.", "")
-    missing = re.search(r"Could not find '([^']+)/([^']+)'", text)
-    if missing:
-        group, option = missing.groups()
-        options = re.search(r"Available options in '[^']+':\s*\n((?:\s+\S+\n?)+)", text)
-        choices = ", ".join(options.group(1).split()) if options else "see mdn-run --help"
-        return f"{group}={option}: no such option; {group} must be one of: {choices}"
-    unknown = re.search(r"Could not override '([^']+)'", text) or re.search(
-        r"Key '([^']+)' (?:is not in struct|not in)", text
-    )
-    if unknown:
-        return (
-            f"{unknown.group(1)}: unknown config key (misspelled?); see the valid keys with "
-            f"'{PROG} --cfg job', or add a new key with +{unknown.group(1)}=..."
-        )
-    choice = re.search(r"Invalid value '([^']*)', expected one of \[([^\]]*)\]", text)
-    if choice:
-        key = re.search(r"full_key: (\S+)", text)
-        name = key.group(1) if key else "value"
-        return f"{name}={choice.group(1)!r} is not allowed: {name} must be one of {choice.group(2)}"
-    converted = re.search(r"Value '([^']*)' of type '\w+' could not be converted to (\w+)", text)
-    if converted:
-        key = re.search(r"full_key: (\S+)", text)
-        name = key.group(1) if key else "value"
-        kind = {"Integer": "an integer", "Float": "a number", "Boolean": "true or false"}.get(
-            converted.group(2), converted.group(2)
-        )
-        return f"{name}={converted.group(1)!r} is not allowed: {name} must be {kind}"
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return " | ".join(lines[:3]) if lines else "configuration error"
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
@@ -314,7 +279,7 @@ def main() -> None:
     except SystemExit as exit_:
         if exit_.code not in (0, None) and not _gate.released:
             # Hydra failed before composing a config: a bad override; say it in one line
-            message = one_line(_gate.buffer.getvalue())
+            message = composition_error(_gate.buffer.getvalue(), PROG)
             _gate.buffer = io.StringIO()
             print(f"{PROG}: error: {one_line_error(message)}", file=real_stderr)
             sys.exit(2)

@@ -100,7 +100,7 @@ class MDNRegressor(RegressorMixin, BaseEstimator):
 
     def _config(self, seed: int):
         """The configuration `mdn-run dataset=table` composes, with this estimator's parameters."""
-        from mdn_experiments.config.compose import compose
+        from mdn_experiments.config.compose import compose, composition_error
         from mdn_experiments.config.ranges import validate
 
         if self.prediction not in PREDICTIONS:
@@ -129,8 +129,9 @@ class MDNRegressor(RegressorMixin, BaseEstimator):
             validate(cfg)
         except UserError as err:
             raise ValueError(str(err)) from None
-        except Exception as err:  # noqa: BLE001 - Hydra's refusal of a value of the wrong type
-            raise ValueError(f"MDNRegressor parameters not accepted: {' '.join(str(err).split())[:300]}") from None
+        except Exception as err:  # noqa: BLE001 - Hydra's refusal of a value of the wrong type or choice
+            text = f"{err}\n{err.__cause__ or ''}"
+            raise ValueError(f"MDNRegressor: {composition_error(text, 'mdn-run')}") from None
         return cfg
 
     def fit(self, X, y) -> MDNRegressor:

@@ -7,8 +7,9 @@ import torch
 from hydra.utils import instantiate
 
 from helpers import cli_in_process, compose_config
-from mdn_experiments.cli import config_dir, one_line
+from mdn_experiments.cli import config_dir
 from mdn_experiments.config import validate
+from mdn_experiments.config.compose import composition_error
 from mdn_experiments.errors import ConfigError, UserError
 from mdn_experiments.run.build import build
 
@@ -190,7 +191,7 @@ def test_one_line_condenses_hydra_messages():
         "Key 'foo' is not in struct\n    full_key: trainer.foo\n    object_type=dict\n\n"
         "Set the environment variable HYDRA_FULL_ERROR=1 for a complete stack trace.\n"
     )
-    line = one_line(message)
+    line = composition_error(message)
     assert "\n" not in line and "trainer.foo" in line
 
 

@@ -95,6 +95,8 @@ def test_frames_keep_their_names_and_a_2d_target_gives_a_2d_mixture(tmp_path):
         MDNRegressor(**SMALL).fit(frame.iloc[:1], y[:1])
     with pytest.raises(ValueError, match="K=0 is not allowed"):
         MDNRegressor(**{**SMALL, "K": 0}).fit(frame, y)
+    with pytest.raises(ValueError, match="model.covariance='fulll' is not allowed: .* one of diag, isotropic, full"):
+        MDNRegressor(**{**SMALL, "covariance": "fulll"}).fit(frame, y)
 
 
 def test_to_onnx_answers_as_the_estimator():
