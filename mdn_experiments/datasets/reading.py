@@ -264,6 +264,7 @@ def _check_fits(path: Path, parts: dict[str, int]) -> None:
 # --- reading ------------------------------------------------------------------------------
 
 
+@memory.mapped_blocks()  # columns and their pieces: large blocks, freed as the read goes on
 def read_table(
     path: Path | str, fmt: str = "auto", *, format_key: str | None = "dataset.format", pick: Pick | None = None
 ) -> Table:

@@ -23,6 +23,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from mdn_experiments import memory
 from mdn_experiments.datasets.base import Dataset, Splits, require
 from mdn_experiments.datasets.reading import Table, read_table
 from mdn_experiments.datasets.reading import shown as _shown
@@ -484,6 +485,7 @@ class TableDataset(Dataset):
             equal &= column[a].view(kind) == column[b].view(kind)
         return int(equal.sum())
 
+    @memory.mapped_blocks()  # the split's column buffers: large, freed one after the other
     def load(self, seed: int) -> Splits:
         """The training, validation and test parts for this seed. The rows are put in that order in
         place, a column at a time, and the parts handed over as views of the one array (a float32
@@ -602,5 +604,6 @@ class SavedColumns(Dataset):
         self.feature_names, self.target_names = list(columns["features"]), list(columns["targets"])
         self.input_shape, self.output_dim = (len(self.feature_names),), len(self.target_names)
 
+    @memory.mapped_blocks()  # the split's column buffers: large, freed one after the other
     def load(self, seed: int) -> Splits:
         raise DataError(f"the run's table {self.path} is not there: its rows cannot be loaded (--index needs them)")

@@ -23,8 +23,8 @@ from torch import Tensor
 from mdn_experiments import memory
 from mdn_experiments.mdn import Mixture
 
-HDR_SAMPLE_BYTES = 64 * 1024**2  # draws held at once (with the density budget, their chunk)
-HDR_DENSITY_ELEMENTS = 500_000  # sample x input x component densities at once (each costs ~60 B in temporaries)
+HDR_SAMPLE_BYTES = 32 * 1024**2  # draws held at once (with the density budget, their chunk)
+HDR_DENSITY_ELEMENTS = 250_000  # sample x input x component densities at once (each costs ~60 B in temporaries)
 CRPS_CHUNK = 8192  # inputs whose CRPS is computed at once
 LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)  # nominal levels of calibration.png
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from mdn_experiments import memory
 from mdn_experiments.config import RunSettings
 from mdn_experiments.datasets.base import Dataset, Splits
 from mdn_experiments.evaluation import contract as C
@@ -71,6 +72,7 @@ def validation_only(metrics: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+@memory.mapped_blocks()  # predictions and draws: large arrays, freed at once
 def evaluate_run(
     settings: RunSettings,
     dataset: Dataset,

@@ -512,6 +512,10 @@ def linear_fit(xs: list[float], ys: list[float]) -> tuple[float, float]:
     return slope, my - slope * mx
 
 
+LARGE_TABLE_ROWS = 100_000  # from here on a run's fixed part is whole (evaluation chunks at their size)
+TABLE_REPEATS = 2  # runs per point from LARGE_TABLE_ROWS on: one run's peak moves by about +-10 MiB
+
+
 def table_scaling(quick: bool) -> dict[str, Any]:
     """The default table command against rows: seconds and peak memory, per file format."""
     sizes = [2000, 6000] if quick else [10_000, 30_000, 100_000, 300_000, 1_000_000]
@@ -523,12 +527,17 @@ def table_scaling(quick: bool) -> dict[str, Any]:
                 args = ["dataset=table", f"dataset.path={path}", "dataset.target=y"]
                 if quick:
                     args.append("trainer.steps=50")
-                wall, metrics, _, peak = mdn_run(args, cwd)
+                runs = [mdn_run(args, cwd) for _ in range(1 if quick or n < LARGE_TABLE_ROWS else TABLE_REPEATS)]
                 path.unlink()
+                walls, peaks, metrics = [r[0] for r in runs], [r[3] for r in runs], runs[0][1]
+                wall, peak = statistics.median(walls), statistics.median(peaks)
                 point = {
                     "rows": n,
                     "seconds": wall,
                     "peak_bytes": peak,
+                    "runs": len(runs),
+                    "seconds_range": [min(walls), max(walls)],
+                    "peak_bytes_range": [min(peaks), max(peaks)],
                     "data_seconds": metrics.get("data_seconds", math.nan),
                     "epochs": metrics.get("epochs_run", metrics.get("epochs", math.nan)),
                     "test_ll": metrics.get("test_ll", math.nan),
@@ -540,9 +549,6 @@ def table_scaling(quick: bool) -> dict[str, Any]:
                     flush=True,
                 )
     return out
-
-
-LARGE_TABLE_ROWS = 100_000  # from here on a run's fixed part is whole (evaluation chunks at their size)
 
 
 def table_fits(curve: dict[str, Any]) -> dict[str, float]:
@@ -560,6 +566,18 @@ def table_fits(curve: dict[str, Any]) -> dict[str, float]:
         fits["memory_bytes_per_row_large"], fits["memory_fixed_bytes_large"] = slope, intercept
         fits["time_exponent_large"] = exponent([p["rows"] for p in large], [p["seconds"] for p in large])
     return fits
+
+
+def memory_bound(curve: dict[str, Any], row_bytes: int) -> dict[str, float] | None:
+    """The memory bound of a table curve checked at its largest point: peak <= fixed + data, the
+    fixed part being the peak at LARGE_TABLE_ROWS rows less that table's data (its float32 bytes)."""
+    points = {p["rows"]: p["peak_bytes"] for p in curve["points"]}
+    largest = max(points)
+    if LARGE_TABLE_ROWS not in points or largest <= LARGE_TABLE_ROWS:
+        return None
+    fixed = points[LARGE_TABLE_ROWS] - LARGE_TABLE_ROWS * row_bytes
+    data = largest * row_bytes
+    return {"rows": largest, "fixed": fixed, "data": data, "bound": fixed + data, "peak": points[largest]}
 
 
 def machine() -> dict[str, Any]:
@@ -692,17 +710,23 @@ def markdown(bench: dict[str, Any]) -> str:
         t = s["table_scaling"]
         row_bytes = t["float32_bytes_per_row"]
         lines += [
-            f"**Tables of any size** (the default `mdn-run dataset=table` command, {t['columns']} columns; one run "
-            "per point: seconds of the whole command, peak resident memory of the run, seconds reading the file):",
+            f"**Tables of any size** (the default `mdn-run dataset=table` command, {t['columns']} columns: seconds "
+            "of the whole command, peak resident memory of the run, seconds reading the file; the median of "
+            "the runs, their range in parentheses):",
             "",
-            "| format | rows | seconds | reading s | peak MiB | test LL |",
-            "|---|---|---|---|---|---|",
+            "| format | rows | runs | seconds | reading s | peak MiB | test LL |",
+            "|---|---|---|---|---|---|---|",
         ]
         for fmt, curve in t["formats"].items():
             for p in curve["points"]:
+                runs = p.get("runs", 1)
+                spread = lambda key, scale, digits: (
+                    f" ({p[key][0] / scale:.{digits}f}–{p[key][1] / scale:.{digits}f})" if runs > 1 else ""
+                )
                 lines.append(
-                    f"| {fmt} | {p['rows']:,} | {p['seconds']:.1f} | {p['data_seconds']:.2f} | "
-                    f"{p['peak_bytes'] / 2**20:.0f} | {p['test_ll']:.3f} |"
+                    f"| {fmt} | {p['rows']:,} | {runs} | {p['seconds']:.1f}{spread('seconds_range', 1, 1)} | "
+                    f"{p['data_seconds']:.2f} | {p['peak_bytes'] / 2**20:.0f}{spread('peak_bytes_range', 2**20, 0)} | "
+                    f"{p['test_ll']:.3f} |"
                 )
         lines.append("")
         for fmt, curve in t["formats"].items():
@@ -717,6 +741,14 @@ def markdown(bench: dict[str, Any]) -> str:
                     f"rows^{f['time_exponent_large']:.2f}, memory {f['memory_fixed_bytes_large'] / 2**20:.0f} MiB + "
                     f"{f['memory_bytes_per_row_large']:.0f} bytes per row "
                     f"({f['memory_bytes_per_row_large'] / row_bytes:.2f} x the data's {row_bytes} float32 bytes)"
+                )
+            bound = memory_bound(curve, row_bytes)
+            if bound:
+                line += (
+                    f". The bound at {bound['rows']:,} rows: the fixed part (the {LARGE_TABLE_ROWS:,}-row peak less "
+                    f"its data, {bound['fixed'] / 2**20:.0f} MiB) plus the data ({bound['data'] / 2**20:.0f} MiB) is "
+                    f"{bound['bound'] / 2**20:.0f} MiB; measured {bound['peak'] / 2**20:.0f} MiB "
+                    f"({(bound['peak'] - bound['bound']) / 2**20:+.0f} MiB)"
                 )
             lines.append(line + ".")
         lines.append("")

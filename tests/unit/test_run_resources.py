@@ -39,3 +39,23 @@ class TestMemoryBounds:
             r"but 1 GiB are available: less",
         ):
             estimate.check(resources.GIB, "this", "less")
+
+
+def test_mapped_blocks_maps_large_blocks_within_and_hands_the_heap_back_after_the_outermost(monkeypatch):
+    from mdn_experiments import memory
+
+    calls = []
+    monkeypatch.setattr(memory, "_libc_call", lambda name, *args: calls.append((name, *args)))
+    with memory.mapped_blocks():
+        with memory.mapped_blocks():  # a read inside a step: the caller's setting holds after it
+            pass
+        assert calls == [("mallopt", memory.M_MMAP_THRESHOLD, 1024**2)] * 2
+    assert calls[2:] == [
+        ("mallopt", memory.M_MMAP_THRESHOLD, memory.HEAP_BLOCKS),
+        ("mallopt", memory.M_TRIM_THRESHOLD, 2 * memory.HEAP_BLOCKS),
+    ]
+    calls.clear()
+    with pytest.raises(RuntimeError), memory.mapped_blocks():  # an error inside still restores
+        raise RuntimeError
+    assert calls[-1] == ("mallopt", memory.M_TRIM_THRESHOLD, 2 * memory.HEAP_BLOCKS)
+    assert memory._MAPPED == [0]

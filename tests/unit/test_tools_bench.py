@@ -93,7 +93,7 @@ def test_references_name_known_sweeps_and_well_formed_bands():
 
 def test_the_bench_table_is_what_it_says_and_its_fits_recover_a_line(tmp_path):
     from mdn_experiments.datasets.reading import read_table
-    from mdn_experiments.tools.bench import TABLE_COLUMNS, table_fits, write_bench_table
+    from mdn_experiments.tools.bench import TABLE_COLUMNS, memory_bound, table_fits, write_bench_table
 
     paths = write_bench_table(500, tmp_path)
     tables = [read_table(paths[kind]) for kind in ("csv", "parquet")]
@@ -109,3 +109,8 @@ def test_the_bench_table_is_what_it_says_and_its_fits_recover_a_line(tmp_path):
     assert fits["time_exponent"] == pytest.approx(1.05) and fits["time_exponent_large"] == pytest.approx(1.05)
     assert fits["memory_bytes_per_row"] == pytest.approx(90) and fits["memory_bytes_per_row_large"] == pytest.approx(90)
     assert fits["memory_fixed_bytes"] == pytest.approx(300 * 2**20)
+    # the bound at 10^6 rows: fixed (the 10^5-row peak less its 80-byte rows) + data; 90 > 80 bytes a row
+    bound = memory_bound({"points": points}, 80)
+    assert bound["fixed"] == 300 * 2**20 + 10 * 100_000 and bound["data"] == 80 * 1_000_000
+    assert bound["peak"] - bound["bound"] == 10 * (1_000_000 - 100_000)
+    assert memory_bound({"points": points[:2]}, 80) is None  # no point of 10^5 rows: no fixed part
