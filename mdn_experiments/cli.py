@@ -249,6 +249,8 @@ def main() -> None:
     full_error = os.environ.get("HYDRA_FULL_ERROR")
     try:
         guard.install()  # every composed config is checked before Hydra builds anything from it
+        if {"--help", "-h"} & set(sys.argv[1:]):
+            guard.list_groups_once()  # the help's listing of groups: one repository copy, not a hundred
         register_search()
         check_command_line(sys.argv[1:])
         # once composed, errors reach this function instead of Hydra's traceback printer (see

@@ -210,6 +210,7 @@ class Network(nn.Module):
         self.register_buffer("x_std", torch.ones(*input_shape))
         self.register_buffer("y_mean", torch.zeros(out_dim))
         self.register_buffer("y_std", torch.ones(out_dim))
+        self.backbone_dtype: torch.dtype | None = None  # trainer.precision=bf16: torch.bfloat16
 
     @property
     def is_mdn(self) -> bool:
@@ -259,7 +260,14 @@ class Network(nn.Module):
 
     def forward(self, x: Tensor) -> Mixture | Tensor:
         x = x.contiguous()  # a batch of a column-major table: the same numbers, the same kernels as any
-        out = self.head(self.backbone((x - self.x_mean) / self.x_std))
+        z = (x - self.x_mean) / self.x_std
+        if self.backbone_dtype is None:
+            z = self.backbone(z)
+        else:  # mixed precision in the backbone only: the head, the NLL's log-sum-exp and a Cholesky in float32
+            with torch.autocast(z.device.type, dtype=self.backbone_dtype):
+                z = self.backbone(z)
+            z = z.float()
+        out = self.head(z)
         if isinstance(out, Mixture):
             return out.affine(self.y_mean, self.y_std)
         return self.y_mean + self.y_std * out

@@ -202,3 +202,23 @@ def install() -> None:
     ConfigLoaderImpl.load_configuration = load_configuration
     ConfigLoaderImpl.load_sweep_config = load_sweep_config
     _installed = True
+
+
+def list_groups_once() -> None:
+    """For `--help`: Hydra lists each config group's options from a new deep copy of the whole
+    config repository, a hundred copies for this project's groups and its own (a second on 2
+    cores); one copy serves them all, since a listing changes nothing in it. Only the listing
+    (no config name, no overrides) is served from the one copy; compositions are untouched."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+
+    create = ConfigLoaderImpl._parse_overrides_and_create_caching_repo
+    shared: dict[int, Any] = {}
+
+    def listing_repo(self, config_name, overrides):
+        if config_name is not None or overrides:
+            return create(self, config_name, overrides)
+        if id(self) not in shared:
+            shared[id(self)] = create(self, config_name, overrides)
+        return shared[id(self)]
+
+    ConfigLoaderImpl._parse_overrides_and_create_caching_repo = listing_repo

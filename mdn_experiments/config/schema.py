@@ -42,6 +42,14 @@ class LrSchedule(str, Enum):
     cosine = "cosine"
 
 
+class Precision(str, Enum):
+    """The backbone's arithmetic: float32, or bfloat16 autocast (the head, the log-sum-exp of the
+    NLL and a Cholesky factor stay float32)."""
+
+    float32 = "float32"
+    bf16 = "bf16"
+
+
 class OnNonfinite(str, Enum):
     """What a non-finite loss or gradient does: roll back the epoch with a smaller lr, or stop."""
 
@@ -64,6 +72,7 @@ class TrainerConfig:
     input_noise: float = 0.0  # std of Gaussian input jitter, in input standard deviations
     target_noise: float = 0.0  # std of Gaussian target jitter, in target standard deviations
     device: str = "auto"
+    precision: Precision = Precision.float32  # bf16: the backbone under bfloat16 autocast
     threads: Optional[int] = None  # torch intra-op threads; None: torch's default
     progress: Optional[bool] = None  # None: a progress bar only on a terminal
     checkpoint_seconds: float = 60.0  # save the training state this often (and on SIGTERM/SIGINT)

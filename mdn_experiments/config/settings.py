@@ -122,6 +122,7 @@ class RunSettings:
     mdn_train: TrainSettings
     baseline_train: TrainSettings
     device: str
+    precision: str
     threads: int | None
     progress: bool | None
     checkpoint_seconds: float
@@ -157,6 +158,7 @@ class RunSettings:
             mdn_train=TrainSettings.from_trainer(t, budget=budget),
             baseline_train=TrainSettings.from_trainer(t, t.get("baseline_epochs") or t.epochs, budget=budget),
             device=t.device,
+            precision=_plain(t.get("precision", "float32")),  # runs saved before the key existed: float32
             threads=t.threads,
             progress=t.progress,
             checkpoint_seconds=t.checkpoint_seconds,

@@ -259,6 +259,7 @@ class RunObjects:
         """A fresh network on the run's device, standardised and started from the training data
         (an MDN of K components, an ensemble of `members`: the run's unless given)."""
         network = self.network(head, K, members).to(self.device)
+        network.backbone_dtype = torch.bfloat16 if self.settings.precision == "bf16" else None
         prepare_network(self.settings.model, self.settings.seed, network, self.dataset, splits)
         return network
 

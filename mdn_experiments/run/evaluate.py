@@ -18,7 +18,6 @@ from mdn_experiments.evaluation.calibration import LEVELS, calibrate
 from mdn_experiments.evaluation.health import HEALTH_KEYS
 from mdn_experiments.evaluation.scores import rmse, unconditional_nll
 from mdn_experiments.models import Network, count_parameters
-from mdn_experiments.run.figures import draw_task
 from mdn_experiments.train.trainer import FitResult, evaluate_loss, predict
 
 TEST_WORD = re.compile(r"(?<![a-z])test(?![a-z])")  # `test` as a word of a metric key
@@ -153,6 +152,7 @@ def evaluate_run(
     figures_start = time.perf_counter()
     if settings.figures:
         from mdn_experiments.figures import common  # matplotlib only when figures are drawn
+        from mdn_experiments.run.figures import draw_task
 
         draw_task(dataset, mdn_net=mdn_net, baseline=baseline, splits=splits, fig_dir=fig_dir)
         common.calibration(

@@ -5,6 +5,8 @@ Every figure is a median over repeated runs with its min and max; every comparis
 two things timed side by side, interleaved, in the same process. The machine, the thread count
 and the versions are recorded.
 
+0. startup: fresh processes' wall time: `mdn-run --help`, importing the command line, torch and
+   torch._dynamo (which torch.optim's first step imports).
 1. loss_step: the MDN loss, forward + backward from the same raw network outputs, against
    torch.distributions.MixtureSameFamily and against the probability-space formulation
    (softmax weights, product of densities, log of the sum); and a case where the latter
@@ -17,6 +19,10 @@ and the versions are recorded.
    columns that the bench writes itself (CSV and Parquet): wall time and peak memory (the run's
    own maximum resident set) against rows, with fitted exponents and the memory's bytes per row
    beside the data's float32 bytes per row.
+
+7. cuda (skipped without a CUDA device): MNIST's training step on the device in float32 and
+   with trainer.precision=bf16, the loss step at large N and K, and the million-row table command
+   with trainer.device=cuda.
 
 `--only SECTION[,SECTION]` runs some sections (the others keep their previous entry in
 bench.json); `--quick` shrinks every section to seconds (a smoke test of this script).
@@ -45,7 +51,16 @@ from mdn_experiments.models import MLP, build_network
 from mdn_experiments.tools import launch
 from mdn_experiments.train.trainer import fit
 
-SECTIONS = ("loss_step", "runner_overhead", "time_to_quality", "cost_curves", "mnist_throughput", "table_scaling")
+SECTIONS = (
+    "startup",
+    "loss_step",
+    "runner_overhead",
+    "time_to_quality",
+    "cost_curves",
+    "mnist_throughput",
+    "table_scaling",
+    "cuda",
+)
 OUT = Path("outputs/bench")
 
 
@@ -248,6 +263,36 @@ def runner_overhead(quick: bool) -> dict[str, Any]:
             flush=True,
         )
     return {"rows": rows, "threads": torch.get_num_threads()}
+
+
+# --- start-up ------------------------------------------------------------------------------------
+
+STARTUP_COMMANDS = {
+    "python": ["-c", "pass"],
+    "mdn_run_help": ["-m", "mdn_experiments.cli", "--help"],
+    "import_cli": ["-c", "import mdn_experiments.cli"],
+    "import_torch": ["-c", "import torch"],
+    # torch.optim's first step imports torch._dynamo (Optimizer.step's grad-mode wrapper), in
+    # every process that trains: a cost of torch's own, not of this project's
+    "import_torch_dynamo": ["-c", "import torch, torch._dynamo"],
+}
+
+
+def startup(quick: bool) -> dict[str, Any]:
+    """Wall seconds of fresh processes, median over repeats: `mdn-run --help`, the command line's
+    own import, and what any training process pays for torch (its import, and torch._dynamo's,
+    which torch.optim's first step imports)."""
+    repeats = 2 if quick else 7
+    out: dict[str, Any] = {}
+    for name, args in STARTUP_COMMANDS.items():
+        walls = []
+        for _ in range(repeats + 1):  # the first warms the file cache
+            start = time.perf_counter()
+            subprocess.run([sys.executable, *args], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            walls.append(time.perf_counter() - start)
+        out[name] = summary(walls[1:])
+        print(f"  {name}: {out[name]['median']:.2f} s", flush=True)
+    return out
 
 
 # --- 3. time to quality --------------------------------------------------------------------------
@@ -478,6 +523,80 @@ def mnist_throughput(quick: bool) -> dict[str, Any]:
     return out
 
 
+# --- 7. the GPU path ------------------------------------------------------------------------------
+
+
+def cuda(quick: bool) -> dict[str, Any]:
+    """MNIST's CNN-MDN training step on the device (float32 and bf16, images/s and the epoch it
+    implies), the loss step (forward + backward) at large N and K, and the default table command
+    on 10^6 rows with trainer.device=cuda. Every timed call ends with a device synchronisation."""
+    if not torch.cuda.is_available():
+        return {"skipped": "no CUDA device"}
+    return device_section(quick, torch.device("cuda"))
+
+
+def device_section(quick: bool, device: torch.device) -> dict[str, Any]:
+    """cuda()'s measurements on `device` (the tests run them on the CPU: the same code path)."""
+    from mdn_experiments.config.compose import compose
+    from mdn_experiments.run.build import build, make_dataset
+
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    repeats = 3 if quick else 15
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    out: dict[str, Any] = {"device": name, "mnist": {}, "loss_step": []}
+    cfg = compose(["dataset=mnist"])
+    dataset = make_dataset(cfg)
+    batch = int(cfg.trainer.batch_size)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(batch, *dataset.input_shape, generator=g).to(device)
+    y = torch.randint(0, 10, (batch, 1), generator=g).float().to(device)
+    for precision in ("float32", "bf16"):
+        torch.manual_seed(0)
+        network = build(cfg, dataset, "mdn").to(device)
+        network.fit_standardization(x, y, per_feature=dataset.per_feature_standardization)
+        network.backbone_dtype = torch.bfloat16 if precision == "bf16" else None
+        optimizer = torch.optim.Adam(network.parameters(), lr=1e-3)
+
+        def train_step():
+            network.train()
+            loss, _ = network.loss(x, y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            sync()
+
+        step = side_by_side({"step": train_step}, repeats, inner=10)["step"]
+        out["mnist"][precision] = {
+            "images_per_second": batch / step["median"],
+            "epoch_seconds": MNIST_TRAIN_IMAGES / (batch / step["median"]),
+        }
+        print(f"  CUDA MNIST {precision}: {batch / step['median']:.0f} images/s", flush=True)
+    cases = [(65536, 10, 1, "diag"), (65536, 10, 2, "full")] + ([] if quick else [(1_000_000, 10, 1, "diag")])
+    for n, K, D, covariance in cases:
+        raw, target = loss_inputs(n, K, D, covariance)
+        raw, target = raw.detach().to(device).requires_grad_(True), target.to(device)
+
+        def loss_step_on_device():
+            raw.grad = None
+            mdn.nll(mdn.mixture_from_raw(raw, K, D, covariance), target).backward()
+            sync()
+
+        t = side_by_side({"ours": loss_step_on_device}, repeats, inner=5)["ours"]
+        out["loss_step"].append({"n": n, "K": K, "D": D, "covariance": covariance, "seconds": t})
+        print(f"  CUDA loss step N={n} K={K} D={D} {covariance}: {t['median'] * 1e3:.3f} ms", flush=True)
+    rows = 2000 if quick else 1_000_000
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write_bench_table(rows, Path(tmp))["parquet"]
+        args = ["dataset=table", f"dataset.path={path}", "dataset.target=y", f"trainer.device={device.type}"]
+        wall, metrics, _, peak = mdn_run(args + (["trainer.steps=50"] if quick else []), Path(tmp))
+    out["table"] = {"rows": rows, "seconds": wall, "train_seconds": metrics["train_seconds"], "peak_bytes": peak}
+    print(f"  {device.type} table {rows} rows: {wall:.1f} s", flush=True)
+    return out
+
+
+MNIST_TRAIN_IMAGES = 55_000  # the training part of the default MNIST run
+
+
 # --- the report ----------------------------------------------------------------------------------
 
 
@@ -619,6 +738,22 @@ def markdown(bench: dict[str, Any]) -> str:
         "",
     ]
     s = bench["sections"]
+    if "startup" in s:
+        t = s["startup"]
+        named = {
+            "python": "Python itself",
+            "mdn_run_help": "`mdn-run --help`",
+            "import_cli": "importing the command line",
+            "import_torch": "`import torch`",
+            "import_torch_dynamo": "`import torch, torch._dynamo`",
+        }
+        lines += [
+            "**Start-up** (fresh processes, seconds, median [min–max]): "
+            + "; ".join(f"{named[k]} {fmt_range(v, 1, 2)}" for k, v in t.items() if k in named)
+            + ". Every training process imports torch, and torch.optim's first step imports "
+            "torch._dynamo: those two are torch's own floor under a run's start-up.",
+            "",
+        ]
     if "loss_step" in s:
         lines += [
             "**Loss step** (forward + backward from the same raw outputs; ms, median [min–max]):",
@@ -706,6 +841,27 @@ def markdown(bench: dict[str, Any]) -> str:
             f"{t['inference_images_per_second_range'][0]:.0f}–{t['inference_images_per_second_range'][1]:.0f}).",
             "",
         ]
+    if "cuda" in s:
+        t = s["cuda"]
+        if "skipped" in t:
+            lines += [f"**CUDA**: not measured ({t['skipped']}).", ""]
+        else:
+            mnist = t["mnist"]
+            lines += [
+                f"**CUDA** ({t['device']}): MNIST's CNN-MDN trains "
+                + ", ".join(
+                    f"{v['images_per_second']:.0f} images/s in {k} ({v['epoch_seconds']:.1f} s an epoch)"
+                    for k, v in mnist.items()
+                )
+                + "; the loss step (forward + backward) takes "
+                + ", ".join(
+                    f"{r['seconds']['median'] * 1e3:.2f} ms at N={r['n']:,}, K={r['K']}, D={r['D']} {r['covariance']}"
+                    for r in t["loss_step"]
+                )
+                + f"; the default table command on {t['table']['rows']:,} rows took {t['table']['seconds']:.1f} s "
+                f"({t['table']['train_seconds']:.1f} s training).",
+                "",
+            ]
     if "table_scaling" in s:
         t = s["table_scaling"]
         row_bytes = t["float32_bytes_per_row"]

@@ -59,3 +59,22 @@ def test_bench_table_section_runs_the_default_command_and_reports_memory(tmp_pat
         for point in curve["points"]:
             assert point["seconds"] > 0 and point["peak_bytes"] > 50 * 2**20 and math.isfinite(point["test_ll"])
     assert "**Tables of any size**" in (tmp_path / "bench.md").read_text()
+
+
+@pytest.mark.slow  # 40 s: the GPU section's code, run on the CPU
+def test_the_cuda_section_measures_on_a_device_and_says_when_there_is_none(tmp_path):
+    import torch
+
+    from mdn_experiments.tools import bench
+
+    out = bench.device_section(True, torch.device("cpu"))  # what `make bench` runs on a GPU, here on the CPU
+    assert set(out["mnist"]) == {"float32", "bf16"}
+    for entry in out["mnist"].values():
+        assert entry["images_per_second"] > 0
+        assert entry["epoch_seconds"] == pytest.approx(bench.MNIST_TRAIN_IMAGES / entry["images_per_second"])
+    assert [row["n"] for row in out["loss_step"]] == [65536, 65536]
+    assert out["table"]["rows"] == 2000 and out["table"]["train_seconds"] > 0
+    text = bench.markdown({"machine": bench.machine(), "date": "today", "sections": {"cuda": out}})
+    assert "**CUDA** (cpu)" in text and "bf16" in text
+    if not torch.cuda.is_available():
+        assert bench.cuda(True) == {"skipped": "no CUDA device"}

@@ -215,3 +215,50 @@ def test_figures_can_be_left_out_without_changing_the_metrics(tmp_path, tiny_ove
     without = run_experiment(compose_config(tiny_overrides + ["figures=false"]), tmp_path / "b")
     assert list((tmp_path / "b" / "figures").iterdir()) == []
     assert without_timings(with_figures) == without_timings(without)
+
+
+HEAVY_MODULES = (
+    "torch",
+    "numpy",
+    "matplotlib",
+    "pandas",
+    "pyarrow",
+    "scipy",
+    "sklearn",
+    "mlflow",
+    "optuna",
+    "submitit",
+    "joblib",
+    "tensorboard",
+    "onnx",
+    "onnxruntime",
+)
+IMPORTED = """
+import sys
+from mdn_experiments import cli
+sys.argv = ["mdn-run", *sys.argv[1:]]
+try:
+    cli.main()
+except SystemExit as stop:
+    assert stop.code in (0, None), stop.code
+print("IMPORTED", " ".join(sorted(m for m in {heavy!r} if m in sys.modules)))
+"""
+
+
+def heavy_imports(args: list[str], cwd: Path) -> set[str]:
+    """The heavy modules a fresh `mdn-run ARGS` process has imported when it ends."""
+    code = IMPORTED.format(heavy=HEAVY_MODULES)
+    proc = subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    line = next(line for line in proc.stdout.splitlines() if line.startswith("IMPORTED"))
+    return set(line.split()[1:])
+
+
+@pytest.mark.quick
+def test_help_imports_no_heavy_module_and_a_run_only_what_it_uses(tmp_path, tiny_overrides):
+    """Start-up: `mdn-run --help` imports neither torch nor numpy nor any plotting, data, tracking
+    or launcher library; a toy run without figures imports torch (and numpy under it), no more."""
+    assert heavy_imports(["--help"], tmp_path) == set()
+    run = heavy_imports([*tiny_overrides, "figures=false", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
+    assert run == {"torch", "numpy"}
+    assert "matplotlib" in heavy_imports([*tiny_overrides, f"hydra.run.dir={tmp_path / 'drawn'}"], tmp_path)
