@@ -34,9 +34,11 @@ def test_every_key_refuses_bad_values_as_user_errors():
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
+    from mdn_experiments.config import guard
     from mdn_experiments.run.build import check_config
 
-    checked, seen = 0, set()
+    guard.install()  # as mdn-run composes (installed for good by any earlier compose in this process)
+    checked, refused, seen = 0, 0, set()
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         for dataset in ("inverse_sine", "robot_arm", "mnist"):
             base = OmegaConf.to_container(compose("config", overrides=[f"dataset={dataset}"]))
@@ -49,6 +51,10 @@ def test_every_key_refuses_bad_values_as_user_errors():
                         cfg = compose("config", overrides=[f"dataset={dataset}", f"{key}={bad}"])
                     except (HydraException, OmegaConfBaseException):
                         continue
+                    except guard.Refused as refusal:  # the composed config's own check: one line in the CLI
+                        assert isinstance(refusal.error, UserError)
+                        refused += 1
+                        continue
                     try:
                         dataset_obj, _ = check_config(cfg)
                         if dataset != "mnist":
@@ -56,7 +62,7 @@ def test_every_key_refuses_bad_values_as_user_errors():
                     except UserError:
                         pass
                     checked += 1
-    assert checked > 150
+    assert checked > 150 and refused > 20, (checked, refused)  # 151 and 27 when written
 
 
 def leaves(node: dict, prefix: str = ""):

@@ -261,4 +261,8 @@ def test_help_imports_no_heavy_module_and_a_run_only_what_it_uses(tmp_path, tiny
     assert heavy_imports(["--help"], tmp_path) == set()
     run = heavy_imports([*tiny_overrides, "figures=false", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
     assert run == {"torch", "numpy"}
+
+
+def test_the_import_check_sees_what_a_run_that_draws_imports(tmp_path, tiny_overrides):
+    """The check above can fail: a run that draws its figures imports matplotlib."""
     assert "matplotlib" in heavy_imports([*tiny_overrides, f"hydra.run.dir={tmp_path / 'drawn'}"], tmp_path)
