@@ -474,21 +474,25 @@ def scaling_figure(curves: dict[str, Any], path: Path) -> None:
 # --- 5. MNIST throughput -------------------------------------------------------------------------
 
 
-def mnist_throughput(quick: bool) -> dict[str, Any]:
+def mnist_training_step(device: torch.device | None = None, bf16: bool = False, sync: Callable[[], Any] = lambda: None):
+    """The default CNN-MDN on `device`, standardised on a random batch of MNIST's size, and one
+    Adam step on that batch (then `sync`): (step, network, batch size, dataset, the generator,
+    which goes on where the batch ended)."""
     from mdn_experiments.config.compose import compose
     from mdn_experiments.run.build import build, make_dataset
 
+    device = device or torch.device("cpu")
     cfg = compose(["dataset=mnist"])
     dataset = make_dataset(cfg)
     torch.manual_seed(0)
-    network = build(cfg, dataset, "mdn")
+    network = build(cfg, dataset, "mdn").to(device)
     batch = int(cfg.trainer.batch_size)
     g = torch.Generator().manual_seed(0)
-    x = torch.rand(batch, *dataset.input_shape, generator=g)
-    y = torch.randint(0, 10, (batch, 1), generator=g).float()
+    x = torch.rand(batch, *dataset.input_shape, generator=g).to(device)
+    y = torch.randint(0, 10, (batch, 1), generator=g).float().to(device)
     network.fit_standardization(x, y, per_feature=dataset.per_feature_standardization)
+    network.backbone_dtype = torch.bfloat16 if bf16 else None
     optimizer = torch.optim.Adam(network.parameters(), lr=1e-3)
-    x_inf = torch.rand(1000, *dataset.input_shape, generator=g)
 
     def train_step():
         network.train()
@@ -496,6 +500,14 @@ def mnist_throughput(quick: bool) -> dict[str, Any]:
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        sync()
+
+    return train_step, network, batch, dataset, g
+
+
+def mnist_throughput(quick: bool) -> dict[str, Any]:
+    train_step, network, batch, dataset, g = mnist_training_step()
+    x_inf = torch.rand(1000, *dataset.input_shape, generator=g)
 
     @torch.no_grad()
     def infer():
@@ -537,34 +549,12 @@ def cuda(quick: bool) -> dict[str, Any]:
 
 def device_section(quick: bool, device: torch.device) -> dict[str, Any]:
     """cuda()'s measurements on `device` (the tests run them on the CPU: the same code path)."""
-    from mdn_experiments.config.compose import compose
-    from mdn_experiments.run.build import build, make_dataset
-
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     repeats = 3 if quick else 15
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     out: dict[str, Any] = {"device": name, "mnist": {}, "loss_step": []}
-    cfg = compose(["dataset=mnist"])
-    dataset = make_dataset(cfg)
-    batch = int(cfg.trainer.batch_size)
-    g = torch.Generator().manual_seed(0)
-    x = torch.rand(batch, *dataset.input_shape, generator=g).to(device)
-    y = torch.randint(0, 10, (batch, 1), generator=g).float().to(device)
     for precision in ("float32", "bf16"):
-        torch.manual_seed(0)
-        network = build(cfg, dataset, "mdn").to(device)
-        network.fit_standardization(x, y, per_feature=dataset.per_feature_standardization)
-        network.backbone_dtype = torch.bfloat16 if precision == "bf16" else None
-        optimizer = torch.optim.Adam(network.parameters(), lr=1e-3)
-
-        def train_step():
-            network.train()
-            loss, _ = network.loss(x, y)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            sync()
-
+        train_step, _, batch, _, _ = mnist_training_step(device, bf16=precision == "bf16", sync=sync)
         step = side_by_side({"step": train_step}, repeats, inner=10)["step"]
         out["mnist"][precision] = {
             "images_per_second": batch / step["median"],
