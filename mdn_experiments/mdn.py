@@ -219,13 +219,19 @@ class Mixture:
         B, nb = math.prod(batch), len(batch)
         if B > MODES_CHUNK:  # each mixture's climb is its own: a chunk at a time bounds the memory
             flat = self._map(lambda t: t.reshape(B, *t.shape[nb:]))
-            parts = [flat[i : i + MODES_CHUNK].modes(max_iter, tol, merge) for i in range(0, B, MODES_CHUNK)]
-            return Modes(
-                *(
-                    torch.cat([getattr(m, name) for m in parts]).reshape(*batch, *getattr(parts[0], name).shape[1:])
-                    for name in ("location", "log_density", "mass", "valid")
-                )
-            )
+            first = flat[:MODES_CHUNK].modes(max_iter, tol, merge)
+
+            # each chunk written into the whole answer: a list of parts, kept from chunk to chunk,
+            # would sit between the climbs' freed temporaries and keep the heap from shrinking
+            def parts(m: Modes) -> list[Tensor]:
+                return [getattr(m, f.name) for f in fields(m)]
+
+            whole = [t.new_empty((B, *t.shape[1:])) for t in parts(first)]
+            for i in range(0, B, MODES_CHUNK):
+                part = first if i == 0 else flat[i : i + MODES_CHUNK].modes(max_iter, tol, merge)
+                for out, value in zip(whole, parts(part)):
+                    out[i : i + MODES_CHUNK] = value
+            return Modes(*(t.reshape(*batch, *t.shape[1:]) for t in whole))
         p = self.to(torch.float64)._map(lambda t: t.reshape(B, *t.shape[nb:]))  # one batch dimension
         precision = torch.linalg.inv(p.component_covariance())  # (B, K, D, D)
         weighted_mu = (precision @ p.mu.unsqueeze(-1)).squeeze(-1)  # (B, K, D)

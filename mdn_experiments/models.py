@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from omegaconf import OmegaConf
@@ -386,9 +386,10 @@ def cached_predictions():
 
 
 @torch.no_grad()
-def predict(network: Network, x: Tensor, batch_size: int = 1024) -> Mixture | Tensor:
-    """network(x) in batches (images need it), in eval mode."""
-    if _cache is not None:
+def predict(network: Network, x: Tensor, batch_size: int = 1024, *, cache: bool = True) -> Mixture | Tensor:
+    """network(x) in batches (images need it), in eval mode. `cache=False`: never kept by
+    cached_predictions (a part of a set, asked once)."""
+    if _cache is not None and cache:
         for net, inputs, out in _cache:
             if net is network and inputs is x:
                 return out
@@ -408,6 +409,25 @@ def predict(network: Network, x: Tensor, batch_size: int = 1024) -> Mixture | Te
         memory.give_back()  # the batches' temporaries, freed: not held under what follows
     else:
         out = first
-    if _cache is not None:
+    if _cache is not None and cache:
         _cache.append((network, x, out))
     return out
+
+
+PART_ROWS = 16_384  # rows of a large set predicted and scored at once (predict_parts)
+
+
+def predict_parts(
+    network: Network, x: Tensor, y: Tensor, rows: int | None = None
+) -> Iterator[tuple[Mixture | Tensor, Tensor]]:
+    """network's predictions for x beside their targets y, a part of `rows` rows at a time, in
+    order: what scoring a large set streams through, so that no prediction of the whole set is
+    held (a million-row table's 100,000 test rows cost 10 MB as one 9-component mixture). A set of
+    at most `rows` (default PART_ROWS) rows is one part, predicted (and cached) as predict does."""
+    rows = PART_ROWS if rows is None else rows
+    n = x.shape[0]
+    if n <= rows:
+        yield predict(network, x), y
+        return
+    for start in range(0, n, rows):
+        yield predict(network, x[start : start + rows], cache=False), y[start : start + rows]

@@ -29,8 +29,8 @@ from mdn_experiments.datasets.reading import Table, read_table
 from mdn_experiments.datasets.reading import shown as _shown
 from mdn_experiments.errors import DataError, clip
 from mdn_experiments.evaluation import contract as C
-from mdn_experiments.evaluation.scores import rmse
-from mdn_experiments.models import Network, predict
+from mdn_experiments.evaluation.scores import means_over_parts
+from mdn_experiments.models import Network, predict_parts
 
 log = logging.getLogger(__name__)
 
@@ -565,31 +565,48 @@ class TableDataset(Dataset):
 
     @torch.no_grad()
     def metrics(self, mdn_net: Network, baseline: Network | None, splits: Splits) -> dict[str, Any]:
-        x, y = splits.test
-        mixture = predict(mdn_net, x)
-        out: dict[str, Any] = {**self.describe(), C.TEST_LL: float(mixture.log_prob(y).mean())}
-        points = {rule: C.point(mixture, rule) for rule in (C.MIXTURE_MEAN, C.TOP_MODE, C.TOP_PI)}
-        for rule, value in points.items():
-            out[C.key("rmse", rule)] = rmse(value, y)
+        """The test part's log-likelihood and the RMSE of each point rule, and for several targets
+        each column's own scores; scored a part of the test set at a time (a table can be large)."""
+        rules = (C.MIXTURE_MEAN, C.TOP_MODE, C.TOP_PI)
+        per_row = {
+            C.TEST_LL: lambda mixture, y: mixture.log_prob(y),
+            **{
+                rule: lambda mixture, y, rule=rule: (C.point(mixture, rule).double() - y.double()).square()
+                for rule in rules
+            },  # (n, D): each column's squared errors
+        }
         if self.output_dim > 1:
-            out.update(self.per_target(mixture, points, predict(baseline, x) if baseline is not None else None, y))
+            per_row["marginal_ll"] = lambda mixture, y: torch.stack(
+                [mixture.marginal(d).log_prob(y[:, d : d + 1]) for d in range(y.shape[1])], -1
+            )
+        means = means_over_parts(predict_parts(mdn_net, *splits.test), **per_row)
+        out: dict[str, Any] = {**self.describe(), C.TEST_LL: float(means[C.TEST_LL])}
+        for rule in rules:
+            out[C.key("rmse", rule)] = float(means[rule].sum().sqrt())
+        if self.output_dim > 1:
+            out.update(self.per_target(mdn_net, baseline, splits, means, rules))
         return out
 
-    def per_target(self, mixture, points, baseline_pred, y) -> dict[str, float]:
+    def per_target(self, mdn_net, baseline, splits, means, rules) -> dict[str, float]:
         """The 1-D scores of each target column (its marginal mixture), keyed `metric[column]`."""
-        from mdn_experiments.evaluation.calibration import calibrate
+        from mdn_experiments.evaluation.calibration import calibrate_parts
 
+        n = len(splits.test[1])
+        if baseline is not None:
+            baseline_squared = means_over_parts(
+                predict_parts(baseline, *splits.test),
+                squared=lambda pred, y: (pred.double() - y.double()).square(),
+            )["squared"]
         out = {}
         for d, name in enumerate(self.data.target_names):
-            marginal = mixture.marginal(d)
-            yd = y[:, d : d + 1]
+            marginals = ((mixture.marginal(d), y[:, d : d + 1]) for mixture, y in predict_parts(mdn_net, *splits.test))
             scores = {
-                C.TEST_LL: float(marginal.log_prob(yd).mean()),
-                **{C.key("rmse", rule): rmse(p[:, d : d + 1], yd) for rule, p in points.items()},
-                **calibrate(marginal, yd).metrics(),
+                C.TEST_LL: float(means["marginal_ll"][d]),
+                **{C.key("rmse", rule): float(means[rule][d].sqrt()) for rule in rules},
+                **calibrate_parts(marginals, n).metrics(),
             }
-            if baseline_pred is not None:
-                scores[C.RMSE_BASELINE] = rmse(baseline_pred[:, d : d + 1], yd)
+            if baseline is not None:
+                scores[C.RMSE_BASELINE] = float(baseline_squared[d].sqrt())
             out.update({C.column_key(metric, name): value for metric, value in scores.items()})
         return out
 

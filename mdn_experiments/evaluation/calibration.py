@@ -13,7 +13,7 @@ For a calibrated model the HDR levels are uniform and coverage equals a at every
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,36 +25,51 @@ from mdn_experiments.mdn import Mixture
 
 HDR_SAMPLE_BYTES = 32 * 1024**2  # draws held at once (with the density budget, their chunk)
 HDR_DENSITY_ELEMENTS = 250_000  # sample x input x component densities at once (each costs ~60 B in temporaries)
-CRPS_CHUNK = 8192  # inputs whose CRPS is computed at once
+SCORE_CHUNK = 8192  # inputs whose CRPS or PIT is computed at once
 LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)  # nominal levels of calibration.png
 
 
 @torch.no_grad()
-def hdr_levels(mixture: Mixture, y: Tensor, n_samples: int = 1000, seed: int = 0) -> Tensor:
+def hdr_levels(
+    mixture: Mixture, y: Tensor, n_samples: int = 1000, seed: int = 0, *, generator: torch.Generator | None = None
+) -> Tensor:
     """The smallest HDR that contains each target, as its probability: (N,) in [0, 1].
 
     mixture has batch shape (N,), y is (N, D). Monte Carlo with n_samples draws per input: the
-    standard error of each level is at most 0.5 / sqrt(n_samples)."""
-    generator = torch.Generator(device=y.device).manual_seed(seed)
+    standard error of each level is at most 0.5 / sqrt(n_samples). `generator` (instead of
+    `seed`): a stream that goes on from an earlier part of the same set."""
+    if generator is None:
+        generator = torch.Generator(device=y.device).manual_seed(seed)
     n, k = y.shape[0], mixture.n_components
     d = max(mixture.dim, 1)
     # inputs drawn for at once: 20M densities, and no more than HDR_SAMPLE_BYTES of draws (a draw
     # costs its component's index and fields: a one-component mixture's chunk would take 600 MB)
     per_draw = 8 + 4 * (3 * d + 3)
     chunk = max(1, min(20_000_000 // (n_samples * k * d), HDR_SAMPLE_BYTES // (n_samples * per_draw)))
-    out = []
+    # the counts written in place: pieces kept from chunk to chunk would sit between the chunks'
+    # freed temporaries and keep the heap from shrinking, a growth with the number of inputs
+    denser = torch.zeros(n, dtype=torch.float64, device=y.device)
     for start in range(0, n, chunk):
         part = mixture[start : start + chunk]
         target = part.log_prob(y[start : start + chunk])  # (n,)
         draws = part.sample(n_samples, generator=generator)  # (S, n, D): the one random stream
         # their densities a slice of draws at a time: (S, n, K) at once would cost hundreds of MB
         step = max(1, HDR_DENSITY_ELEMENTS // (len(target) * k * max(mixture.dim, 1)))
-        denser = torch.zeros(len(target), dtype=torch.float64, device=y.device)
+        counts = denser[start : start + chunk]
         for s in range(0, n_samples, step):
-            denser += (part.log_prob(draws[s : s + step]) > target).double().sum(0)
-        out.append(denser / n_samples)
+            counts += (part.log_prob(draws[s : s + step]) > target).sum(0)
+        del part, target, draws
     memory.give_back()  # the draws' blocks: not held under the steps that follow
-    return torch.cat(out)
+    return denser.div_(n_samples)
+
+
+def _in_chunks(score: Callable[[Mixture, Tensor], Tensor], mixture: Mixture, y: Tensor) -> Tensor:
+    """score (one float64 per input) SCORE_CHUNK inputs at a time, written into one output: the
+    temporaries stay the size of a chunk, and no piece kept from chunk to chunk pins the heap."""
+    out = torch.empty(len(y), dtype=torch.float64, device=y.device)
+    for i in range(0, len(y), SCORE_CHUNK):
+        out[i : i + SCORE_CHUNK] = score(mixture[i : i + SCORE_CHUNK], y[i : i + SCORE_CHUNK])
+    return out
 
 
 def _normal_cdf(z: Tensor) -> Tensor:
@@ -77,9 +92,8 @@ def crps(mixture: Mixture, y: Tensor) -> Tensor:
     in target units (lower is better; for a point forecast it is the absolute error)."""
     if mixture.dim != 1:
         raise ValueError(f"crps is defined here for 1-D targets, got D={mixture.dim}")
-    if len(y) > CRPS_CHUNK:  # the pairwise term is (N, K, K): a chunk of inputs at a time
-        chunks = range(0, len(y), CRPS_CHUNK)
-        return torch.cat([crps(mixture[i : i + CRPS_CHUNK], y[i : i + CRPS_CHUNK]) for i in chunks])
+    if len(y) > SCORE_CHUNK:  # the pairwise term is (N, K, K): a chunk of inputs at a time
+        return _in_chunks(crps, mixture, y)
     pi = mixture.pi.double()
     mu, s = mixture.mu[..., 0].double(), mixture.component_std()[..., 0].double()
     first = (pi * _crps_kernel(y.double() - mu, s)).sum(-1)
@@ -96,6 +110,8 @@ def pit(mixture: Mixture, y: Tensor) -> Tensor:
     for a calibrated model."""
     if mixture.dim != 1:
         raise ValueError(f"pit is defined here for 1-D targets, got D={mixture.dim}")
+    if len(y) > SCORE_CHUNK:
+        return _in_chunks(pit, mixture, y)
     z = (y.double() - mixture.mu[..., 0].double()) / mixture.component_std()[..., 0].double()
     return (mixture.pi.double() * _normal_cdf(z)).sum(-1)
 
@@ -150,7 +166,29 @@ class Calibration:
 
 def calibrate(mixture: Mixture, y: Tensor, n_samples: int = 1000, seed: int = 0) -> Calibration:
     """Calibration of mixtures (batch (N,)) against targets y (N, D)."""
-    hdr = hdr_levels(mixture, y, n_samples, seed).cpu().numpy()
-    if mixture.dim != 1:
-        return Calibration(hdr)
-    return Calibration(hdr, pit(mixture, y).cpu().numpy(), crps(mixture, y).cpu().numpy())
+    return calibrate_parts([(mixture, y)], len(y), n_samples, seed)
+
+
+def calibrate_parts(
+    parts: Iterable[tuple[Mixture, Tensor]], n: int, n_samples: int = 1000, seed: int = 0
+) -> Calibration:
+    """Calibration of a set of n inputs given a part at a time, (mixtures, targets) in the set's
+    order (say, predicted a part at a time: models.predict_parts), with one random stream for the
+    HDR draws: one part gives calibrate's answer, bit for bit. Only the (n,) scores are kept."""
+    generator = None
+    hdr = pits = crpss = None
+    start = 0
+    for mixture, y in parts:
+        if generator is None:  # the first part: the stream, and the scores the targets' dimension has
+            generator = torch.Generator(device=y.device).manual_seed(seed)
+            hdr = np.empty(n)
+            pits, crpss = (np.empty(n), np.empty(n)) if mixture.dim == 1 else (None, None)
+        rows = slice(start, start + len(y))
+        hdr[rows] = hdr_levels(mixture, y, n_samples, generator=generator).cpu().numpy()
+        if pits is not None:
+            pits[rows] = pit(mixture, y).cpu().numpy()
+            crpss[rows] = crps(mixture, y).cpu().numpy()
+        start = rows.stop
+    if start != n:
+        raise ValueError(f"calibrate_parts: the parts held {start} inputs, not the {n} announced")
+    return Calibration(hdr, pits, crpss)

@@ -9,15 +9,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from mdn_experiments import memory
 from mdn_experiments.config import RunSettings
 from mdn_experiments.datasets.base import Dataset, Splits
 from mdn_experiments.evaluation import contract as C
-from mdn_experiments.evaluation.calibration import LEVELS, calibrate
+from mdn_experiments.evaluation.calibration import LEVELS, calibrate_parts
 from mdn_experiments.evaluation.health import HEALTH_KEYS
-from mdn_experiments.evaluation.scores import rmse, unconditional_nll
-from mdn_experiments.models import Network, count_parameters
+from mdn_experiments.evaluation.scores import means_over_parts, rmse, unconditional_nll
+from mdn_experiments.mdn import Mixture
+from mdn_experiments.models import Network, count_parameters, predict_parts
 from mdn_experiments.train.trainer import FitResult, evaluate_loss, predict
 
 TEST_WORD = re.compile(r"(?<![a-z])test(?![a-z])")  # `test` as a word of a metric key
@@ -33,23 +35,33 @@ def _rollback_metrics(result: FitResult, rule: str | None = None) -> dict[str, A
     }
 
 
+def _finite_rows(mixture: Mixture) -> Tensor:
+    """(N,) whether each input's mixture has finite weights, means and scales."""
+    fields = (mixture.pi, mixture.mu, mixture.component_std())
+    return torch.stack([torch.isfinite(t).flatten(1).all(1) for t in fields]).all(0)
+
+
 @torch.no_grad()
 def _gaussian_metrics(network: Network, result: FitResult, splits: Splits) -> dict[str, Any]:
     """The K=1 MDN's scores on the test set (its NLL, mean, CRPS, 90 % coverage) and its training."""
-    x, y = splits.test
-    mixture = predict(network, x)
-    nll = float(mixture.nll(y))
+    means = means_over_parts(
+        predict_parts(network, *splits.test),
+        log_lik=lambda mixture, y: mixture.log_prob(y),
+        squared=lambda mixture, y: (mixture.mean().double() - y.double()).square().sum(-1),
+        finite=lambda mixture, y: _finite_rows(mixture),
+    )
+    nll = -float(means["log_lik"])
     out: dict[str, Any] = {
         C.key(C.TEST_NLL, C.GAUSSIAN): nll,
         C.key(C.TEST_LL, C.GAUSSIAN): -nll,
         C.key(C.VAL_NLL, C.GAUSSIAN): result.best_val_loss,
-        C.key("rmse", C.GAUSSIAN): rmse(mixture.mean(), y),
+        C.key("rmse", C.GAUSSIAN): float(means["squared"].sqrt()),
         C.key("n_params", C.GAUSSIAN): count_parameters(network),
         C.key("train_seconds", C.GAUSSIAN): result.seconds,
         **_rollback_metrics(result, C.GAUSSIAN),
     }
-    if bool(torch.isfinite(mixture.mu).all() and torch.isfinite(mixture.component_std()).all()):
-        calibration = calibrate(mixture, y)
+    if float(means["finite"]) == 1.0:
+        calibration = calibrate_parts(predict_parts(network, *splits.test), len(splits.test[1]))
         out[C.key(C.COVERAGE_90, C.GAUSSIAN)] = calibration.coverage(0.9)
         if calibration.crps is not None:
             out[C.key(C.CRPS, C.GAUSSIAN)] = float(calibration.crps.mean())
@@ -113,10 +125,7 @@ def evaluate_run(
         "train_seconds": result.seconds,
         dataset.throughput_key: len(result.history) * splits.train[0].shape[0] / max(result.seconds, 1e-9),
     }
-    test_mixture = predict(mdn_net, splits.test[0])
-    unusable = not all(
-        bool(torch.isfinite(t).all()) for t in (test_mixture.pi, test_mixture.mu, test_mixture.component_std())
-    )
+    unusable = not all(bool(_finite_rows(mixture).all()) for mixture, _ in predict_parts(mdn_net, *splits.test))
     if baseline is not None:
         with torch.no_grad():
             metrics[C.RMSE_BASELINE] = rmse(predict(baseline, splits.test[0]), splits.test[1])
@@ -135,7 +144,7 @@ def evaluate_run(
         metrics[C.LL_GAIN] = metrics[C.TEST_LL] - foil
         metrics[C.FOIL_SENTENCE] = C.foil_sentence(metrics[C.TEST_LL], foil)
     with torch.no_grad():
-        calibration = calibrate(test_mixture, splits.test[1])
+        calibration = calibrate_parts(predict_parts(mdn_net, *splits.test), len(splits.test[1]))
         metrics.update(calibration.metrics())
         if baseline is not None and calibration.crps is not None:  # a point forecast's CRPS: |y - y_hat|
             metrics[C.CRPS_BASELINE] = float((predict(baseline, splits.test[0]) - splits.test[1]).abs().mean())

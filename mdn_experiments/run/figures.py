@@ -243,13 +243,14 @@ def draw_table(
 ) -> list[Path]:
     """predicted.png: per target column, predicted (median, 50 % and 90 % intervals) against observed."""
     x, y = splits.test
-    mixture = predict(mdn_net, x)
     shown = np.sort(np.random.default_rng(0).permutation(len(y))[: table_figures.MAX_POINTS])
+    x_shown = x[torch.as_tensor(shown)]  # only the rows drawn are asked about (a test part can be large)
+    mixture = predict(mdn_net, x_shown)
     panels = []
     for d, name in enumerate(dataset.data.target_names):
-        q = quantiles(mixture.marginal(d)[torch.as_tensor(shown)], table_figures.LEVELS).cpu().numpy()
+        q = quantiles(mixture.marginal(d), table_figures.LEVELS).cpu().numpy()
         panels.append((name, y[shown, d].cpu().numpy(), q))
-    point = predict(baseline, x)[shown].cpu().numpy() if baseline is not None else None
+    point = predict(baseline, x_shown).cpu().numpy() if baseline is not None else None
     return [
         table_figures.predicted_vs_observed(
             fig_dir / "predicted.png", panels=panels, baseline=point, title=dataset.name

@@ -298,27 +298,42 @@ def startup(quick: bool) -> dict[str, Any]:
 # --- 3. time to quality --------------------------------------------------------------------------
 
 
+# Starts a command and writes its peak resident KiB (wait4's ru_maxrss) to argv[1]. Linux carries
+# a process's high-water mark across exec: a run started by the bench itself would report the
+# bench's own peak where that is higher (after it wrote a million-row table, 594 MiB for a run
+# that peaked at 549). Started from this small interpreter, a run's peak is its own.
+PEAK_LAUNCHER = (
+    "import os, subprocess, sys\n"
+    "child = subprocess.Popen(sys.argv[2:])\n"
+    "_, status, usage = os.wait4(child.pid, 0)\n"
+    "open(sys.argv[1], 'w').write(str(usage.ru_maxrss))\n"
+    "sys.exit(os.waitstatus_to_exitcode(status))\n"
+)
+
+
+def call_with_peak(command: list[str], peak_file: Path, **popen: Any) -> tuple[int, int]:
+    """subprocess.call of command through PEAK_LAUNCHER: its exit code and its own peak resident
+    bytes (written to peak_file on the way)."""
+    returncode = subprocess.call([sys.executable, "-c", PEAK_LAUNCHER, str(peak_file), *command], **popen)
+    return returncode, int(peak_file.read_text()) * 1024
+
+
 def mdn_run(args: list[str], cwd: Path) -> tuple[float, dict[str, Any], Path, int]:
     """One whole mdn-run in a child process: its wall seconds, metrics, run folder and peak
-    resident bytes (the child's own, from wait4). Its stderr goes to a file beside the run, never
+    resident bytes (its own: see PEAK_LAUNCHER). Its stderr goes to a file beside the run, never
     to a pipe nobody reads while it runs."""
     run_dir = cwd / f"run{len(list(cwd.glob('run*')))}"
-    log = cwd / f"stderr-{run_dir.name}.txt"
+    log, peak = cwd / f"stderr-{run_dir.name}.txt", cwd / f"peak-{run_dir.name}.txt"
+    run = launch.command("mdn_experiments.cli", [*args, f"hydra.run.dir={run_dir}", "trainer.progress=false"])
     start = time.perf_counter()
     with log.open("w") as err:
-        proc = launch.start(
-            "mdn_experiments.cli",
-            [*args, f"hydra.run.dir={run_dir}", "trainer.progress=false"],
-            cwd=cwd,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
+        returncode, peak_bytes = call_with_peak(
+            run, peak, cwd=cwd, env=launch.environment(), stdout=subprocess.DEVNULL, stderr=err
         )
-        _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
+    if returncode != 0:
         raise RuntimeError(f"mdn-run {' '.join(args)} failed: {log.read_text().strip().splitlines()[-1:]}")
-    return wall, json.loads((run_dir / "metrics.json").read_text()), run_dir, usage.ru_maxrss * 1024
+    return wall, json.loads((run_dir / "metrics.json").read_text()), run_dir, peak_bytes
 
 
 def breakdown(wall: float, metrics: dict[str, Any]) -> dict[str, float]:

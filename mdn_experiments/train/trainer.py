@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from mdn_experiments import memory
 from mdn_experiments.config.schema import LrSchedule, OnNonfinite
 from mdn_experiments.config.settings import TrainSettings
 from mdn_experiments.evaluation.health import HealthSum, dead_mask
@@ -79,7 +80,8 @@ def _batch_order(n: int, batch_size: int | None, generator: torch.Generator) -> 
     """The epoch's shuffled order, or None for full batch (no shuffling needed, no copy made)."""
     if batch_size is None or batch_size >= n:
         return None
-    return torch.randperm(n, generator=generator)
+    with memory.mapped_blocks():  # a large set's order (8 B a row) mapped on its own: unmapped when the epoch
+        return torch.randperm(n, generator=generator)  # ends, not a hole left in the heap by each epoch
 
 
 def _batches(n: int, batch_size: int | None, order: Tensor | None) -> list[Tensor | slice]:

@@ -313,3 +313,35 @@ class TestEdges:
         assert "rescale the column in the file" in str(caught.value) and "dataset.test_fraction" not in str(
             caught.value
         )
+
+
+def test_a_test_part_scored_a_part_at_a_time_gives_the_numbers_of_one_pass(tmp_path, monkeypatch):
+    """A large test part is predicted and scored in parts (models.predict_parts): no whole-set
+    mixture is held. Parts of 7 rows give the one-pass metrics: the log-likelihoods and RMSEs to
+    float rounding, each column's calibration exactly (the HDR draws follow one stream, drawn for
+    7 inputs at a time either way)."""
+    from mdn_experiments import models
+    from mdn_experiments.evaluation import calibration
+
+    df = frame(200)
+    df["z"] = df["a"] * 2 + np.random.default_rng(5).normal(size=200)
+    path = tmp_path / "t.csv"
+    df.to_csv(path, index=False)
+    data = TableDataset(path=str(path), target=["y", "z"])
+    splits = data.load(0)
+    assert len(splits.test[1]) > 14  # three parts at least
+    torch.manual_seed(0)
+    network = build_network(MLP([3], [8], "tanh"), (3,), 2, "mdn", 3)
+    baseline = build_network(MLP([3], [8], "tanh"), (3,), 2, "mse")
+    for net in (network, baseline):
+        net.fit_standardization(*splits.train)
+    monkeypatch.setattr(calibration, "HDR_SAMPLE_BYTES", 7 * 1000 * 32)  # a 1-D draw costs 32 bytes
+    whole = data.metrics(network, baseline, splits)
+    monkeypatch.setattr(models, "PART_ROWS", 7)
+    parts = data.metrics(network, baseline, splits)
+    assert whole.keys() == parts.keys() and any("coverage_90[z]" in key for key in parts)
+    for key, value in whole.items():
+        if isinstance(value, float) and not key.startswith(("coverage", "pit_ks", "crps")):
+            assert parts[key] == pytest.approx(value, rel=1e-6), key
+        else:
+            assert parts[key] == value, key

@@ -107,7 +107,7 @@ class TestHighestDensityRegions:
 
 
 def test_scores_computed_a_chunk_at_a_time_are_the_whole_computation_bit_for_bit(monkeypatch):
-    """HDR levels (densities of the draws a slice at a time), the CRPS (its pairwise term a chunk of
+    """HDR levels (densities of the draws a slice at a time), the CRPS and the PIT (a chunk of
     inputs at a time) and the modes (a chunk of mixtures at a time) bound the memory of a large
     test set without changing a bit of the answer."""
     from mdn_experiments import mdn
@@ -118,12 +118,12 @@ def test_scores_computed_a_chunk_at_a_time_are_the_whole_computation_bit_for_bit
         m = mdn.mixture_from_raw(torch.randn(3000, mdn.MIXTURES[covariance].n_raw(9, D)), 9, D, covariance)
         y = torch.randn(3000, D)
         monkeypatch.setattr(calibration, "HDR_DENSITY_ELEMENTS", 10**12)
-        monkeypatch.setattr(calibration, "CRPS_CHUNK", 10**9)
+        monkeypatch.setattr(calibration, "SCORE_CHUNK", 10**9)
         monkeypatch.setattr(mdn, "MODES_CHUNK", 10**9)
         whole = calibration.hdr_levels(m, y), m[:1000].modes()
-        crps_whole = calibration.crps(m, y) if D == 1 else None
+        crps_whole, pit_whole = (calibration.crps(m, y), calibration.pit(m, y)) if D == 1 else (None, None)
         monkeypatch.setattr(calibration, "HDR_DENSITY_ELEMENTS", 50_000)
-        monkeypatch.setattr(calibration, "CRPS_CHUNK", 128)
+        monkeypatch.setattr(calibration, "SCORE_CHUNK", 128)
         monkeypatch.setattr(mdn, "MODES_CHUNK", 100)
         assert torch.equal(calibration.hdr_levels(m, y), whole[0])
         parts = m[:1000].modes()
@@ -131,3 +131,4 @@ def test_scores_computed_a_chunk_at_a_time_are_the_whole_computation_bit_for_bit
             assert torch.equal(getattr(parts, name), getattr(whole[1], name))
         if D == 1:
             assert torch.equal(calibration.crps(m, y), crps_whole)
+            assert torch.equal(calibration.pit(m, y), pit_whole)

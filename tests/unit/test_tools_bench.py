@@ -2,6 +2,7 @@
 and the reference file the report reads."""
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -114,3 +115,23 @@ def test_the_bench_table_is_what_it_says_and_its_fits_recover_a_line(tmp_path):
     assert bound["fixed"] == 300 * 2**20 + 10 * 100_000 and bound["data"] == 80 * 1_000_000
     assert bound["peak"] - bound["bound"] == 10 * (1_000_000 - 100_000)
     assert memory_bound({"points": points[:2]}, 80) is None  # no point of 10^5 rows: no fixed part
+
+
+def test_a_childs_peak_is_its_own_not_its_parents(tmp_path):
+    """Linux carries a process's high-water mark across exec: wait4 on a child started by a process
+    that once held 400 MB says 400 MB for a child that held 10. Through PEAK_LAUNCHER the peak is
+    the child's own, and its exit code comes back."""
+    import subprocess
+    import sys
+
+    from mdn_experiments.tools.bench import call_with_peak
+
+    held = bytearray(400 * 2**20)  # touched: this process's high-water mark is now above 400 MB
+    del held
+    direct = subprocess.Popen([sys.executable, "-c", "pass"])
+    inherited = os.wait4(direct.pid, 0)[2].ru_maxrss * 1024
+    assert inherited > 400 * 2**20  # what the bench measured before
+    code, peak = call_with_peak([sys.executable, "-c", "b = bytearray(64 * 2**20)"], tmp_path / "peak")
+    assert code == 0 and 64 * 2**20 < peak < 200 * 2**20
+    code, _ = call_with_peak([sys.executable, "-c", "raise SystemExit(3)"], tmp_path / "peak")
+    assert code == 3
