@@ -25,7 +25,8 @@ from mdn_experiments.mdn import Mixture
 
 HDR_SAMPLE_BYTES = 32 * 1024**2  # draws held at once (with the density budget, their chunk)
 HDR_DENSITY_ELEMENTS = 250_000  # sample x input x component densities at once (each costs ~60 B in temporaries)
-SCORE_CHUNK = 8192  # inputs whose CRPS or PIT is computed at once
+SCORE_CHUNK = 8192  # inputs whose PIT (an (N, K) computation) is computed at once
+CRPS_PAIR_ELEMENTS = 65_536  # input x component-pair terms of CRPS at once (each float64 temporary 0.5 MB)
 LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)  # nominal levels of calibration.png
 
 
@@ -63,12 +64,12 @@ def hdr_levels(
     return denser.div_(n_samples)
 
 
-def _in_chunks(score: Callable[[Mixture, Tensor], Tensor], mixture: Mixture, y: Tensor) -> Tensor:
-    """score (one float64 per input) SCORE_CHUNK inputs at a time, written into one output: the
+def _in_chunks(score: Callable[[Mixture, Tensor], Tensor], mixture: Mixture, y: Tensor, rows: int) -> Tensor:
+    """score (one float64 per input) `rows` inputs at a time, written into one output: the
     temporaries stay the size of a chunk, and no piece kept from chunk to chunk pins the heap."""
     out = torch.empty(len(y), dtype=torch.float64, device=y.device)
-    for i in range(0, len(y), SCORE_CHUNK):
-        out[i : i + SCORE_CHUNK] = score(mixture[i : i + SCORE_CHUNK], y[i : i + SCORE_CHUNK])
+    for i in range(0, len(y), rows):
+        out[i : i + rows] = score(mixture[i : i + rows], y[i : i + rows])
     return out
 
 
@@ -92,8 +93,11 @@ def crps(mixture: Mixture, y: Tensor) -> Tensor:
     in target units (lower is better; for a point forecast it is the absolute error)."""
     if mixture.dim != 1:
         raise ValueError(f"crps is defined here for 1-D targets, got D={mixture.dim}")
-    if len(y) > SCORE_CHUNK:  # the pairwise term is (N, K, K): a chunk of inputs at a time
-        return _in_chunks(crps, mixture, y)
+    # the pairwise term is (N, K, K) and a dozen temporaries of it live at once: with an ensemble's
+    # nine components, 8192 inputs at a time held 40 MB, the peak of a million-row table's run
+    rows = max(1, CRPS_PAIR_ELEMENTS // mixture.pi.shape[-1] ** 2)
+    if len(y) > rows:
+        return _in_chunks(crps, mixture, y, rows)
     pi = mixture.pi.double()
     mu, s = mixture.mu[..., 0].double(), mixture.component_std()[..., 0].double()
     first = (pi * _crps_kernel(y.double() - mu, s)).sum(-1)
@@ -111,7 +115,7 @@ def pit(mixture: Mixture, y: Tensor) -> Tensor:
     if mixture.dim != 1:
         raise ValueError(f"pit is defined here for 1-D targets, got D={mixture.dim}")
     if len(y) > SCORE_CHUNK:
-        return _in_chunks(pit, mixture, y)
+        return _in_chunks(pit, mixture, y, SCORE_CHUNK)
     z = (y.double() - mixture.mu[..., 0].double()) / mixture.component_std()[..., 0].double()
     return (mixture.pi.double() * _normal_cdf(z)).sum(-1)
 

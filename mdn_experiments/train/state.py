@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from mdn_experiments import files
+from mdn_experiments import files, memory
 from mdn_experiments.errors import Interrupted, UserError  # noqa: F401  (Interrupted: raised here)
 
 MAGIC = b"MDNSTATE1\n"
@@ -40,8 +40,9 @@ def write_state(run_dir: Path, payload: dict[str, Any]) -> Path:
     The new file is complete (and fsync'ed) before the old one moves: one complete state exists at
     every instant; no write follows a link (files.replaced)."""
     buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    data = buffer.getvalue()
+    with memory.mapped_blocks():  # a large table's state (its epoch order): mapped, returned when written
+        torch.save(payload, buffer)
+    data = buffer.getbuffer()  # the bytes as they are: hashed and written without a copy
     path = run_dir / STATE_FILE
 
     def keep_previous(dir_fd: int) -> None:
@@ -54,7 +55,8 @@ def write_state(run_dir: Path, payload: dict[str, Any]) -> Path:
 
     # a full disk raises before the rename: the last complete state stays as it is
     with files.replaced(path, durable=True, before_rename=keep_previous) as fh:
-        fh.write(MAGIC + hashlib.sha256(data).digest() + data)
+        fh.write(MAGIC + hashlib.sha256(data).digest())
+        fh.write(data)
     return path
 
 

@@ -80,8 +80,9 @@ def _batch_order(n: int, batch_size: int | None, generator: torch.Generator) -> 
     """The epoch's shuffled order, or None for full batch (no shuffling needed, no copy made)."""
     if batch_size is None or batch_size >= n:
         return None
-    with memory.mapped_blocks():  # a large set's order (8 B a row) mapped on its own: unmapped when the epoch
-        return torch.randperm(n, generator=generator)  # ends, not a hole left in the heap by each epoch
+    with memory.mapped_blocks():  # a large set's order mapped on its own: unmapped when the epoch ends,
+        # not a hole left in the heap by each epoch; 4 B a row (int32: the same draws as int64's order)
+        return torch.randperm(n, generator=generator, dtype=torch.int32 if n < 2**31 else torch.int64)
 
 
 def _batches(n: int, batch_size: int | None, order: Tensor | None) -> list[Tensor | slice]:
@@ -258,7 +259,12 @@ class Trainer:
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly from here, as plain data (weights_only-loadable)."""
-        progress = asdict(self.progress)
+        order, self.progress.order = self.progress.order, None
+        try:  # asdict copies every field; the epoch's order (4 B a training row) is never changed in place
+            progress = asdict(self.progress)
+        finally:
+            self.progress.order = order
+        progress["order"] = order
         progress["seconds"] = self.progress.seconds + time.perf_counter() - self._segment_start
         return {**self._modules_state(), "best_state": _clone(self.best_state), "progress": progress}
 

@@ -119,11 +119,13 @@ def test_scores_computed_a_chunk_at_a_time_are_the_whole_computation_bit_for_bit
         y = torch.randn(3000, D)
         monkeypatch.setattr(calibration, "HDR_DENSITY_ELEMENTS", 10**12)
         monkeypatch.setattr(calibration, "SCORE_CHUNK", 10**9)
+        monkeypatch.setattr(calibration, "CRPS_PAIR_ELEMENTS", 10**12)
         monkeypatch.setattr(mdn, "MODES_CHUNK", 10**9)
         whole = calibration.hdr_levels(m, y), m[:1000].modes()
         crps_whole, pit_whole = (calibration.crps(m, y), calibration.pit(m, y)) if D == 1 else (None, None)
         monkeypatch.setattr(calibration, "HDR_DENSITY_ELEMENTS", 50_000)
         monkeypatch.setattr(calibration, "SCORE_CHUNK", 128)
+        monkeypatch.setattr(calibration, "CRPS_PAIR_ELEMENTS", 81 * 100)  # 100 inputs of 9 components
         monkeypatch.setattr(mdn, "MODES_CHUNK", 100)
         assert torch.equal(calibration.hdr_levels(m, y), whole[0])
         parts = m[:1000].modes()

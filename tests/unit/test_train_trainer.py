@@ -247,3 +247,48 @@ def test_the_progress_bar_counts_rows_with_their_rate_and_the_time_left(capsys):
     err = capsys.readouterr().err
     assert "rows/s" in err and "MDN" in err and "<" in err  # tqdm: elapsed<remaining, rows per second
     assert "/512" in err  # two epochs of 256 training rows
+
+
+def test_an_epochs_order_is_int32_and_draws_what_an_int64_order_draws():
+    """4 B a training row instead of 8, and the same shuffles (so the same training) as before."""
+    from mdn_experiments.train.trainer import _batch_order
+
+    order = _batch_order(70_000, 128, torch.Generator().manual_seed(5))
+    assert order.dtype == torch.int32
+    assert torch.equal(order.long(), torch.randperm(70_000, generator=torch.Generator().manual_seed(5)))
+    assert _batch_order(100, 128, torch.Generator()) is None  # one batch: no order at all
+
+
+def test_a_mid_epoch_state_holds_the_epochs_order_itself_and_resumes_the_same_epoch(tmp_path):
+    """state_dict does not copy the order (a large table's save would double it); written and read
+    back, the state continues the epoch with the same batches as the loop left alone."""
+    from mdn_experiments.train.state import read_state, write_state
+    from mdn_experiments.train.trainer import Trainer, TrainSettings
+
+    x, y = toy_data()
+    seen = {}
+
+    def trainer():
+        return Trainer(make_net(), (x, y), (x, y), TrainSettings(lr=1e-2, epochs=2, batch_size=32), seed=3)
+
+    left_alone = trainer()
+    left_alone.run()
+    stopped = trainer()
+
+    def stop_after_three_steps(_, event):
+        if event == "step" and stopped.progress.epoch == 1 and stopped.progress.batch == 3:
+            seen["state"] = stopped.state_dict()
+            raise KeyboardInterrupt
+
+    stopped.on_event = stop_after_three_steps
+    with pytest.raises(KeyboardInterrupt):
+        stopped.run()
+    state = seen["state"]
+    assert state["progress"]["order"] is stopped.progress.order
+    write_state(tmp_path, state)
+    resumed = trainer()
+    resumed.load_state_dict(read_state(tmp_path))
+    assert torch.equal(resumed.progress.order, stopped.progress.order)
+    resumed.run()
+    for a, b in zip(resumed.network.parameters(), left_alone.network.parameters()):
+        assert torch.equal(a, b)
