@@ -150,11 +150,12 @@ def ks_uniform(values: np.ndarray) -> float:
 @dataclass
 class Calibration:
     """Calibration of a model's mixtures on a test set: HDR levels of the targets (N,), and for
-    1-D targets the PIT values (N,) and the CRPS per target (N,)."""
+    1-D targets the PIT values (N,) and the mean CRPS (a float: the per-target values are summed
+    as they come, not kept)."""
 
     hdr: np.ndarray
     pit: np.ndarray | None = None
-    crps: np.ndarray | None = None
+    crps: float | None = None
 
     def coverage(self, nominal: float) -> float:
         return float((self.hdr <= nominal).mean())
@@ -163,7 +164,7 @@ class Calibration:
         """coverage_50, coverage_90; for 1-D targets crps (mean) and pit_ks."""
         out = {"coverage_50": self.coverage(0.5), "coverage_90": self.coverage(0.9)}
         if self.pit is not None:
-            out["crps"] = float(self.crps.mean())
+            out["crps"] = self.crps
             out["pit_ks"] = ks_uniform(self.pit)
         return out
 
@@ -178,21 +179,22 @@ def calibrate_parts(
 ) -> Calibration:
     """Calibration of a set of n inputs given a part at a time, (mixtures, targets) in the set's
     order (say, predicted a part at a time: models.predict_parts), with one random stream for the
-    HDR draws: one part gives calibrate's answer, bit for bit. Only the (n,) scores are kept."""
+    HDR draws: one part gives calibrate's answer, bit for bit. Only the (n,) scores are kept, and
+    of the CRPS its float64 sum."""
     generator = None
-    hdr = pits = crpss = None
+    hdr = pits = crps_sum = None
     start = 0
     for mixture, y in parts:
         if generator is None:  # the first part: the stream, and the scores the targets' dimension has
             generator = torch.Generator(device=y.device).manual_seed(seed)
             hdr = np.empty(n)
-            pits, crpss = (np.empty(n), np.empty(n)) if mixture.dim == 1 else (None, None)
+            pits, crps_sum = (np.empty(n), 0.0) if mixture.dim == 1 else (None, None)
         rows = slice(start, start + len(y))
         hdr[rows] = hdr_levels(mixture, y, n_samples, generator=generator).cpu().numpy()
         if pits is not None:
             pits[rows] = pit(mixture, y).cpu().numpy()
-            crpss[rows] = crps(mixture, y).cpu().numpy()
+            crps_sum += float(crps(mixture, y).sum())
         start = rows.stop
     if start != n:
         raise ValueError(f"calibrate_parts: the parts held {start} inputs, not the {n} announced")
-    return Calibration(hdr, pits, crpss)
+    return Calibration(hdr, pits, None if crps_sum is None else crps_sum / n)

@@ -64,7 +64,7 @@ def _gaussian_metrics(network: Network, result: FitResult, splits: Splits) -> di
         calibration = calibrate_parts(predict_parts(network, *splits.test), len(splits.test[1]))
         out[C.key(C.COVERAGE_90, C.GAUSSIAN)] = calibration.coverage(0.9)
         if calibration.crps is not None:
-            out[C.key(C.CRPS, C.GAUSSIAN)] = float(calibration.crps.mean())
+            out[C.key(C.CRPS, C.GAUSSIAN)] = calibration.crps
     return out
 
 
