@@ -908,8 +908,8 @@ def markdown(bench: dict[str, Any]) -> str:
                 line += (
                     f". The bound at {bound['rows']:,} rows: the fixed part (the {LARGE_TABLE_ROWS:,}-row peak less "
                     f"its data, {bound['fixed'] / 2**20:.0f} MiB) plus the data ({bound['data'] / 2**20:.0f} MiB) is "
-                    f"{bound['bound'] / 2**20:.0f} MiB; measured {bound['peak'] / 2**20:.0f} MiB "
-                    f"({(bound['peak'] - bound['bound']) / 2**20:+.0f} MiB)"
+                    f"{bound['bound'] / 2**20:.1f} MiB; measured {bound['peak'] / 2**20:.1f} MiB "
+                    f"({(bound['peak'] - bound['bound']) / 2**20:+.2f} MiB)"
                 )
             lines.append(line + ".")
         lines.append("")
