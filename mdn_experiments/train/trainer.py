@@ -15,7 +15,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -259,12 +259,9 @@ class Trainer:
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly from here, as plain data (weights_only-loadable)."""
-        order, self.progress.order = self.progress.order, None
-        try:  # asdict copies every field; the epoch's order (4 B a training row) is never changed in place
-            progress = asdict(self.progress)
-        finally:
-            self.progress.order = order
-        progress["order"] = order
+        # asdict copies every field: not the epoch's order (4 B a training row, never changed in place)
+        progress = asdict(replace(self.progress, order=None))
+        progress["order"] = self.progress.order
         progress["seconds"] = self.progress.seconds + time.perf_counter() - self._segment_start
         return {**self._modules_state(), "best_state": _clone(self.best_state), "progress": progress}
 
