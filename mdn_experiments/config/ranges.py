@@ -78,6 +78,12 @@ TRAINER_RULES = (
     Rule("trainer.patience", _optional(lambda v: v >= 1), "an integer >= 1, or null to train every epoch"),
     Rule("trainer.input_noise", lambda v: v >= 0, "a float >= 0"),
     Rule("trainer.target_noise", lambda v: v >= 0, "a float >= 0"),
+    Rule("trainer.random_shift", lambda v: 0 <= v <= 8, "an integer from 0 (off) to 8 pixels"),
+    Rule(
+        "trainer.ema",
+        _optional(lambda v: 0 < v < 1),
+        "a float in (0, 1), the moving average's decay per optimizer step (e.g. 0.999), or null for off",
+    ),
     Rule(
         "trainer.threads",
         _optional(lambda v: 1 <= v <= MAX_THREADS),

@@ -44,10 +44,12 @@ class LrSchedule(str, Enum):
 
 class Precision(str, Enum):
     """The backbone's arithmetic: float32, or bfloat16 autocast (the head, the log-sum-exp of the
-    NLL and a Cholesky factor stay float32)."""
+    NLL and a Cholesky factor stay float32), or auto: bf16 where the device computes bfloat16 in
+    hardware (a CUDA GPU that supports it, a CPU with AVX512-BF16 or AMX), else float32."""
 
     float32 = "float32"
     bf16 = "bf16"
+    auto = "auto"
 
 
 class OnNonfinite(str, Enum):
@@ -71,8 +73,10 @@ class TrainerConfig:
     patience: Optional[int] = None  # stop after this many epochs without a better val loss
     input_noise: float = 0.0  # std of Gaussian input jitter, in input standard deviations
     target_noise: float = 0.0  # std of Gaussian target jitter, in target standard deviations
+    random_shift: int = 0  # image inputs: each training image moved by up to this many pixels; 0: off
+    ema: Optional[float] = None  # decay per step of an exponential moving average of the weights; None: off
     device: str = "auto"
-    precision: Precision = Precision.float32  # bf16: the backbone under bfloat16 autocast
+    precision: Precision = Precision.float32  # bf16: the backbone under bfloat16 autocast; auto: bf16 where native
     threads: Optional[int] = None  # torch intra-op threads; None: torch's default
     progress: Optional[bool] = None  # None: a progress bar only on a terminal
     checkpoint_seconds: float = 60.0  # save the training state this often (and on SIGTERM/SIGINT)

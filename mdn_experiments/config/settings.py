@@ -51,6 +51,8 @@ class TrainSettings:
     patience: int | None = None  # epochs without a better validation loss before stopping
     input_noise: float = 0.0  # Gaussian input jitter, in input standard deviations
     target_noise: float = 0.0  # Gaussian target jitter, in target standard deviations
+    random_shift: int = 0  # image inputs: each training image moved by up to this many pixels (0: off)
+    ema: float | None = None  # decay per step of the weights' moving average (validated and kept); None: off
     on_nonfinite: OnNonfinite = OnNonfinite.rollback
     rollback_lr_factor: float = 0.5
     max_consecutive_rollbacks: int = 5
@@ -70,6 +72,8 @@ class TrainSettings:
         "patience",
         "input_noise",
         "target_noise",
+        "random_shift",
+        "ema",
         "on_nonfinite",
         "rollback_lr_factor",
         "max_consecutive_rollbacks",

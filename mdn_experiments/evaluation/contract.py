@@ -149,6 +149,7 @@ METRICS: dict[str, str] = {  # every number and text metrics.json holds, with wh
     "revived_at": "which component, at which epoch",
     "n_train": "training points",
     "n_params": "the MDN's weights",
+    "precision": "the backbone's arithmetic, trainer.precision as run: float32 or bf16",
     "train_seconds": "the MDN's training time",
     "samples_per_second": "the MDN's training throughput (vector inputs)",
     "images_per_second": "the MDN's training throughput (images)",

@@ -244,6 +244,30 @@ def prepare_network(model: ModelSettings, seed: int, network: Network, dataset: 
         network.init_from_targets(model.init, splits.train[1], seed=seed)
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes bfloat16 in hardware: a CUDA GPU that supports it, or a CPU with
+    AVX512-BF16 or AMX tiles (elsewhere bf16 is emulated and slower than float32). torch's CPU
+    feature checks are private: where one is missing or fails, the answer is no."""
+    try:
+        if device.type == "cuda":
+            return bool(torch.cuda.is_bf16_supported())
+        if device.type == "cpu":
+            return any(bool(getattr(torch.cpu, check, lambda: False)()) for check in CPU_BF16_CHECKS)
+    except Exception:  # noqa: BLE001 (a probe of the hardware: no answer is a no)
+        return False
+    return False
+
+
+CPU_BF16_CHECKS = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+
+
+def backbone_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """trainer.precision on this device: torch.bfloat16 for the backbone's autocast, or None (float32)."""
+    if precision == "bf16" or (precision == "auto" and native_bf16(device)):
+        return torch.bfloat16
+    return None
+
+
 @dataclass
 class RunObjects:
     """What a run is built from: its settings and the objects its config names. Below this, no
@@ -259,7 +283,7 @@ class RunObjects:
         """A fresh network on the run's device, standardised and started from the training data
         (an MDN of K components, an ensemble of `members`: the run's unless given)."""
         network = self.network(head, K, members).to(self.device)
-        network.backbone_dtype = torch.bfloat16 if self.settings.precision == "bf16" else None
+        network.backbone_dtype = backbone_dtype(self.settings.precision, self.device)
         prepare_network(self.settings.model, self.settings.seed, network, self.dataset, splits)
         return network
 

@@ -122,6 +122,7 @@ def evaluate_run(
         "revived_at": "; ".join(f"component {r['component'] + 1} at epoch {r['epoch']}" for r in result.revivals),
         "n_train": int(splits.train[0].shape[0]),
         "n_params": count_parameters(mdn_net),
+        "precision": "bf16" if mdn_net.backbone_dtype is not None else "float32",
         "train_seconds": result.seconds,
         dataset.throughput_key: len(result.history) * splits.train[0].shape[0] / max(result.seconds, 1e-9),
     }

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from mdn_experiments import memory
 from mdn_experiments.config.schema import LrSchedule, OnNonfinite
 from mdn_experiments.config.settings import TrainSettings
+from mdn_experiments.errors import UserError
 from mdn_experiments.evaluation.health import HealthSum, dead_mask
 from mdn_experiments.mdn import Mixture
 from mdn_experiments.models import Network, cached_predictions, predict  # noqa: F401  (re-exported)
@@ -89,6 +90,19 @@ def _batches(n: int, batch_size: int | None, order: Tensor | None) -> list[Tenso
     if order is None:
         return [slice(None)]
     return [order[start : start + batch_size] for start in range(0, n, batch_size)]
+
+
+def shift_images(x: Tensor, most: int, generator: torch.Generator) -> Tensor:
+    """Each image of `x` (N, C, H, W) moved by its own random whole-pixel offset, up to `most`
+    pixels along each axis (uniform over -most..most), the uncovered border filled with zeros."""
+    n, _, height, width = x.shape
+    dy, dx = torch.randint(-most, most + 1, (2, n, 1), generator=generator).to(x.device)
+    padded = nn.functional.pad(x, (most, most, most, most))
+    rows = torch.arange(height, device=x.device) + most - dy  # (N, H): the padded row each output row reads
+    cols = torch.arange(width, device=x.device) + most - dx
+    batch = torch.arange(n, device=x.device)[:, None, None, None]
+    channel = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
+    return padded[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
 
 
 def _clone(obj: Any) -> Any:
@@ -173,6 +187,15 @@ class Trainer:
     (training time so far) and, for an MDN, the component health of `evaluation.health` on the
     validation set (effective_components, dead_components, responsibility_entropy).
 
+    `random_shift` > 0 (image inputs only): each training image is moved by its own random offset of
+    up to that many whole pixels along each axis, drawn from the minibatch RNG (so a resumed run
+    draws the same offsets).
+    `ema` (a decay d in (0, 1), or None): after every step the trainer moves an exponential moving
+    average of the weights (and of the batch-norm statistics) towards the live ones, by
+    1 - min(d, (1 + t) / (10 + t)) at step t, so that the first steps do not drag the random
+    initialisation along. Validation, the best weights kept, patience and the history's validation
+    columns then use the averaged weights; the live ones go on training.
+
     Non-finite guard: a step whose loss or gradient is not finite is not applied, and neither is
     an epoch whose validation loss is not finite. With on_nonfinite="rollback" the trainer goes
     back to the start of the epoch (weights, optimizer, schedule, RNGs), multiplies the learning
@@ -206,6 +229,15 @@ class Trainer:
         self.max_norm = settings.grad_clip if settings.grad_clip is not None else math.inf
         self.input_noise, self.on_nonfinite = settings.input_noise, settings.on_nonfinite
         self.target_noise = settings.target_noise
+        self.random_shift = settings.random_shift
+        if self.random_shift and train[0].dim() != 4:
+            raise UserError(
+                f"trainer.random_shift={self.random_shift} moves images, but this data's inputs have shape "
+                f"{tuple(train[0].shape[1:])}; use trainer.random_shift=0 (trainer.input_noise jitters other inputs)"
+            )
+        self.ema = settings.ema
+        # the averaged weights: a second copy of the network, validated in the live one's place
+        self.averaged = copy.deepcopy(network) if settings.ema is not None else None
         self.rollback_lr_factor = settings.rollback_lr_factor
         self.max_consecutive_rollbacks = settings.max_consecutive_rollbacks
         self.show_progress, self.desc, self.on_event = progress, desc, on_event
@@ -242,13 +274,16 @@ class Trainer:
     def _modules_state(self) -> dict[str, Any]:
         """Weights, optimizer, schedule and every RNG, copied: what both a checkpoint and a
         rollback snapshot hold."""
-        return {
+        state = {
             "network": _clone(self.network.state_dict()),
             "optimizer": _clone(self.optimizer.state_dict()),
             "scheduler": _clone(self.scheduler.state_dict()),
             "generator": self.generator.get_state(),
             "rng": rng_state(),
         }
+        if self.averaged is not None:
+            state["averaged"] = _clone(self.averaged.state_dict())
+        return state
 
     def _load_modules_state(self, state: dict[str, Any]) -> None:
         self.network.load_state_dict(state["network"])
@@ -256,6 +291,8 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.generator.set_state(state["generator"])
         set_rng_state(state["rng"])
+        if self.averaged is not None:
+            self.averaged.load_state_dict(state["averaged"])
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly from here, as plain data (weights_only-loadable)."""
@@ -321,7 +358,8 @@ class Trainer:
                 self._good = self._snapshot()
             try:
                 self._run_epoch(x_train, y_train, n_train)
-                val_loss, diagnostics = evaluate_loss(self.network, *self.val_data)
+                validated = self.network if self.averaged is None else self.averaged
+                val_loss, diagnostics = evaluate_loss(validated, *self.val_data)
                 if not math.isfinite(val_loss):
                     raise NonFinite(f"validation loss={val_loss}")
             except NonFinite as err:
@@ -344,7 +382,7 @@ class Trainer:
             )
             if val_loss < p.best_val_loss:
                 p.best_val_loss, p.best_epoch = val_loss, p.epoch
-                self.best_state = _clone(self.network.state_dict())
+                self.best_state = _clone(validated.state_dict())
             for hook in self.epoch_hooks:  # after the best weights are kept: a hook may change them
                 hook(self, p.history[-1])
             bar.set_postfix(
@@ -370,6 +408,8 @@ class Trainer:
         while p.batch < len(batches):
             index = batches[p.batch]
             xb, yb = x_train[index], y_train[index]
+            if self.random_shift:
+                xb = shift_images(xb, self.random_shift, self.generator)
             if self.input_noise > 0:
                 noise = torch.randn(xb.shape, generator=self.generator).to(xb.device)
                 xb = xb + self.input_noise * self.network.x_std * noise
@@ -379,6 +419,8 @@ class Trainer:
             loss, norm = _optimizer_step(self.optimizer, self.network, xb, yb, self.max_norm)
             self.scheduler.step()
             p.steps, p.batch = p.steps + 1, p.batch + 1
+            if self.averaged is not None:
+                self._average(p.steps)
             p.losses.append(loss)
             p.norms.append(norm)
             if self.show_progress:
@@ -386,6 +428,16 @@ class Trainer:
             if self.on_event is not None:
                 self.on_event(self, "step")
                 self.network.train()  # the hook may have evaluated
+
+    @torch.no_grad()
+    def _average(self, step: int) -> None:
+        """Move the averaged weights towards the live ones after optimizer step `step` (1, 2, ...)."""
+        weight = 1 - min(self.ema, step / (9 + step))  # (1 + t) / (10 + t) with t = step - 1
+        for averaged, live in zip(self.averaged.state_dict().values(), self.network.state_dict().values()):
+            if averaged.is_floating_point():
+                averaged.lerp_(live, weight)
+            else:  # counters (batch norm's num_batches_tracked) are copied
+                averaged.copy_(live)
 
     def _roll_back(self, reason: str) -> bool:
         """Record a failure at the current point; go back to the epoch's start with a smaller

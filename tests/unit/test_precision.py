@@ -70,3 +70,46 @@ def test_trainer_precision_reaches_every_network_of_a_run():
         assert objects.prepared(head, splits).backbone_dtype == torch.bfloat16
     default = build_run(compose_config(["dataset=inverse_sine"]))
     assert default.prepared("mdn", default.dataset.load(0)).backbone_dtype is None
+
+
+def test_auto_precision_takes_bf16_only_where_the_device_computes_it_natively(monkeypatch):
+    """trainer.precision=auto: bf16 on a CPU with AVX512-BF16 or AMX and on a CUDA GPU that
+    supports it; float32 where the checks say no, are missing or fail. float32 and bf16 ask nothing."""
+    from mdn_experiments.run import build
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+
+    def fail():
+        raise RuntimeError("no cpuinfo")
+
+    for answers, expected in (
+        ({"_is_avx512_bf16_supported": lambda: True, "_is_amx_tile_supported": lambda: False}, torch.bfloat16),
+        ({"_is_avx512_bf16_supported": lambda: False, "_is_amx_tile_supported": lambda: True}, torch.bfloat16),
+        ({"_is_avx512_bf16_supported": lambda: False, "_is_amx_tile_supported": lambda: False}, None),
+        ({"_is_avx512_bf16_supported": fail, "_is_amx_tile_supported": lambda: False}, None),
+    ):
+        for name, answer in answers.items():
+            monkeypatch.setattr(torch.cpu, name, answer, raising=False)
+        assert build.backbone_dtype("auto", cpu) is expected
+        assert build.backbone_dtype("float32", cpu) is None
+        assert build.backbone_dtype("bf16", cpu) is torch.bfloat16
+    for name in build.CPU_BF16_CHECKS:  # a torch without the private checks
+        monkeypatch.delattr(torch.cpu, name, raising=False)
+    assert build.backbone_dtype("auto", cpu) is None
+    for supported, expected in ((True, torch.bfloat16), (False, None)):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda supported=supported: supported)
+        assert build.backbone_dtype("auto", cuda) is expected
+
+
+def test_a_runs_metrics_say_which_precision_it_ran_in(tmp_path):
+    """metrics.json's `precision` is the arithmetic the run used: auto, resolved on this machine."""
+    import json
+
+    from helpers import run_cli
+    from mdn_experiments.run.build import native_bf16
+
+    args = ["dataset.n_train=64", "dataset.n_val=32", "dataset.n_test=32", "trainer.epochs=1", "figures=false"]
+    done = run_cli([*args, "baseline=false", "trainer.precision=auto", f"hydra.run.dir={tmp_path}"])
+    assert done.returncode == 0, done.stderr
+    expected = "bf16" if native_bf16(torch.device("cpu")) else "float32"
+    assert json.loads((tmp_path / "metrics.json").read_text())["precision"] == expected

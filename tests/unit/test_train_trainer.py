@@ -292,3 +292,96 @@ def test_a_mid_epoch_state_holds_the_epochs_order_itself_and_resumes_the_same_ep
     resumed.run()
     for a, b in zip(resumed.network.parameters(), left_alone.network.parameters()):
         assert torch.equal(a, b)
+
+
+def test_ema_validates_and_keeps_the_moving_average_of_the_live_weights():
+    """trainer.ema: after each step the averaged weights move towards the live ones by
+    1 - min(d, (1 + t) / (10 + t)); recomputed here in float64 from the live weights after each
+    step, the kept (one-epoch, best) weights are that average, not the live ones."""
+    from mdn_experiments.train.trainer import Trainer, TrainSettings
+
+    x, y = toy_data()
+    decay = 0.9
+    net = make_net()
+    expected = {name: value.double().clone() for name, value in net.state_dict().items()}
+    live_after_step = []
+
+    def record(trainer, event):
+        if event == "step":
+            live_after_step.append({k: v.double().clone() for k, v in trainer.network.state_dict().items()})
+
+    settings = TrainSettings(lr=1e-2, epochs=1, batch_size=16, ema=decay)
+    trainer = Trainer(net, (x, y), (x, y), settings, seed=1, on_event=record)
+    result = trainer.run()
+    assert len(live_after_step) == 16 and result.best_epoch == 1
+    for t, live in enumerate(live_after_step):
+        d = min(decay, (1 + t) / (10 + t))
+        expected = {k: d * expected[k] + (1 - d) * live[k] for k in expected}
+    kept = net.state_dict()
+    for name, value in expected.items():
+        torch.testing.assert_close(kept[name].double(), value, rtol=1e-5, atol=1e-6)
+    # not the live weights of the last step: the average lags behind them
+    assert not torch.allclose(kept["head.linear.weight"].double(), live_after_step[-1]["head.linear.weight"])
+    # the validation loss in the history is the kept (averaged) weights' loss
+    assert result.history[0]["val_nll"] == pytest.approx(evaluate_loss(net, x, y)[0], rel=1e-6)
+
+
+def test_ema_resumes_bit_for_bit_from_a_mid_epoch_state(tmp_path):
+    """The averaged weights are part of the training state: a run stopped mid-epoch, written and
+    read back, ends with the weights of the run left alone (and a rollback snapshot holds them too)."""
+    from mdn_experiments.train.state import read_state, write_state
+    from mdn_experiments.train.trainer import Trainer, TrainSettings
+
+    x, y = toy_data()
+    seen = {}
+
+    def trainer():
+        settings = TrainSettings(lr=1e-2, epochs=3, batch_size=32, ema=0.95)
+        return Trainer(make_net(), (x, y), (x, y), settings, seed=3)
+
+    left_alone = trainer()
+    left_alone.run()
+    stopped = trainer()
+
+    def stop_mid_epoch(_, event):
+        if event == "step" and stopped.progress.epoch == 1 and stopped.progress.batch == 5:
+            seen["state"] = stopped.state_dict()
+            raise KeyboardInterrupt
+
+    stopped.on_event = stop_mid_epoch
+    with pytest.raises(KeyboardInterrupt):
+        stopped.run()
+    assert "averaged" in seen["state"] and "averaged" in stopped._snapshot()
+    write_state(tmp_path, seen["state"])
+    resumed = trainer()
+    resumed.load_state_dict(read_state(tmp_path))
+    resumed.run()
+    for a, b in zip(resumed.network.state_dict().values(), left_alone.network.state_dict().values()):
+        assert torch.equal(a, b)
+    for a, b in zip(resumed.averaged.state_dict().values(), left_alone.averaged.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_random_shift_moves_each_image_by_its_own_offset_and_fills_the_border_with_zeros():
+    """shift_images against a slice-by-slice construction from the same draws; over many images
+    every offset in -2..2 x -2..2 turns up; a table's inputs are refused with one clear error."""
+    from mdn_experiments.errors import UserError
+    from mdn_experiments.train.trainer import Trainer, TrainSettings, shift_images
+
+    x = torch.rand(400, 2, 7, 6) + 1  # no zero pixel: a zero in the output is the filled border
+    out = shift_images(x, 2, torch.Generator().manual_seed(4))
+    dy, dx = torch.randint(-2, 3, (2, 400, 1), generator=torch.Generator().manual_seed(4))
+    seen = set()
+    for i in range(400):
+        a, b = int(dy[i]), int(dx[i])
+        seen.add((a, b))
+        expected = torch.zeros(2, 7, 6)
+        expected[:, max(0, a) : 7 + min(0, a), max(0, b) : 6 + min(0, b)] = x[
+            i, :, max(0, -a) : 7 - max(0, a), max(0, -b) : 6 - max(0, b)
+        ]
+        assert torch.equal(out[i], expected)
+    assert len(seen) == 25
+    assert torch.equal(shift_images(x, 0, torch.Generator()), x)
+    tx, ty = toy_data()
+    with pytest.raises(UserError, match="random_shift=1 moves images"):
+        Trainer(make_net(), (tx, ty), (tx, ty), TrainSettings(epochs=1, random_shift=1))
