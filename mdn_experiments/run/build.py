@@ -4,6 +4,7 @@ memory the run needs). Knows nothing of run folders or of the command line."""
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import math
@@ -87,8 +88,15 @@ def _check_arguments(node: DictConfig, cls: type, key: str, reserved: tuple[str,
             )
 
 
-def optimizer_factory(cfg: DictConfig):
-    """The configured torch.optim class as a partial, checked before any training."""
+FUSED_DEVICES = ("cpu", "cuda")  # where torch's fused optimizer kernels run
+
+
+def optimizer_factory(cfg: DictConfig, device: torch.device | None = None):
+    """The configured torch.optim class as a partial, checked before any training. An optimizer
+    with a fused kernel (Adam, AdamW, SGD, Adagrad) gets fused=True on the CPU and on CUDA unless
+    the config sets `fused` or `foreach`: the same algorithm in one kernel per step, which takes a
+    fifth off a small network's training time (make bench); the numbers differ from the
+    per-tensor loop's in float rounding only."""
     node = cfg.trainer.optimizer
     cls = _target_class(
         node, "trainer.optimizer", "a torch.optim optimizer", "trainer.optimizer._target_=torch.optim.Adam"
@@ -118,7 +126,17 @@ def optimizer_factory(cfg: DictConfig):
         raise ConfigError(
             "trainer.optimizer", arguments, f"arguments {cls.__name__} accepts ({' '.join(str(err).split())[:160]})"
         ) from None
+    chosen = "fused" in node or "foreach" in node
+    if device is not None and device.type in FUSED_DEVICES and not chosen and _accepts(cls, "fused"):
+        return functools.partial(factory, fused=True)
     return factory
+
+
+def _accepts(cls: type, name: str) -> bool:
+    try:
+        return name in inspect.signature(cls).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def build(cfg: DictConfig, dataset: Dataset, head: str, K: int | None = None, members: int | None = None) -> Network:
@@ -303,6 +321,6 @@ def build_run(cfg: DictConfig, source: str = "") -> RunObjects:
         RunSettings.from_config(cfg, n_train=dataset.n_train),
         dataset,
         device,
-        optimizer_factory(cfg),
+        optimizer_factory(cfg, device),
         lambda head, K=None, members=None: build(cfg, dataset, head, K, members),
     )

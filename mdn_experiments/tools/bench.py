@@ -23,6 +23,8 @@ and the versions are recorded.
 7. cuda (skipped without a CUDA device): MNIST's training step on the device in float32 and
    with trainer.precision=bf16, the loss step at large N and K, and the million-row table command
    with trainer.device=cuda.
+8. reports: the wall time and the steps of the newest finished `make reproduce` and `make uci`
+   (not quick), read from their progress records: the two long commands are not timed again here.
 
 `--only SECTION[,SECTION]` runs some sections (the others keep their previous entry in
 bench.json); `--quick` shrinks every section to seconds (a smoke test of this script).
@@ -60,6 +62,7 @@ SECTIONS = (
     "mnist_throughput",
     "table_scaling",
     "cuda",
+    "reports",
 )
 OUT = Path("outputs/bench")
 
@@ -704,6 +707,40 @@ def memory_bound(curve: dict[str, Any], row_bytes: int) -> dict[str, float] | No
     return {"rows": largest, "fixed": fixed, "data": data, "bound": fixed + data, "peak": points[largest]}
 
 
+REPORT_FOLDERS = {"reproduce": (Path("outputs/reproduce"), "reproduce.json"), "uci": (Path("outputs/uci"), "uci.json")}
+
+
+def reports(quick: bool) -> dict[str, Any]:
+    """The newest finished, full (not quick) `make reproduce` and `make uci` under outputs/: their
+    folder, wall time and step seconds, read as data through the records' own checks (a damaged
+    record is passed over)."""
+    from mdn_experiments.errors import UserError
+    from mdn_experiments.tools.reproduce import read_progress
+
+    out: dict[str, Any] = {}
+    for command, (folder, record) in REPORT_FOLDERS.items():
+        found = []
+        for path in folder.glob(f"*/{record}"):
+            try:
+                progress = read_progress(path.parent, record)
+            except UserError:
+                continue
+            if progress.get("finished") and not progress.get("quick"):
+                found.append((path.parent.name, progress))
+        if not found:
+            out[command] = None
+            continue
+        name, progress = max(found, key=lambda item: item[0])  # folders are named by their start time
+        steps = {step: entry["seconds"] for step, entry in progress["steps"].items()}
+        out[command] = {
+            "folder": str(folder / name),
+            "wall_seconds": progress.get("wall_seconds", sum(steps.values())),
+            "steps": steps,
+        }
+        print(f"  {command}: {out[command]['wall_seconds'] / 60:.1f} min ({folder / name})", flush=True)
+    return out
+
+
 def machine() -> dict[str, Any]:
     import numpy
 
@@ -743,6 +780,25 @@ def markdown(bench: dict[str, Any]) -> str:
         "",
     ]
     s = bench["sections"]
+    if s.get("reports") is not None:
+        words = {"reproduce": "`make reproduce`", "uci": "`make uci`"}
+        parts = []
+        for command, entry in s["reports"].items():
+            if entry is None:
+                parts.append(f"{words[command]}: no finished full run under outputs/")
+                continue
+            steps = entry["steps"]
+            detail = (
+                ", ".join(f"{name} {seconds:.0f} s" for name, seconds in steps.items())
+                if len(steps) <= 6
+                else (f"{len(steps)} steps, two at a time")
+            )
+            parts.append(f"{words[command]} {entry['wall_seconds'] / 60:.1f} min ({detail}; `{entry['folder']}`)")
+        lines += [
+            "**The long commands** (wall time read from their newest finished full run, not timed again "
+            "by the bench): " + "; ".join(parts) + ".",
+            "",
+        ]
     if "startup" in s:
         t = s["startup"]
         named = {

@@ -141,11 +141,27 @@ def evaluate_loss(network: Network, x: Tensor, y: Tensor, batch_size: int = 1024
     return total / n, diagnostics
 
 
+@torch.no_grad()
+def clip_gradients(params: list[Tensor], max_norm: float) -> Tensor:
+    """Scale the gradients of `params` in place so that their total 2-norm is at most `max_norm`;
+    return the norm before scaling. The arithmetic of torch.nn.utils.clip_grad_norm_ (the same
+    numbers, bit for bit: a test compares them) without its per-call grouping of the tensors by
+    device and dtype, which cost a small network's step a twentieth of its time: a trainer's
+    parameters are all on one device, in float32."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.tensor(0.0)
+    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+    torch._foreach_mul_(grads, torch.clamp(max_norm / (total + 1e-6), max=1.0))
+    return total
+
+
 def _optimizer_step(
-    optimizer: torch.optim.Optimizer, network: Network, x: Tensor, y: Tensor, max_norm: float
+    optimizer: torch.optim.Optimizer, network: Network, params: list[Tensor], x: Tensor, y: Tensor, max_norm: float
 ) -> tuple[float, float]:
     """One optimizer step through a closure; returns the loss and the gradient norm (before
-    clipping) at the weights the step started from.
+    clipping) at the weights the step started from. `params`: the network's parameters, listed
+    once (the optimizer's).
 
     First-order optimizers call the closure once. L-BFGS calls it again at every trial point of
     its line search; only the first call is logged and checked. A non-finite loss or gradient at
@@ -154,11 +170,11 @@ def _optimizer_step(
     first: list[float] = []
 
     def closure() -> Tensor:
-        optimizer.zero_grad(set_to_none=True)
+        for param in params:  # optimizer.zero_grad(set_to_none=True), without its per-call wrapper
+            param.grad = None
         loss, _ = network.loss(x, y)
         loss.backward()
-        # clip_grad_norm_ returns the norm before clipping: that is what we log
-        norm = nn.utils.clip_grad_norm_(network.parameters(), max_norm)
+        norm = clip_gradients(params, max_norm)  # the norm before clipping: what we log
         if not first:
             first.extend((loss.item(), norm.item()))
             if not (math.isfinite(first[0]) and math.isfinite(first[1])):
@@ -244,7 +260,8 @@ class Trainer:
         self.epoch_hooks = list(epoch_hooks)
 
         self.generator = torch.Generator().manual_seed(seed)
-        self.optimizer = optimizer_factory(network.parameters(), lr=lr)
+        self.params = list(network.parameters())
+        self.optimizer = optimizer_factory(self.params, lr=lr)
         n_train = train[0].shape[0]
         steps_per_epoch = 1 if batch_size is None else math.ceil(n_train / min(batch_size, n_train))
         total_steps = epochs * steps_per_epoch
@@ -416,7 +433,7 @@ class Trainer:
             if self.target_noise > 0:
                 noise = torch.randn(yb.shape, generator=self.generator).to(yb.device)
                 yb = yb + self.target_noise * self.network.y_std * noise
-            loss, norm = _optimizer_step(self.optimizer, self.network, xb, yb, self.max_norm)
+            loss, norm = _optimizer_step(self.optimizer, self.network, self.params, xb, yb, self.max_norm)
             self.scheduler.step()
             p.steps, p.batch = p.steps + 1, p.batch + 1
             if self.averaged is not None:

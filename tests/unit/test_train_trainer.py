@@ -385,3 +385,54 @@ def test_random_shift_moves_each_image_by_its_own_offset_and_fills_the_border_wi
     tx, ty = toy_data()
     with pytest.raises(UserError, match="random_shift=1 moves images"):
         Trainer(make_net(), (tx, ty), (tx, ty), TrainSettings(epochs=1, random_shift=1))
+
+
+def test_clip_gradients_is_clip_grad_norm_bit_for_bit():
+    """The trainer's clipping against torch.nn.utils.clip_grad_norm_: the same norm and the same
+    scaled gradients, bit for bit, whether it clips or not (an infinite bound: only the norm)."""
+    from torch import nn
+
+    from mdn_experiments.train.trainer import clip_gradients
+
+    x, y = toy_data()
+    for max_norm in (0.01, 1.0, 1e6, float("inf")):
+        ours, theirs = make_net(seed=2), make_net(seed=2)
+        for net in (ours, theirs):
+            loss, _ = net.loss(x, y)
+            loss.backward()
+        ours.head.linear.bias.grad = None  # a parameter without a gradient is left out, as torch does
+        theirs.head.linear.bias.grad = None
+        norm = clip_gradients(list(ours.parameters()), max_norm)
+        reference = nn.utils.clip_grad_norm_(theirs.parameters(), max_norm)
+        assert torch.equal(norm, reference)
+        for a, b in zip(ours.parameters(), theirs.parameters()):
+            assert (a.grad is None and b.grad is None) or torch.equal(a.grad, b.grad)
+    assert clip_gradients([torch.zeros(2, requires_grad=True)], 1.0).item() == 0.0  # no gradient at all
+
+
+def test_a_runs_adam_is_fused_on_the_cpu_unless_the_config_chooses():
+    """build.optimizer_factory: Adam gets fused=True on a CPU or CUDA device; not where the config
+    sets fused or foreach, not for an optimizer without a fused kernel (L-BFGS), not on another
+    device. A fused Adam's training matches the per-tensor loop's to float rounding."""
+    from helpers import compose_config
+    from mdn_experiments.run.build import optimizer_factory
+
+    def fused(overrides, device="cpu"):
+        factory = optimizer_factory(compose_config(["dataset=inverse_sine", *overrides]), torch.device(device))
+        return factory([torch.zeros(1, requires_grad=True)], lr=0.1).defaults.get("fused")
+
+    assert fused([]) is True
+    assert fused([], "cuda") is True
+    assert not fused([], "meta")
+    assert not fused(["+trainer.optimizer.foreach=false"])
+    assert not fused(["+trainer.optimizer.fused=false"])
+    assert fused(["trainer.optimizer._target_=torch.optim.AdamW"]) is True
+    assert fused(["trainer=lbfgs"]) is None  # L-BFGS has no such argument
+    x, y = toy_data()
+    results = []
+    for factory in (torch.optim.Adam, functools.partial(torch.optim.Adam, fused=True)):
+        net = make_net()
+        fit(net, (x, y), (x, y), optimizer_factory=factory, lr=1e-2, epochs=3, batch_size=32, grad_clip=5.0)
+        results.append(torch.cat([p.detach().flatten() for p in net.parameters()]))
+    assert not torch.equal(*results)  # a different kernel...
+    torch.testing.assert_close(*results, rtol=1e-4, atol=1e-5)  # ...the same algorithm
