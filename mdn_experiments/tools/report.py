@@ -79,7 +79,10 @@ def _job_row(job_dir: Path, sweep_dir: Path) -> dict[str, Any]:
         metrics_path, error_path = job_dir / "metrics.json", job_dir / "error.txt"
         if metrics_path.exists() or metrics_path.is_symlink():
             metrics = upgrade(read_json(metrics_path))
-            missing = [key for key in METRIC_KEYS if not isinstance(metrics.get(key), (int, float))]
+            # a search trial (search.role=trial) is scored on its validation part: it has no test_nll
+            trial = metrics.get("scored_on") == "validation"
+            needed = [key for key in METRIC_KEYS if not (trial and key == "test_nll")]
+            missing = [key for key in needed if not isinstance(metrics.get(key), (int, float))]
             status = _plain(metrics.get("status", "ok"), (str,), "metrics.json: status")
             if status not in RUN_STATUSES:
                 raise RunFolderError(f"metrics.json: status {clip(status, 40)!r} is none of {', '.join(RUN_STATUSES)}")
@@ -195,8 +198,12 @@ def summary_text(sweep_dir: Path, rows: list[dict[str, Any]]) -> tuple[str, str,
         for e in entries:
             lines.append(
                 f"| {e['K']} | {e['n_seeds']} | {e['n_not_ok']} | "
-                f"{e['test_nll']:.4f} ± {e['test_nll_std']:.4f} | "
-                f"{e['val_nll']:.4f} ± {e['val_nll_std']:.4f} | {e['main_value']:.4g} ± "
+                + (
+                    f"{e['test_nll']:.4f} ± {e['test_nll_std']:.4f} | "
+                    if not math.isnan(e["test_nll"])
+                    else "— (validation only) | "  # search trials: never scored on the test part
+                )
+                + f"{e['val_nll']:.4f} ± {e['val_nll_std']:.4f} | {e['main_value']:.4g} ± "
                 f"{e['main_value_std']:.2g} | {e['effective_components']:.2f} ± "
                 f"{e['effective_components_std']:.2f} | {e['dead_components']:.1f} | "
                 f"{e['bic']:.1f} ± {e['bic_std']:.1f} |"

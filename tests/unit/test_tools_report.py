@@ -64,3 +64,37 @@ def test_odd_values_in_a_jobs_files_are_damaged_rows_never_a_crash(tmp_path):
     result = write_summary(tmp_path)
     assert [e["K"] for e in result["table"]["toy"]] == [1, 2]
     assert "6 damaged" in (tmp_path / "summary.md").read_text()
+
+
+def test_a_validation_only_job_is_an_ok_row_without_a_test_nll(tmp_path):
+    """A search trial's metrics.json (search.role=trial: scored on the validation part, no
+    test_nll) is summarised as an ok row with its validation numbers, even in a sweep started by
+    hand; a job that should have a test_nll and has none is still damaged."""
+    import json
+    import math
+
+    import yaml
+
+    from mdn_experiments.tools.report import collect
+
+    trial = {
+        "val_nll": 0.2,
+        "train_nll": 0.3,
+        "n_params": 10,
+        "n_train": 100,
+        "status": "ok",
+        "scored_on": "validation",
+    }
+    for name, metrics in (("trial", trial), ("no_test", {k: v for k, v in trial.items() if k != "scored_on"})):
+        (tmp_path / name / ".hydra").mkdir(parents=True)
+        (tmp_path / name / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"K": 2, "seed": 0}))
+        (tmp_path / name / "metrics.json").write_text(json.dumps(metrics))
+    rows = {row["job"]: row for row in collect(tmp_path)}
+    assert rows["trial"]["status"] == "ok" and rows["trial"]["val_nll"] == 0.2
+    assert math.isnan(rows["trial"]["test_nll"])
+    assert rows["no_test"]["status"] == "damaged" and "no number for test_nll" in rows["no_test"]["reason"]
+    from mdn_experiments.tools.report import write_summary
+
+    (tmp_path / "no_test").rename(tmp_path.parent / "set_aside")
+    write_summary(tmp_path)
+    assert "| 2 | 1 | 0 | — (validation only) | 0.2000 ± " in (tmp_path / "summary.md").read_text()
