@@ -216,6 +216,14 @@ def check_config(cfg: DictConfig, source: str = "") -> tuple[Dataset, torch.devi
     dataset = make_dataset(cfg)
     device = device_for(cfg.trainer.device)
     optimizer_factory(cfg)  # refuses a bad optimizer now, not after the MDN has trained
+    shape = tuple(dataset.input_shape)
+    if cfg.trainer.random_shift and len(shape) != 3:  # before a run folder exists (the trainer checks too)
+        raise ConfigError(
+            "trainer.random_shift",
+            cfg.trainer.random_shift,
+            f"0 for {dataset.name}: it moves images, and these inputs have shape {shape} "
+            "(trainer.input_noise jitters them)",
+        )
     if cfg.model.init == "gmm":
         require_sklearn()
         if cfg.K > dataset.n_train:

@@ -788,11 +788,12 @@ def markdown(bench: dict[str, Any]) -> str:
                 parts.append(f"{words[command]}: no finished full run under outputs/")
                 continue
             steps = entry["steps"]
-            detail = (
-                ", ".join(f"{name} {seconds:.0f} s" for name, seconds in steps.items())
-                if len(steps) <= 6
-                else (f"{len(steps)} steps, two at a time")
-            )
+            if command == "uci":  # a dozen sweeps, side by side: their count, not their list
+                from mdn_experiments.tools.uci import SIDE_BY_SIDE
+
+                detail = f"{len(steps)} sweeps, {SIDE_BY_SIDE} at a time"
+            else:
+                detail = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in steps.items())
             parts.append(f"{words[command]} {entry['wall_seconds'] / 60:.1f} min ({detail}; `{entry['folder']}`)")
         lines += [
             "**The long commands** (wall time read from their newest finished full run, not timed again "

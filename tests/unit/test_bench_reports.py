@@ -37,4 +37,4 @@ def test_reports_takes_the_newest_finished_full_run_of_each_command(tmp_path, mo
     assert out["uci"]["wall_seconds"] == 546.0  # the suite's own wall time, not the sum of its side-by-side steps
     text = bench.markdown({"machine": bench.machine(), "date": "today", "sections": {"reports": out}})
     assert "`make reproduce` 2.8 min (toy 40 s, MNIST 130 s;" in text
-    assert "`make uci` 9.1 min (12 steps, two at a time;" in text
+    assert "`make uci` 9.1 min (12 sweeps, 2 at a time;" in text

@@ -35,6 +35,10 @@ BAD_INPUTS = [
     ("dataset.direction=sideways", ["dataset.direction", "inverse or forward"]),
     ("dataset.n_train=lots", ["dataset.n_train", "integer"]),
     ("trainer.threads=-1", ["trainer.threads", "from 1 to 1024"]),
+    ("trainer.random_shift=1", ["trainer.random_shift=1", "moves images", "shape (1,)"]),  # the toy: no images
+    ("trainer.random_shift=9", ["trainer.random_shift=9", "from 0 (off) to 8"]),
+    ("trainer.ema=1", ["trainer.ema=1", "in (0, 1)"]),
+    ("trainer.precision=fast", ["trainer.precision", "float32, bf16, auto"]),
     # non-finite numbers, in any float key
     ("trainer.lr=nan", ["trainer.lr=nan", "finite number"]),
     ("model.sigma_min=inf", ["model.sigma_min=inf", "finite number"]),

@@ -259,35 +259,41 @@ def test_an_epochs_order_is_int32_and_draws_what_an_int64_order_draws():
     assert _batch_order(100, 128, torch.Generator()) is None  # one batch: no order at all
 
 
+def stop_mid_epoch_and_resume(make_trainer, tmp_path, batch):
+    """A trainer run to the end, one stopped after `batch` steps of its second epoch (its state
+    taken there), that state, and a fresh trainer loaded from it once written and read back (not run)."""
+    from mdn_experiments.train.state import read_state, write_state
+
+    left_alone = make_trainer()
+    left_alone.run()
+    stopped, seen = make_trainer(), {}
+
+    def stop(_, event):
+        if event == "step" and stopped.progress.epoch == 1 and stopped.progress.batch == batch:
+            seen["state"] = stopped.state_dict()
+            raise KeyboardInterrupt
+
+    stopped.on_event = stop
+    with pytest.raises(KeyboardInterrupt):
+        stopped.run()
+    write_state(tmp_path, seen["state"])
+    resumed = make_trainer()
+    resumed.load_state_dict(read_state(tmp_path))
+    return left_alone, stopped, seen["state"], resumed
+
+
 def test_a_mid_epoch_state_holds_the_epochs_order_itself_and_resumes_the_same_epoch(tmp_path):
     """state_dict does not copy the order (a large table's save would double it); written and read
     back, the state continues the epoch with the same batches as the loop left alone."""
-    from mdn_experiments.train.state import read_state, write_state
     from mdn_experiments.train.trainer import Trainer, TrainSettings
 
     x, y = toy_data()
-    seen = {}
 
     def trainer():
         return Trainer(make_net(), (x, y), (x, y), TrainSettings(lr=1e-2, epochs=2, batch_size=32), seed=3)
 
-    left_alone = trainer()
-    left_alone.run()
-    stopped = trainer()
-
-    def stop_after_three_steps(_, event):
-        if event == "step" and stopped.progress.epoch == 1 and stopped.progress.batch == 3:
-            seen["state"] = stopped.state_dict()
-            raise KeyboardInterrupt
-
-    stopped.on_event = stop_after_three_steps
-    with pytest.raises(KeyboardInterrupt):
-        stopped.run()
-    state = seen["state"]
+    left_alone, stopped, state, resumed = stop_mid_epoch_and_resume(trainer, tmp_path, batch=3)
     assert state["progress"]["order"] is stopped.progress.order
-    write_state(tmp_path, state)
-    resumed = trainer()
-    resumed.load_state_dict(read_state(tmp_path))
     assert torch.equal(resumed.progress.order, stopped.progress.order)
     resumed.run()
     for a, b in zip(resumed.network.parameters(), left_alone.network.parameters()):
@@ -329,32 +335,16 @@ def test_ema_validates_and_keeps_the_moving_average_of_the_live_weights():
 def test_ema_resumes_bit_for_bit_from_a_mid_epoch_state(tmp_path):
     """The averaged weights are part of the training state: a run stopped mid-epoch, written and
     read back, ends with the weights of the run left alone (and a rollback snapshot holds them too)."""
-    from mdn_experiments.train.state import read_state, write_state
     from mdn_experiments.train.trainer import Trainer, TrainSettings
 
     x, y = toy_data()
-    seen = {}
 
     def trainer():
         settings = TrainSettings(lr=1e-2, epochs=3, batch_size=32, ema=0.95)
         return Trainer(make_net(), (x, y), (x, y), settings, seed=3)
 
-    left_alone = trainer()
-    left_alone.run()
-    stopped = trainer()
-
-    def stop_mid_epoch(_, event):
-        if event == "step" and stopped.progress.epoch == 1 and stopped.progress.batch == 5:
-            seen["state"] = stopped.state_dict()
-            raise KeyboardInterrupt
-
-    stopped.on_event = stop_mid_epoch
-    with pytest.raises(KeyboardInterrupt):
-        stopped.run()
-    assert "averaged" in seen["state"] and "averaged" in stopped._snapshot()
-    write_state(tmp_path, seen["state"])
-    resumed = trainer()
-    resumed.load_state_dict(read_state(tmp_path))
+    left_alone, stopped, state, resumed = stop_mid_epoch_and_resume(trainer, tmp_path, batch=5)
+    assert "averaged" in state and "averaged" in stopped._snapshot()
     resumed.run()
     for a, b in zip(resumed.network.state_dict().values(), left_alone.network.state_dict().values()):
         assert torch.equal(a, b)
