@@ -21,6 +21,8 @@ from mdn_experiments.errors import ConfigError, UserError
 from mdn_experiments.mdn import Mixture
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}
+# activations a 2x2 max-pool commutes with bit for bit (ties included): the CNN pools first
+POOL_COMMUTES = frozenset({"relu"})
 
 
 def activation_layer(name: str) -> nn.Module:
@@ -87,8 +89,11 @@ class CNN(nn.Module):
     """Convolutional backbone for images: (N, C, H, W) -> (N, hidden[-1]).
 
     One block per entry of `channels`: `convs_per_block` convolutions (kernel_size, padding,
-    batch norm, activation), then a 2x2 max-pool. Then an MLP of widths `hidden`, with dropout
+    batch norm, activation), then a 2x2 max-pool (computed before the last ReLU, which gives the
+    same numbers on a quarter of the elements). Then an MLP of widths `hidden`, with dropout
     before each linear layer. `channels_last`: convolve in NHWC memory layout (faster on CPU).
+    `norm_after_pool`: each block's last convolution is pooled first, then normalised and
+    activated (a different network, with a quarter of the normalisation work).
     """
 
     def __init__(
@@ -102,6 +107,7 @@ class CNN(nn.Module):
         activation: str = "relu",
         dropout: float = 0.0,
         channels_last: bool = True,
+        norm_after_pool: bool = False,
     ) -> None:
         check_widths("channels", channels)
         check_widths("hidden", hidden)
@@ -117,6 +123,8 @@ class CNN(nn.Module):
             dropout,
             "a number in [0, 1)",
         )
+        for name, flag in (("channels_last", channels_last), ("norm_after_pool", norm_after_pool)):
+            check_arg(isinstance(flag, bool), name, flag, "true or false")
         super().__init__()
         if len(input_shape) != 3:
             raise UserError(
@@ -134,7 +142,16 @@ class CNN(nn.Module):
                 ]
                 in_channels = out_channels
                 height, width = height + 2 * padding - kernel_size + 1, width + 2 * padding - kernel_size + 1
-            layers.append(nn.MaxPool2d(2))
+            if norm_after_pool:
+                # conv, max-pool, then batch norm and activation: a different network (the norm
+                # sees pooled maxima), normalising a quarter of the elements
+                layers.insert(len(layers) - 2, nn.MaxPool2d(2))
+            elif activation in POOL_COMMUTES:
+                # max-pool(relu(x)) == relu(max-pool(x)) exactly, values and gradients alike; after
+                # the pool the activation touches a quarter of the elements (parameter names stay)
+                layers.insert(len(layers) - 1, nn.MaxPool2d(2))
+            else:
+                layers.append(nn.MaxPool2d(2))
             height, width = height // 2, width // 2
             if height < 1 or width < 1:
                 raise UserError(

@@ -74,11 +74,13 @@ def test_the_onnx_file_answers_as_the_network_does(tmp_path, covariance, dim, me
         )
 
 
-def test_a_cnn_exports_with_its_image_input(tmp_path):
+@pytest.mark.parametrize("norm_after_pool", [False, True])
+def test_a_cnn_exports_with_its_image_input(tmp_path, norm_after_pool):
     from mdn_experiments.models import CNN
 
     torch.manual_seed(0)
-    network = build_network(CNN((1, 28, 28)), [1, 28, 28], 1, "mdn", n_components=4)
+    backbone = CNN((1, 28, 28), norm_after_pool=norm_after_pool)
+    network = build_network(backbone, [1, 28, 28], 1, "mdn", n_components=4)
     network.eval()
     path = tmp_path / "cnn.onnx"
     path.write_bytes(export.onnx_bytes(network, (1, 28, 28), "diag"))
