@@ -75,7 +75,7 @@ def test_a_validation_only_job_is_an_ok_row_without_a_test_nll(tmp_path):
 
     import yaml
 
-    from mdn_experiments.tools.report import collect
+    from mdn_experiments.tools.report import collect, write_summary
 
     trial = {
         "val_nll": 0.2,
@@ -93,8 +93,6 @@ def test_a_validation_only_job_is_an_ok_row_without_a_test_nll(tmp_path):
     assert rows["trial"]["status"] == "ok" and rows["trial"]["val_nll"] == 0.2
     assert math.isnan(rows["trial"]["test_nll"])
     assert rows["no_test"]["status"] == "damaged" and "no number for test_nll" in rows["no_test"]["reason"]
-    from mdn_experiments.tools.report import write_summary
-
     (tmp_path / "no_test").rename(tmp_path.parent / "set_aside")
     write_summary(tmp_path)
     assert "| 2 | 1 | 0 | — (validation only) | 0.2000 ± " in (tmp_path / "summary.md").read_text()
