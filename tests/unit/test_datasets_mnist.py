@@ -151,6 +151,22 @@ def test_real_files_load_into_the_documented_splits(mnist_root):
     assert labels.shape == (60000,) and np.bincount(labels)[1] == 6742
 
 
+def test_pixels_and_labels_are_the_files_values_scaled_bit_for_bit(mnist_root):
+    """The splits hold numpy's float32(byte) / 255 and float32(label), whichever library converts."""
+    import torch
+
+    splits = Mnist(root=str(mnist_root), n_train=700, n_val=300, n_test=400).load(seed=0)
+    images = read_idx(mnist_root / "train-images-idx3-ubyte.gz")
+    labels = read_idx(mnist_root / "train-labels-idx1-ubyte.gz")
+    test_images = read_idx(mnist_root / "t10k-images-idx3-ubyte.gz")
+    expect = lambda a: torch.from_numpy(a.astype(np.float32) / 255.0)  # noqa: E731
+    assert torch.equal(splits.train[0][:, 0], expect(images[:700]))
+    assert torch.equal(splits.val[0][:, 0], expect(images[-300:]))
+    assert torch.equal(splits.test[0][:, 0], expect(test_images[:400]))
+    assert torch.equal(splits.train[1][:, 0], torch.from_numpy(labels[:700].astype(np.float32)))
+    assert splits.train[0].dtype == splits.train[1].dtype == torch.float32
+
+
 def test_subset_sizes_are_checked():
     with pytest.raises(ConfigError, match="dataset.n_train"):
         Mnist(n_train=59000, n_val=5000)
