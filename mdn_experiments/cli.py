@@ -145,6 +145,7 @@ def _run(cfg: DictConfig) -> float | None:
     _release_stderr()
     from mdn_experiments.run.runner import run_experiment, run_sweep_job  # torch & co. only once a job runs
 
+    memory.settle("imports")
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     progress = cfg.trainer.progress if cfg.trainer.progress is not None else sys.stderr.isatty()
@@ -154,6 +155,7 @@ def _run(cfg: DictConfig) -> float | None:
     trust_saved = _resuming()
     if hydra_cfg.mode == RunMode.MULTIRUN:
         metrics = run_sweep_job(cfg, run_dir, progress=progress, trust_saved_config=trust_saved)
+        memory.settle("first job")  # a worker runs more jobs: what outlived this one will outlive them
         if metrics is None:
             return None
     else:

@@ -238,6 +238,8 @@ def write_atomic(path: Path, text: str) -> None:
 
 def write_summary(sweep_dir: Path | str, rows: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Write summary.csv, summary.md and k_sweep.png into sweep_dir; return what was found.
+    k_sweep.png draws against K: a sweep with one K of finished jobs per dataset (over seeds, say)
+    gets none, and an earlier summary's is removed.
 
     Checks first, writes second: a summary file that was not written by a summary (a user's own
     summary.md) is never overwritten (RunFolderError), and each file is replaced whole or not at
@@ -253,10 +255,13 @@ def write_summary(sweep_dir: Path | str, rows: list[dict[str, Any]] | None = Non
         )
     write_atomic(sweep_dir / "summary.csv", csv_text)
     write_atomic(sweep_dir / "summary.md", markdown)
-    if table:
+    figure = sweep_dir / "k_sweep.png"
+    if any(len(entries) > 1 for entries in table.values()):
         from mdn_experiments.figures import common  # matplotlib only when there is something to draw
 
-        common.k_sweep(sweep_dir / "k_sweep.png", table=table)
+        common.k_sweep(figure, table=table)
+    elif figure.is_file() and not figure.is_symlink():  # an earlier summary's (owned, checked above): stale now
+        figure.unlink()
     return {"rows": rows, "table": table, "chosen_k": choices, "markdown": markdown}
 
 

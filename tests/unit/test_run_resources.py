@@ -59,3 +59,42 @@ def test_mapped_blocks_maps_large_blocks_within_and_hands_the_heap_back_after_th
         raise RuntimeError
     assert calls[-1] == ("mallopt", memory.M_TRIM_THRESHOLD, 2 * memory.HEAP_BLOCKS)
     assert memory._MAPPED == [0]
+
+
+SETTLE = """
+import gc, sys, weakref
+from mdn_experiments import memory
+
+class Node:
+    pass
+
+def cycle():
+    a, b = Node(), Node()
+    a.other, b.other = b, a
+    return weakref.ref(a)
+
+gc.disable()  # no automatic collection: only settle() may collect here
+kept = Node()
+garbage = cycle()
+memory.settle("imports")
+assert garbage() is None, "the garbage before settling was frozen instead of collected"
+frozen = gc.get_freeze_count()
+assert frozen > 0 and not any(o is kept for o in gc.get_objects())  # out of the collector's sight
+later = cycle()
+memory.settle("imports")  # once per moment: neither collected nor frozen again
+assert later() is not None and gc.get_freeze_count() == frozen
+memory.settle("first job")
+assert later() is None and gc.get_freeze_count() > frozen
+print("ok")
+"""
+
+
+def test_settle_collects_first_freezes_what_lives_and_runs_once_per_moment():
+    """memory.settle (called by mdn-run's job): garbage is collected, never frozen; the live
+    objects leave the collector's sight; a second call for the same moment does nothing. In a
+    child interpreter: freezing is for the whole process."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", SETTLE], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr

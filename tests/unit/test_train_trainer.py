@@ -370,7 +370,7 @@ def test_random_shift_moves_each_image_by_its_own_offset_and_fills_the_border_wi
             i, :, max(0, -a) : 7 - max(0, a), max(0, -b) : 6 - max(0, b)
         ]
         assert torch.equal(out[i], expected)
-    assert len(seen) == 25
+    assert len(seen) == 25 and out.is_contiguous()
     assert torch.equal(shift_images(x, 0, torch.Generator()), x)
     tx, ty = toy_data()
     with pytest.raises(UserError, match="random_shift=1 moves images"):
