@@ -18,7 +18,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
+from hydra.errors import ConfigCompositionException, InstantiationException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
@@ -295,6 +295,12 @@ def main() -> None:
     except Exception as err:  # noqa: BLE001 - known failures in one line; anything else is a bug: traceback
         _gate.release()
         target = shlex.quote(_resume_target[0]) if _resume_target else "FOLDER"
+        if isinstance(err, ConfigCompositionException):
+            # a sweep's value that its key refuses, found as Hydra checks the sweep's first jobs
+            # (after the multirun started: Hydra's own printer is already out of the way)
+            message = composition_error(f"{err}\n{err.__cause__ or ''}", PROG)
+            print(f"{PROG}: error: {one_line_error(message)}; no job ran", file=real_stderr)
+            sys.exit(2)
         if isinstance(err, ValueError) and str(err).startswith("Only one of --run"):  # Hydra's own check
             print(f"{PROG}: error: {one_line_error(err)} (--cfg shows a config; leave -m out)", file=real_stderr)
             sys.exit(2)

@@ -25,6 +25,24 @@ def test_a_bad_value_is_one_line_and_exit_2(override, needle, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.quick
+@pytest.mark.parametrize(
+    "values, needle",
+    [
+        ("seed=0,x", "seed='x' is not allowed: seed must be an integer"),
+        ("K=1,abc", "K='abc' is not allowed: K must be an integer"),
+    ],
+)
+def test_a_bad_value_in_a_sweep_list_is_one_line_and_exit_2(values, needle, tmp_path):
+    """A value of a sweep's list that its key refuses is found when Hydra checks the sweep's
+    first jobs, after the multirun has started: still one line, exit 2, and no job folder."""
+    proc = run_cli(["-m", values, f"hydra.sweep.dir={tmp_path / 'sweep'}"])
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"mdn-run: error: {proc.stderr.split('mdn-run: error: ')[1].strip()}"]
+    assert needle in proc.stderr
+    assert not [p for p in (tmp_path / "sweep").glob("*") if p.is_dir()]
+
+
 def test_every_key_refuses_bad_values_as_user_errors():
     """Walk every key of every dataset's config with wrong values: each one either fails at
     composition (Hydra's type check, one line in the CLI) or in the checks made before training,

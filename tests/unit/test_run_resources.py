@@ -62,7 +62,7 @@ def test_mapped_blocks_maps_large_blocks_within_and_hands_the_heap_back_after_th
 
 
 SETTLE = """
-import gc, sys, weakref
+import gc, weakref
 from mdn_experiments import memory
 
 class Node:
