@@ -19,6 +19,7 @@ import platform
 import signal
 import sys
 import time
+import traceback
 from pathlib import Path
 
 from mdn_experiments import files
@@ -41,25 +42,73 @@ QUICK = ["dataset.n_train=200", "dataset.n_val=100", "dataset.n_test=300", "trai
 QUICK_MNIST = ["dataset.n_train=300", "dataset.n_val=200", "dataset.n_test=300", "trainer.epochs=1"]
 
 
-def mdn_run(args: list[str]) -> tuple[float, int]:
-    """Run `mdn-run ARGS` with its output on the console; return its wall time and exit status.
+class Stopped(KeyboardInterrupt):
+    """SIGTERM while a step runs: the step stops as it does on Ctrl-C (mdn-run names the signal)."""
 
-    A SIGTERM or SIGINT to this process is passed on to mdn-run, which saves its training state
-    and stops; this process then waits for it instead of killing it.
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _children() -> list[int]:
+    """This process's child processes (the launcher's workers), as Linux lists them; [] elsewhere."""
+    try:
+        tasks = Path("/proc/self/task").iterdir()
+        return [int(pid) for task in tasks for pid in (task / "children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _stop(signum, frame) -> None:
+    """SIGTERM: what Ctrl-C does in a terminal, where every process of the command gets the signal.
+    The workers save their jobs' training states; this process stops the step."""
+    for pid in _children():
+        try:
+            os.kill(pid, signum)
+        except OSError:
+            pass
+    raise Stopped(signum)
+
+
+def mdn_run(args: list[str]) -> tuple[float, int]:
+    """Run `mdn-run ARGS` in this process, its output on the console; return its wall time and its
+    exit status (mdn-run's: 0, 1 for a failed job or a dead worker, 2 for a refusal, 128 + the
+    signal when stopped).
+
+    In this process, not a child of its own: each job still runs in a worker process of the
+    parallel launcher, and joblib keeps those workers from one step to the next, so that torch &
+    co. are imported by three workers for the whole reproduction instead of by eleven (and the
+    steps' own commands are not started four times): about 3 s of CPU each, which on two busy
+    cores is time the reproduction waits. SIGTERM stops the step as Ctrl-C does (mdn-run's message,
+    then ours); the jobs are resumed from their saved training states.
     """
+    from mdn_experiments import cli
+    from mdn_experiments.tools.report import FAILED_JOBS
+
     print(f"\n[reproduce] mdn-run {' '.join(args)}", flush=True)
     start = time.perf_counter()
-    child = launch.start("mdn_experiments.cli", args, resume=True)
+    cli._resume_target.clear()  # what a step leaves behind is not the next one's
+    FAILED_JOBS.clear()
+    saved_argv, saved_resume = sys.argv, os.environ.get(launch.RESUME_ENV)
+    sys.argv = ["mdn-run", *args]
+    os.environ[launch.RESUME_ENV] = "1"  # a resumed reproduction's jobs: their saved configs win
 
-    def forward(signum, frame):
-        child.send_signal(signum)
-
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    previous = signal.signal(signal.SIGTERM, _stop)
     try:
-        code = child.wait()
+        cli.main()
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    except Exception:  # noqa: BLE001 - a bug in one step: its traceback, and the step counts as failed
+        traceback.print_exc()
+        code = 1
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+        signal.signal(signal.SIGTERM, previous)
+        sys.argv = saved_argv
+        if saved_resume is None:
+            os.environ.pop(launch.RESUME_ENV, None)
+        else:
+            os.environ[launch.RESUME_ENV] = saved_resume
     return time.perf_counter() - start, code
 
 
@@ -375,6 +424,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fresh", action="store_true", help="start a new reproduction even if one is unfinished")
     parser.add_argument("--resume", type=Path, metavar="FOLDER", help="continue this reproduction folder")
     args = parser.parse_args(argv)
+    # the jobs run in workers of this process, which inherit its sys.path: the working folder is
+    # kept off it, as `python -P` keeps it off for every command launch.py starts
+    sys.path[:] = [p for p in sys.path if p not in ("", ".", os.getcwd())]
     args.out = args.out.expanduser().resolve()  # folders named through a link: their real folders
     args.resume = args.resume.expanduser().resolve() if args.resume else None
     try:

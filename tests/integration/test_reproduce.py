@@ -4,6 +4,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 
 from helpers import find_mnist_root, run_cli, without_timings
 from mdn_experiments.tools import launch
@@ -73,3 +74,54 @@ def test_reproduce_quick_is_killed_resumed_and_writes_a_report_with_numbers_and_
         assert "make reproduce MNIST_ROOT=FOLDER" in report
     assert json.loads((run / "reproduce.json").read_text())["finished"] is True
     assert newest_unfinished(out) is None  # the next `make reproduce` starts a new one
+
+
+STEPS_IN_ONE_PROCESS = r"""
+import json, os, signal, sys, threading
+from pathlib import Path
+from mdn_experiments.tools import reproduce
+
+out = Path(sys.argv[1])
+tiny = ["dataset.n_train=200", "dataset.n_val=100", "dataset.n_test=300", "trainer.epochs=2", "figures=false",
+        "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+
+codes = [reproduce.mdn_run(["experiment=inverse_sine", "sweep=seeds", *tiny, f"hydra.sweep.dir={out / 'toy'}"])[1]]
+after_first = sorted(reproduce._children())  # as Linux lists them
+codes.append(reproduce.mdn_run(["experiment=robot_arm", "sweep=seeds", *tiny, f"hydra.sweep.dir={out / 'arm'}"])[1])
+after_second = sorted(reproduce._children())
+codes.append(reproduce.mdn_run(["-m", "experiment=robot_arm", "seed=0,x", *tiny, f"hydra.sweep.dir={out / 'bad'}"])[1])
+# SIGTERM while a long step runs: the step stops with mdn-run's status for it
+threading.Timer(4, os.kill, (os.getpid(), signal.SIGTERM)).start()
+long = [a for a in tiny if not a.startswith("trainer.epochs")]
+codes.append(reproduce.mdn_run(["experiment=inverse_sine", "sweep=seeds", *long, "trainer.epochs=1000000",
+                                "trainer.patience=null", f"hydra.sweep.dir={out / 'long'}"])[1])
+print(json.dumps({"codes": codes, "after_first": after_first, "after_second": after_second,
+                  "argv": sys.argv[1:], "resume": os.environ.get("MDN_RESUME"),
+                  "sigterm_default": signal.getsignal(signal.SIGTERM) == signal.SIG_DFL}))
+"""
+
+
+def test_the_steps_run_in_one_process_whose_workers_serve_every_step(tmp_path):
+    """make reproduce runs its steps' mdn-run in its own process: the parallel launcher's workers
+    started for the first step run the next step's jobs (none started anew), a refused step and a
+    SIGTERM give mdn-run's exit statuses (2, 143), and nothing of a step is left behind (argv,
+    MDN_RESUME, the SIGTERM handler)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", STEPS_IN_ONE_PROCESS, str(tmp_path)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={k: v for k, v in os.environ.items() if k != "MDN_RESUME"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["codes"] == [0, 0, 2, 143], proc.stderr[-3000:]
+    assert len(result["after_first"]) >= 2  # the two workers (and loky's resource tracker) live on
+    assert result["after_second"] == result["after_first"]  # the same processes ran the second step
+    assert result["argv"] == [str(tmp_path)] and result["resume"] is None and result["sigterm_default"]
+    for step in ("toy", "arm"):
+        assert len(list((tmp_path / step).glob("seed=*/metrics.json"))) == 3
+    assert "seed='x' is not allowed" in proc.stderr and not (tmp_path / "bad" / "seed=0").exists()
+    assert "mdn-run: stopped by SIGTERM" in proc.stderr
+    assert not (tmp_path / "long" / "seed=0" / "metrics.json").exists()
