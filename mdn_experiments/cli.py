@@ -244,6 +244,8 @@ def _worker_died(err: BaseException) -> bool:
 def main() -> None:
     """Console entry point."""
     global _gate
+    _resume_target.clear()  # a command run before this one in the same process (make reproduce's
+    FAILED_JOBS.clear()  # steps, launch.run_here) leaves neither its folder nor its failures
     memory.one_heap()  # before torch's and pyarrow's threads start
     real_stderr = sys.stderr
     _gate = _StderrGate(real_stderr)

@@ -9,8 +9,11 @@ bring in a module of its own. On older Pythons the same is done by hand.
 from __future__ import annotations
 
 import os
+import runpy
+import signal
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -63,3 +66,61 @@ def start(
 ) -> subprocess.Popen:
     """subprocess.Popen of `python -m module ARGS` (see `command`)."""
     return subprocess.Popen(command(module, args), cwd=cwd, env=environment(resume, env), **kwargs)
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM to a command run by run_here: it stops as on Ctrl-C, and says which signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def children() -> list[int]:
+    """This process's child processes (a launcher's workers), as Linux lists them; [] elsewhere."""
+    try:
+        tasks = Path("/proc/self/task").iterdir()
+        return [int(pid) for task in tasks for pid in (task / "children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _stop(signum, frame) -> None:
+    """SIGTERM: what Ctrl-C does in a terminal, where every process of the command gets the signal.
+    The workers save their jobs' training states; the command in this process stops."""
+    for pid in children():
+        try:
+            os.kill(pid, signum)
+        except OSError:
+            pass
+    raise Stopped(signum)
+
+
+def run_here(module: str, args: list[str], *, resume: bool = False) -> int:
+    """`python -m module ARGS` run in this process, as the interpreter runs it (runpy), and its exit
+    status: SystemExit's code, 0 when it returns, 1 (with the traceback shown) when it raises.
+
+    What a child would have had is given and taken back: sys.argv, the resume variable
+    (environment(resume)), and SIGTERM, which stops the command as Ctrl-C would (a child of
+    its own would have got the signal). The caller keeps sys.path free of its working folder, as
+    `python -P` does for a child (worker processes started by the command inherit it)."""
+    saved_argv, saved_resume = sys.argv, os.environ.get(RESUME_ENV)
+    sys.argv = [module, *args]
+    if resume:
+        os.environ[RESUME_ENV] = "1"
+    previous = signal.signal(signal.SIGTERM, _stop)
+    try:
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+        return 0
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    except Exception:  # noqa: BLE001 - a bug in the command: its traceback, and the status of one
+        traceback.print_exc()
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        sys.argv = saved_argv
+        if saved_resume is None:
+            os.environ.pop(RESUME_ENV, None)
+        else:
+            os.environ[RESUME_ENV] = saved_resume

@@ -16,10 +16,8 @@ import json
 import math
 import os
 import platform
-import signal
 import sys
 import time
-import traceback
 from pathlib import Path
 
 from mdn_experiments import files
@@ -42,38 +40,10 @@ QUICK = ["dataset.n_train=200", "dataset.n_val=100", "dataset.n_test=300", "trai
 QUICK_MNIST = ["dataset.n_train=300", "dataset.n_val=200", "dataset.n_test=300", "trainer.epochs=1"]
 
 
-class Stopped(KeyboardInterrupt):
-    """SIGTERM while a step runs: the step stops as it does on Ctrl-C (mdn-run names the signal)."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-def _children() -> list[int]:
-    """This process's child processes (the launcher's workers), as Linux lists them; [] elsewhere."""
-    try:
-        tasks = Path("/proc/self/task").iterdir()
-        return [int(pid) for task in tasks for pid in (task / "children").read_text().split()]
-    except OSError:
-        return []
-
-
-def _stop(signum, frame) -> None:
-    """SIGTERM: what Ctrl-C does in a terminal, where every process of the command gets the signal.
-    The workers save their jobs' training states; this process stops the step."""
-    for pid in _children():
-        try:
-            os.kill(pid, signum)
-        except OSError:
-            pass
-    raise Stopped(signum)
-
-
 def mdn_run(args: list[str]) -> tuple[float, int]:
-    """Run `mdn-run ARGS` in this process, its output on the console; return its wall time and its
-    exit status (mdn-run's: 0, 1 for a failed job or a dead worker, 2 for a refusal, 128 + the
-    signal when stopped).
+    """Run `mdn-run ARGS` in this process (launch.run_here), its output on the console; return its
+    wall time and its exit status (mdn-run's: 0, 1 for a failed job or a dead worker, 2 for a
+    refusal, 128 + the signal when stopped).
 
     In this process, not a child of its own: each job still runs in a worker process of the
     parallel launcher, and joblib keeps those workers from one step to the next, so that torch &
@@ -82,33 +52,9 @@ def mdn_run(args: list[str]) -> tuple[float, int]:
     cores is time the reproduction waits. SIGTERM stops the step as Ctrl-C does (mdn-run's message,
     then ours); the jobs are resumed from their saved training states.
     """
-    from mdn_experiments import cli
-    from mdn_experiments.tools.report import FAILED_JOBS
-
     print(f"\n[reproduce] mdn-run {' '.join(args)}", flush=True)
     start = time.perf_counter()
-    cli._resume_target.clear()  # what a step leaves behind is not the next one's
-    FAILED_JOBS.clear()
-    saved_argv, saved_resume = sys.argv, os.environ.get(launch.RESUME_ENV)
-    sys.argv = ["mdn-run", *args]
-    os.environ[launch.RESUME_ENV] = "1"  # a resumed reproduction's jobs: their saved configs win
-
-    previous = signal.signal(signal.SIGTERM, _stop)
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
-    except Exception:  # noqa: BLE001 - a bug in one step: its traceback, and the step counts as failed
-        traceback.print_exc()
-        code = 1
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        sys.argv = saved_argv
-        if saved_resume is None:
-            os.environ.pop(launch.RESUME_ENV, None)
-        else:
-            os.environ[launch.RESUME_ENV] = saved_resume
+    code = launch.run_here("mdn_experiments.cli", args, resume=True)
     return time.perf_counter() - start, code
 
 

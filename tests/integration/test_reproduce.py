@@ -79,16 +79,16 @@ def test_reproduce_quick_is_killed_resumed_and_writes_a_report_with_numbers_and_
 STEPS_IN_ONE_PROCESS = r"""
 import json, os, signal, sys, threading
 from pathlib import Path
-from mdn_experiments.tools import reproduce
+from mdn_experiments.tools import launch, reproduce
 
 out = Path(sys.argv[1])
 tiny = ["dataset.n_train=200", "dataset.n_val=100", "dataset.n_test=300", "trainer.epochs=2", "figures=false",
         "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
 
 codes = [reproduce.mdn_run(["experiment=inverse_sine", "sweep=seeds", *tiny, f"hydra.sweep.dir={out / 'toy'}"])[1]]
-after_first = sorted(reproduce._children())  # as Linux lists them
+after_first = sorted(launch.children())  # as Linux lists them
 codes.append(reproduce.mdn_run(["experiment=robot_arm", "sweep=seeds", *tiny, f"hydra.sweep.dir={out / 'arm'}"])[1])
-after_second = sorted(reproduce._children())
+after_second = sorted(launch.children())
 codes.append(reproduce.mdn_run(["-m", "experiment=robot_arm", "seed=0,x", *tiny, f"hydra.sweep.dir={out / 'bad'}"])[1])
 # SIGTERM while a long step runs: the step stops with mdn-run's status for it
 threading.Timer(4, os.kill, (os.getpid(), signal.SIGTERM)).start()
