@@ -1,5 +1,7 @@
 """Starting the project's commands in a fresh interpreter: the one helper the tools (mdn-resume,
-make reproduce, the benchmark) and the tests use to launch `mdn-run` and its siblings.
+make reproduce, the benchmark) and the tests use to launch `mdn-run` and its siblings. `run_here`
+runs one in this process instead, as the interpreter would (make reproduce's steps, so that the
+parallel launcher's workers serve them all).
 
 The child never imports from its working folder: `python -P` (Python 3.11+) leaves the current
 folder off sys.path, so a folder named by a run folder (the one a run was started in) cannot
