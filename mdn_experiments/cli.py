@@ -146,6 +146,7 @@ def _run(cfg: DictConfig) -> float | None:
     from mdn_experiments.run.runner import run_experiment, run_sweep_job  # torch & co. only once a job runs
 
     memory.settle("imports")
+    one_process_bars()
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     progress = cfg.trainer.progress if cfg.trainer.progress is not None else sys.stderr.isatty()
@@ -189,6 +190,18 @@ def _run(cfg: DictConfig) -> float | None:
         if hydra_cfg.mode != RunMode.MULTIRUN:
             sys.exit(1)  # all files are written; the status says what they are worth
     return metrics.get(C.TEST_NLL, metrics.get(C.VAL_NLL))  # a search's trial: its validation NLL
+
+
+def one_process_bars() -> None:
+    """tqdm's bars lock with a thread lock in a job's process. Its default also takes a
+    multiprocessing lock, a named semaphore in a launcher's worker: a worker killed when a sweep is
+    stopped could not remove it, and the resource tracker warned of it at exit. A job's bars are
+    never shared with another process."""
+    import threading
+
+    from tqdm import tqdm
+
+    tqdm.set_lock(threading.RLock())
 
 
 def threads_per_job(hydra_cfg) -> int | None:

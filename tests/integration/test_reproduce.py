@@ -105,7 +105,7 @@ def test_the_steps_run_in_one_process_whose_workers_serve_every_step(tmp_path):
     """make reproduce runs its steps' mdn-run in its own process: the parallel launcher's workers
     started for the first step run the next step's jobs (none started anew), a refused step and a
     SIGTERM give mdn-run's exit statuses (2, 143), and nothing of a step is left behind (argv,
-    MDN_RESUME, the SIGTERM handler)."""
+    MDN_RESUME, the SIGTERM handler, a semaphore of a stopped worker)."""
     proc = subprocess.run(
         [sys.executable, "-c", STEPS_IN_ONE_PROCESS, str(tmp_path)],
         cwd=tmp_path,
@@ -124,4 +124,6 @@ def test_the_steps_run_in_one_process_whose_workers_serve_every_step(tmp_path):
         assert len(list((tmp_path / step).glob("seed=*/metrics.json"))) == 3
     assert "seed='x' is not allowed" in proc.stderr and not (tmp_path / "bad" / "seed=0").exists()
     assert "mdn-run: stopped by SIGTERM" in proc.stderr
+    # the stopped workers held no named semaphore (tqdm's lock is a thread lock in a job's process)
+    assert "leaked semaphore" not in proc.stderr
     assert not (tmp_path / "long" / "seed=0" / "metrics.json").exists()
