@@ -33,6 +33,7 @@ from mdn_experiments.errors import DISK_ERRORS, Interrupted, UserError, disk_err
 from mdn_experiments.errors import one_line as one_line_error
 from mdn_experiments.evaluation import contract as C
 from mdn_experiments.run import folders
+from mdn_experiments.tools import launch
 from mdn_experiments.tools.launch import RESUME_ENV
 from mdn_experiments.tools.report import FAILED_JOBS
 
@@ -113,6 +114,10 @@ class ReleaseStderr(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         self._claim(config, folders.claim_sweep_folder)
+        # Ctrl-C or SIGTERM: the jobs running in worker processes save their training states
+        # before this process stops the sweep (which kills the workers); main() restores these
+        signal.signal(signal.SIGINT, launch.stop_command)
+        signal.signal(signal.SIGTERM, launch.stop_command)
 
     @staticmethod
     def _claim(config: DictConfig, claim) -> None:
@@ -260,6 +265,7 @@ def main() -> None:
     _resume_target.clear()  # a command run before this one in the same process (make reproduce's
     FAILED_JOBS.clear()  # steps, launch.run_here) leaves neither its folder nor its failures
     memory.one_heap()  # before torch's and pyarrow's threads start
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}  # a sweep sets its own
     real_stderr = sys.stderr
     _gate = _StderrGate(real_stderr)
     sys.stderr = _gate
@@ -335,6 +341,9 @@ def main() -> None:
             sys.exit(1)
         raise
     finally:
+        for signum, handler in handlers.items():
+            if handler is not None:  # None: not set from Python, nothing of ours to undo
+                signal.signal(signum, handler)
         _gate.release()  # anything still buffered (warnings) is shown, never swallowed
         sys.stderr = real_stderr
         if full_error is None:

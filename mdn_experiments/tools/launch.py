@@ -15,6 +15,7 @@ import runpy
 import signal
 import subprocess
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -87,14 +88,53 @@ def children() -> list[int]:
         return []
 
 
-def _stop(signum, frame) -> None:
-    """SIGTERM: what Ctrl-C does in a terminal, where every process of the command gets the signal.
-    The workers save their jobs' training states; the command in this process stops."""
-    for pid in children():
-        try:
-            os.kill(pid, signum)
-        except OSError:
-            pass
+def _cpu_ticks(pid: int) -> int | None:
+    """The CPU time a process has used so far, in clock ticks (Linux); None when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime, stime
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def wait_until_idle(pids: list[int], limit: float = 10.0, still: float = 0.3) -> None:
+    """Wait until none of `pids` has used CPU for `still` seconds (or `limit` seconds have passed):
+    stopped workers have then saved their jobs' training states and sent back their answers."""
+    deadline, quiet_since = time.monotonic() + limit, time.monotonic()
+    last = [_cpu_ticks(pid) for pid in pids]
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        now = [_cpu_ticks(pid) for pid in pids]
+        if now != last:
+            last, quiet_since = now, time.monotonic()
+        elif time.monotonic() - quiet_since >= still:
+            return
+
+
+_stopping: list[int] = []  # the signal stop_command is handling, while it waits
+
+
+def stop_command(signum, frame) -> None:
+    """SIGINT or SIGTERM to a command whose jobs run in worker processes (a sweep's parallel
+    launcher): stop as Ctrl-C does in a terminal, where every process of the command gets the
+    signal, but only once the workers have saved their jobs' training states. SIGTERM is passed on
+    to them (Ctrl-C's SIGINT reached them already); then this process waits for them to go idle
+    (at most 10 s) before it stops, which kills them."""
+    if _stopping:  # the same stop signalled again while we wait (a terminal and a parent both pass
+        return  # Ctrl-C on, as make uci does): the first one finishes it
+    _stopping.append(signum)
+    try:
+        workers = children()
+        if signum == signal.SIGTERM:
+            for pid in workers:
+                try:
+                    os.kill(pid, signum)
+                except OSError:
+                    pass
+        if workers:
+            wait_until_idle(workers)
+    finally:
+        _stopping.clear()
     raise Stopped(signum)
 
 
@@ -110,7 +150,7 @@ def run_here(module: str, args: list[str], *, resume: bool = False) -> int:
     sys.argv = [module, *args]
     if resume:
         os.environ[RESUME_ENV] = "1"
-    previous = signal.signal(signal.SIGTERM, _stop)
+    previous = signal.signal(signal.SIGTERM, stop_command)
     try:
         runpy.run_module(module, run_name="__main__", alter_sys=True)
         return 0

@@ -193,6 +193,50 @@ def test_a_sweep_killed_part_way_resumes_to_the_summary_of_the_sweep_left_alone(
     assert again.returncode == 2 and "finished sweep" in again.stderr
 
 
+@pytest.mark.slow  # 40 s
+@pytest.mark.parametrize("signame, code", [("INT", 130), ("TERM", 143)])
+def test_a_parallel_sweep_stopped_saves_every_running_job_and_resumes_to_the_sweep_left_alone(signame, code, tmp_path):
+    """Ctrl-C (SIGINT to every process of the command, as a terminal sends it) or SIGTERM to
+    mdn-run alone, while two jobs train in the parallel launcher's workers: mdn-run waits for the
+    workers to save their training states before it stops them, says so in one line and exits
+    130 / 143, with no warning of leaked semaphores; mdn-resume then ends with the summary of the
+    same sweep left alone."""
+    args = ["-m", "seed=0,1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *TINY]
+    args += ["trainer.epochs=2000", "trainer.patience=null", "trainer.checkpoint_seconds=1000", "figures=false"]
+    alone, stopped = tmp_path / "alone", tmp_path / "stopped"
+    assert run_cli([*args, f"hydra.sweep.dir={alone}"]).returncode == 0
+    child = launch.start(
+        "mdn_experiments.cli",
+        [*args, f"hydra.sweep.dir={stopped}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # a process group of its own, as a terminal gives a command
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # not the ignored one of a background job
+    )
+    deadline, logs = time.monotonic() + 120, []
+    while time.monotonic() < deadline:  # until both jobs have their data and have begun to train
+        logs = [log for log in stopped.glob("*/cli.log") if "run folder" in log.read_text()]
+        if len(logs) == 2:
+            break
+        time.sleep(0.05)
+    time.sleep(1.0)  # both jobs are training (their checkpoints are 1000 s apart: no state.pt yet)
+    assert len(logs) == 2 and not any((log.parent / "state.pt").exists() for log in logs)
+    if signame == "INT":
+        os.killpg(child.pid, signal.SIGINT)
+    else:
+        child.send_signal(signal.SIGTERM)
+    _, stderr = child.communicate(timeout=120)
+    assert child.returncode == code, stderr[-2000:]
+    assert f"mdn-run: stopped by SIG{signame}" in stderr and "leaked semaphore" not in stderr
+    assert "Traceback" not in stderr
+    assert all((log.parent / "state.pt").exists() for log in logs)  # saved at the signal
+    assert not any((log.parent / "metrics.json").exists() for log in logs)
+    proc = resume(stopped)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (stopped / "summary.csv").read_text() == (alone / "summary.csv").read_text()
+
+
 @pytest.mark.parametrize(
     "make, expected",
     [
