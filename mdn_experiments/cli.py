@@ -34,7 +34,6 @@ from mdn_experiments.errors import one_line as one_line_error
 from mdn_experiments.evaluation import contract as C
 from mdn_experiments.run import folders
 from mdn_experiments.tools import launch
-from mdn_experiments.tools.launch import RESUME_ENV
 from mdn_experiments.tools.report import FAILED_JOBS
 
 log = logging.getLogger("mdn_experiments")
@@ -102,7 +101,7 @@ def _refuse(message: str, code: int = 2) -> None:
 
 
 def _resuming() -> bool:
-    return os.environ.get(RESUME_ENV) == "1"
+    return os.environ.get(launch.RESUME_ENV) == "1"
 
 
 class ReleaseStderr(Callback):
